@@ -1,0 +1,128 @@
+#include "common/posix.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace kiln {
+
+absl::Status PosixError(absl::string_view context, int error_number) {
+  return absl::ErrnoToStatus(error_number, context);
+}
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    fd_ = other.Release();
+  }
+  return *this;
+}
+
+int UniqueFd::Release() {
+  int fd = fd_;
+  fd_ = -1;
+  return fd;
+}
+
+void UniqueFd::Reset() {
+  if (fd_ >= 0) close(fd_);  // close() errors on a read-only or fsynced fd carry no data loss.
+  fd_ = -1;
+}
+
+absl::StatusOr<UniqueFd> OpenFile(const std::string& path, int flags, mode_t mode) {
+  int fd;
+  do {
+    fd = open(path.c_str(), flags | O_CLOEXEC, mode);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return PosixError(absl::StrCat("open ", path), errno);
+  return UniqueFd(fd);
+}
+
+absl::Status WriteAll(int fd, absl::string_view data, absl::string_view what) {
+  while (!data.empty()) {
+    ssize_t n = write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return PosixError(absl::StrCat("write ", what), errno);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadAt(int fd, int64_t offset, int64_t length, absl::string_view what) {
+  std::string out(static_cast<size_t>(length), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = pread(fd, out.data() + done, out.size() - done, offset + static_cast<int64_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return PosixError(absl::StrCat("read ", what), errno);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  return out;
+}
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return PosixError(absl::StrCat("fstat ", path), errno);
+  return ReadAt(fd.get(), 0, st.st_size, path);
+}
+
+absl::Status Fsync(int fd, absl::string_view what) {
+  if (fsync(fd) != 0) return PosixError(absl::StrCat("fsync ", what), errno);
+  return absl::OkStatus();
+}
+
+absl::Status FsyncDirectory(const std::string& path) {
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY | O_DIRECTORY));
+  return Fsync(fd.get(), path);
+}
+
+absl::Status MakeDirectories(const std::string& path, mode_t mode) {
+  std::error_code error;
+  std::filesystem::create_directories(path, error);
+  if (error) return PosixError(absl::StrCat("mkdir -p ", path), error.value());
+  if (chmod(path.c_str(), mode) != 0) return PosixError(absl::StrCat("chmod ", path), errno);
+  return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view data,
+                                 const std::string& tmp_dir, mode_t mode) {
+  std::string tmp = absl::StrCat(tmp_dir, "/atomic-", getpid(), "-", std::random_device{}());
+  {
+    ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, mode));
+    absl::Status written = WriteAll(fd.get(), data, tmp);
+    if (written.ok()) written = Fsync(fd.get(), tmp);
+    if (!written.ok()) {
+      unlink(tmp.c_str());
+      return written;
+    }
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    int error = errno;
+    unlink(tmp.c_str());
+    return PosixError(absl::StrCat("rename ", tmp, " to ", path), error);
+  }
+  return FsyncDirectory(std::filesystem::path(path).parent_path());
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  std::error_code error;
+  std::filesystem::remove_all(path, error);
+  if (error) return PosixError(absl::StrCat("rm -rf ", path), error.value());
+  return absl::OkStatus();
+}
+
+}  // namespace kiln

@@ -1,0 +1,59 @@
+// Thin wrappers over the POSIX calls Kiln uses for files. Each returns an
+// absl::Status whose message names the call, the path and strerror(errno), so
+// an operator can act on it without a debugger.
+#ifndef KILN_COMMON_POSIX_H_
+#define KILN_COMMON_POSIX_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace kiln {
+
+// Maps errno to a Status, e.g. PosixError("open /x", ENOENT) -> NOT_FOUND.
+absl::Status PosixError(absl::string_view context, int error_number);
+
+// Owns a file descriptor and closes it on destruction.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(other.Release()) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept;
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { Reset(); }
+
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int Release();
+  void Reset();
+
+ private:
+  int fd_ = -1;
+};
+
+absl::StatusOr<UniqueFd> OpenFile(const std::string& path, int flags, mode_t mode = 0);
+// Writes all of `data`, retrying on EINTR and short writes.
+absl::Status WriteAll(int fd, absl::string_view data, absl::string_view what);
+// Reads up to `length` bytes at `offset`; fewer only at end of file.
+absl::StatusOr<std::string> ReadAt(int fd, int64_t offset, int64_t length, absl::string_view what);
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+absl::Status Fsync(int fd, absl::string_view what);
+// fsyncs a directory so that a rename or unlink inside it is durable.
+absl::Status FsyncDirectory(const std::string& path);
+absl::Status MakeDirectories(const std::string& path, mode_t mode = 0755);
+// Writes `data` to `path` atomically: temp file in `tmp_dir`, fsync, rename,
+// fsync of the parent. Readers see the old or the new content, never a mix.
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view data,
+                                 const std::string& tmp_dir, mode_t mode);
+// Removes a tree (like rm -rf); a missing path is not an error.
+absl::Status RemoveTree(const std::string& path);
+
+}  // namespace kiln
+
+#endif  // KILN_COMMON_POSIX_H_

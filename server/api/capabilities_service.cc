@@ -1,0 +1,37 @@
+#include "server/api/capabilities_service.h"
+
+namespace kiln::api {
+
+CapabilitiesService::CapabilitiesService(int64_t max_batch_total_bytes, bool exec_enabled) {
+  auto* cache = capabilities_.mutable_cache_capabilities();
+  cache->add_digest_functions(rev2::DigestFunction::SHA256);
+  cache->mutable_action_cache_update_capabilities()->set_update_enabled(true);
+  auto* priority = cache->mutable_cache_priority_capabilities()->add_priorities();
+  priority->set_min_priority(0);
+  priority->set_max_priority(0);
+  cache->set_max_batch_total_size_bytes(max_batch_total_bytes);
+  cache->set_symlink_absolute_path_strategy(rev2::SymlinkAbsolutePathStrategy::DISALLOWED);
+  cache->add_supported_compressors(rev2::Compressor::ZSTD);
+  cache->add_supported_batch_update_compressors(rev2::Compressor::ZSTD);
+
+  auto* exec = capabilities_.mutable_execution_capabilities();
+  exec->set_digest_function(rev2::DigestFunction::SHA256);
+  exec->add_digest_functions(rev2::DigestFunction::SHA256);
+  exec->set_exec_enabled(exec_enabled);
+
+  capabilities_.mutable_deprecated_api_version()->set_major(2);
+  capabilities_.mutable_low_api_version()->set_major(2);
+  capabilities_.mutable_high_api_version()->set_major(2);
+  capabilities_.mutable_high_api_version()->set_minor(3);
+}
+
+grpc::ServerUnaryReactor* CapabilitiesService::GetCapabilities(
+    grpc::CallbackServerContext* context, const rev2::GetCapabilitiesRequest* request,
+    rev2::ServerCapabilities* response) {
+  *response = capabilities_;
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace kiln::api

@@ -1,0 +1,205 @@
+#include "server/api/cas_service.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "common/zstd.h"
+#include "server/api/grpc_status.h"
+#include "server/cas/directory_tree.h"
+
+namespace kiln::api {
+namespace {
+
+// GetTree pages stay well below the default 4 MiB gRPC message limit.
+constexpr int64_t kMaxTreePageBytes = 2 << 20;
+
+absl::StatusOr<Digest> ParseIndexed(const rev2::Digest& proto, const char* field, int index) {
+  absl::StatusOr<Digest> digest = ParseDigest(proto);
+  if (!digest.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, "[", index, "]: ", digest.status().message()));
+  }
+  return digest;
+}
+
+absl::Status StoreOne(cas::BlobStore& cas, const rev2::BatchUpdateBlobsRequest::Request& entry) {
+  ASSIGN_OR_RETURN(Digest digest, ParseDigest(entry.digest()));
+  switch (entry.compressor()) {
+    case rev2::Compressor::IDENTITY:
+      return cas.Put(digest, entry.data());
+    case rev2::Compressor::ZSTD: {
+      if (digest.size > cas.max_blob_bytes()) return cas.StartWrite(digest).status();
+      ASSIGN_OR_RETURN(std::string data, ZstdDecompressAll(entry.data(), digest.size));
+      return cas.Put(digest, data);
+    }
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "compressor ", rev2::Compressor::Value_Name(entry.compressor()),
+          " is not supported for batch uploads; use IDENTITY or ZSTD"));
+  }
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* CasService::FindMissingBlobs(
+    grpc::CallbackServerContext* context, const rev2::FindMissingBlobsRequest* request,
+    rev2::FindMissingBlobsResponse* response) {
+  return RunOnPool(context, storage_.io, [this, request, response]() -> absl::Status {
+    RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
+    std::vector<Digest> digests;
+    digests.reserve(request->blob_digests_size());
+    for (int i = 0; i < request->blob_digests_size(); ++i) {
+      ASSIGN_OR_RETURN(Digest digest, ParseIndexed(request->blob_digests(i), "blob_digests", i));
+      digests.push_back(std::move(digest));
+    }
+    for (int i = 0; i < request->blob_digests_size(); ++i) {
+      if (!storage_.cas->Contains(digests[i])) {
+        *response->add_missing_blob_digests() = request->blob_digests(i);
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* CasService::BatchUpdateBlobs(
+    grpc::CallbackServerContext* context, const rev2::BatchUpdateBlobsRequest* request,
+    rev2::BatchUpdateBlobsResponse* response) {
+  return RunOnPool(context, storage_.io, [this, request, response]() -> absl::Status {
+    RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
+    int64_t total = 0;
+    for (const auto& entry : request->requests()) total += entry.data().size();
+    if (total > storage_.max_batch_total_bytes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "BatchUpdateBlobs carries %d bytes, over this server's max_batch_total_size_bytes "
+          "of %d; upload large blobs with ByteStream.Write",
+          total, storage_.max_batch_total_bytes));
+    }
+    for (const auto& entry : request->requests()) {
+      auto* result = response->add_responses();
+      *result->mutable_digest() = entry.digest();
+      *result->mutable_status() = ToRpcStatus(StoreOne(*storage_.cas, entry));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* CasService::BatchReadBlobs(grpc::CallbackServerContext* context,
+                                                     const rev2::BatchReadBlobsRequest* request,
+                                                     rev2::BatchReadBlobsResponse* response) {
+  return RunOnPool(context, storage_.io, [this, request, response]() -> absl::Status {
+    RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
+    std::vector<Digest> digests;
+    int64_t total = 0;
+    for (int i = 0; i < request->digests_size(); ++i) {
+      ASSIGN_OR_RETURN(Digest digest, ParseIndexed(request->digests(i), "digests", i));
+      total += digest.size;
+      digests.push_back(std::move(digest));
+    }
+    if (total > storage_.max_batch_total_bytes) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "BatchReadBlobs asks for %d bytes, over this server's max_batch_total_size_bytes "
+          "of %d; read large blobs with ByteStream.Read",
+          total, storage_.max_batch_total_bytes));
+    }
+    for (int i = 0; i < request->digests_size(); ++i) {
+      auto* result = response->add_responses();
+      *result->mutable_digest() = request->digests(i);
+      absl::StatusOr<std::string> data = storage_.cas->ReadBlob(digests[i]);
+      if (data.ok()) result->set_data(*std::move(data));
+      *result->mutable_status() = ToRpcStatus(data.status());
+    }
+    return absl::OkStatus();
+  });
+}
+
+namespace {
+
+// Streams GetTree pages; each carries the token of the next one. Pages are
+// read on the pool; at most one write is outstanding.
+class GetTreeReactor final : public grpc::ServerWriteReactor<rev2::GetTreeResponse> {
+ public:
+  GetTreeReactor(Storage storage, const rev2::GetTreeRequest* request)
+      : storage_(storage), request_(request) {
+    storage_.io->Schedule([this] { Start(); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    if (next_index_ == 0) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    storage_.io->Schedule([this] { SendPage(); });
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Start() {
+    absl::Status status = Validate();
+    if (!status.ok()) {
+      Finish(ToGrpcStatus(status));
+      return;
+    }
+    SendPage();
+  }
+
+  absl::Status Validate() {
+    RETURN_IF_ERROR(CheckDigestFunction(request_->digest_function()));
+    absl::StatusOr<Digest> root = ParseDigest(request_->root_digest());
+    if (!root.ok()) return absl::InvalidArgumentError(absl::StrCat("root_digest: ", root.status().message()));
+    root_ = *std::move(root);
+    if (request_->page_size() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_size ", request_->page_size(), " is negative"));
+    }
+    page_size_ = request_->page_size() == 0
+                     ? CasService::kMaxTreePageSize
+                     : std::min(request_->page_size(), CasService::kMaxTreePageSize);
+    if (!request_->page_token().empty() &&
+        (!absl::SimpleAtoi(request_->page_token(), &next_index_) || next_index_ <= 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "page_token \"", request_->page_token().substr(0, 100),
+          "\" was not issued by this server; pass a next_page_token from a GetTreeResponse"));
+    }
+    if (!storage_.cas->Contains(root_)) {
+      return absl::NotFoundError(
+          absl::StrCat("root directory ", root_.ToString(), " is not in the CAS"));
+    }
+    return absl::OkStatus();
+  }
+
+  void SendPage() {
+    absl::StatusOr<cas::TreePage> page =
+        cas::ReadTreePage(*storage_.cas, root_, next_index_, page_size_, kMaxTreePageBytes);
+    if (!page.ok()) {
+      Finish(ToGrpcStatus(page.status()));
+      return;
+    }
+    response_.Clear();
+    for (auto& directory : page->directories) *response_.add_directories() = std::move(directory);
+    next_index_ = page->next_index;
+    if (next_index_ != 0) response_.set_next_page_token(absl::StrCat(next_index_));
+    StartWrite(&response_);
+  }
+
+  Storage storage_;
+  const rev2::GetTreeRequest* request_;
+  Digest root_;
+  int page_size_ = 0;
+  int next_index_ = 0;
+  rev2::GetTreeResponse response_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<rev2::GetTreeResponse>* CasService::GetTree(
+    grpc::CallbackServerContext* context, const rev2::GetTreeRequest* request) {
+  return new GetTreeReactor(storage_, request);
+}
+
+}  // namespace kiln::api

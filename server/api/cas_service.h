@@ -1,0 +1,39 @@
+// REAPI ContentAddressableStorage over the embedded BlobStore. Every handler
+// validates its input first (digest form, digest function, sizes), then runs
+// its disk work on the storage pool; no gRPC thread waits on the disk.
+#ifndef KILN_SERVER_API_CAS_SERVICE_H_
+#define KILN_SERVER_API_CAS_SERVICE_H_
+
+#include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
+#include "server/api/storage.h"
+
+namespace kiln::api {
+
+namespace rev2 = ::build::bazel::remote::execution::v2;
+
+class CasService final : public rev2::ContentAddressableStorage::CallbackService {
+ public:
+  explicit CasService(Storage storage) : storage_(storage) {}
+
+  grpc::ServerUnaryReactor* FindMissingBlobs(grpc::CallbackServerContext* context,
+                                             const rev2::FindMissingBlobsRequest* request,
+                                             rev2::FindMissingBlobsResponse* response) override;
+  grpc::ServerUnaryReactor* BatchUpdateBlobs(grpc::CallbackServerContext* context,
+                                             const rev2::BatchUpdateBlobsRequest* request,
+                                             rev2::BatchUpdateBlobsResponse* response) override;
+  grpc::ServerUnaryReactor* BatchReadBlobs(grpc::CallbackServerContext* context,
+                                           const rev2::BatchReadBlobsRequest* request,
+                                           rev2::BatchReadBlobsResponse* response) override;
+  grpc::ServerWriteReactor<rev2::GetTreeResponse>* GetTree(
+      grpc::CallbackServerContext* context, const rev2::GetTreeRequest* request) override;
+
+  // Largest number of directories in one GetTree page.
+  static constexpr int kMaxTreePageSize = 10000;
+
+ private:
+  Storage storage_;
+};
+
+}  // namespace kiln::api
+
+#endif  // KILN_SERVER_API_CAS_SERVICE_H_

@@ -1,0 +1,38 @@
+// What the storage services share: the stores, the pool that runs their disk
+// work off the gRPC threads, and the limits they announce and enforce.
+#ifndef KILN_SERVER_API_STORAGE_H_
+#define KILN_SERVER_API_STORAGE_H_
+
+#include <cstdint>
+#include <functional>
+
+#include <grpcpp/support/server_callback.h>
+
+#include "common/thread_pool.h"
+#include "server/api/grpc_status.h"
+#include "server/cas/action_cache.h"
+#include "server/cas/blob_store.h"
+
+namespace kiln::api {
+
+struct Storage {
+  cas::BlobStore* cas = nullptr;
+  cas::ActionCache* action_cache = nullptr;
+  ThreadPool* io = nullptr;
+  // Total blob bytes accepted in one BatchUpdateBlobs / BatchReadBlobs call;
+  // kept below the gRPC message limit so a full batch still fits on the wire.
+  int64_t max_batch_total_bytes = 0;
+};
+
+// Runs `work` on the pool and finishes the unary call with its status. The
+// request and response stay valid until Finish, so `work` may use them.
+inline grpc::ServerUnaryReactor* RunOnPool(grpc::CallbackServerContext* context,
+                                           ThreadPool* pool, std::function<absl::Status()> work) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  pool->Schedule([reactor, work = std::move(work)] { reactor->Finish(ToGrpcStatus(work())); });
+  return reactor;
+}
+
+}  // namespace kiln::api
+
+#endif  // KILN_SERVER_API_STORAGE_H_

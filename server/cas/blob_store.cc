@@ -1,0 +1,300 @@
+#include "server/cas/blob_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <filesystem>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+
+namespace kiln::cas {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool IsHexHash(absl::string_view name) {
+  return name.size() == 64 &&
+         std::all_of(name.begin(), name.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::string UniqueTempName() {
+  static std::atomic<uint64_t> counter{0};
+  return absl::StrCat(getpid(), "-", counter.fetch_add(1), "-", absl::ToUnixNanos(absl::Now()));
+}
+
+}  // namespace
+
+// ---- BlobPin ----
+
+BlobPin::BlobPin(BlobPin&& other) noexcept
+    : store_(std::exchange(other.store_, nullptr)), hash_(std::move(other.hash_)) {}
+
+BlobPin& BlobPin::operator=(BlobPin&& other) noexcept {
+  if (this != &other) {
+    Release();
+    store_ = std::exchange(other.store_, nullptr);
+    hash_ = std::move(other.hash_);
+  }
+  return *this;
+}
+
+BlobPin::~BlobPin() { Release(); }
+
+void BlobPin::Release() {
+  if (store_ != nullptr) store_->Unpin(hash_);
+  store_ = nullptr;
+}
+
+// ---- BlobReader ----
+
+absl::StatusOr<std::string> BlobReader::Read(int64_t offset, int64_t length) const {
+  int64_t available = std::max<int64_t>(0, digest_.size - offset);
+  return ReadAt(fd_.get(), offset, std::min(length, available), path_);
+}
+
+// ---- BlobWriter ----
+
+BlobWriter::BlobWriter(BlobStore* store, Digest expected, std::string temp_path, UniqueFd fd)
+    : store_(store), expected_(std::move(expected)), temp_path_(std::move(temp_path)),
+      fd_(std::move(fd)) {}
+
+BlobWriter::~BlobWriter() {
+  if (!finished_) unlink(temp_path_.c_str());
+}
+
+absl::Status BlobWriter::Append(absl::string_view data) {
+  if (finished_) return absl::FailedPreconditionError("write to a blob that is already finished");
+  if (written_ + static_cast<int64_t>(data.size()) > expected_.size) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "blob %s: received %d bytes, more than its declared size of %d bytes",
+        expected_.ToString(), written_ + static_cast<int64_t>(data.size()), expected_.size));
+  }
+  RETURN_IF_ERROR(WriteAll(fd_.get(), data, temp_path_));
+  hash_.Update(data);
+  written_ += static_cast<int64_t>(data.size());
+  return absl::OkStatus();
+}
+
+absl::Status BlobWriter::Commit() {
+  if (finished_) return absl::FailedPreconditionError("blob is already committed");
+  finished_ = true;
+  auto fail = [&](absl::Status status) {
+    unlink(temp_path_.c_str());
+    return status;
+  };
+  if (written_ != expected_.size) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrFormat("blob %s: received %d bytes, but the digest declares %d bytes",
+                        expected_.ToString(), written_, expected_.size)));
+  }
+  std::string actual = hash_.FinishHex();
+  if (actual != expected_.hash) {
+    return fail(absl::InvalidArgumentError(absl::StrFormat(
+        "blob %s: the data hashes to %s; the digest does not match the content",
+        expected_.ToString(), actual)));
+  }
+  // Read-only before it becomes visible: hardlinks of it must not be writable.
+  if (fchmod(fd_.get(), 0444) != 0) return fail(PosixError("fchmod " + temp_path_, errno));
+  absl::Status synced = Fsync(fd_.get(), temp_path_);
+  if (!synced.ok()) return fail(synced);
+  fd_.Reset();
+  absl::Status published = store_->Publish(expected_, temp_path_);
+  if (!published.ok()) return fail(published);
+  return absl::OkStatus();
+}
+
+// ---- BlobStore ----
+
+absl::StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& options) {
+  if (options.max_blob_bytes > options.max_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the largest blob (%d bytes) cannot exceed the store's size cap (%d bytes)",
+        options.max_blob_bytes, options.max_bytes));
+  }
+  std::unique_ptr<BlobStore> store(new BlobStore(options));
+  RETURN_IF_ERROR(store->Recover());
+  return store;
+}
+
+std::string BlobStore::BlobPath(absl::string_view hash) const {
+  return absl::StrCat(options_.root, "/blobs/", hash.substr(0, 2), "/", hash);
+}
+
+absl::Status BlobStore::Recover() {
+  const std::string tmp = options_.root + "/tmp";
+  // Anything in tmp/ was half-written when the previous process stopped.
+  RETURN_IF_ERROR(RemoveTree(tmp));
+  RETURN_IF_ERROR(MakeDirectories(tmp, 0700));
+  struct Found {
+    std::string hash;
+    int64_t size;
+    struct timespec mtime;
+  };
+  std::vector<Found> found;
+  for (int shard = 0; shard < 256; ++shard) {
+    std::string dir = absl::StrFormat("%s/blobs/%02x", options_.root, shard);
+    RETURN_IF_ERROR(MakeDirectories(dir, 0755));
+    std::error_code error;
+    for (const auto& entry : fs::directory_iterator(dir, error)) {
+      std::string name = entry.path().filename();
+      struct stat st;
+      bool valid = lstat(entry.path().c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+                   IsHexHash(name) && name.compare(0, 2, dir.substr(dir.size() - 2)) == 0 &&
+                   (st.st_mode & 0222) == 0;
+      if (!valid) {
+        // Not something this store wrote: do not serve it as a blob.
+        RETURN_IF_ERROR(RemoveTree(entry.path()));
+        continue;
+      }
+      found.push_back({name, st.st_size, st.st_mtim});
+    }
+    if (error) return PosixError("list " + dir, error.value());
+  }
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) {
+    return std::tie(a.mtime.tv_sec, a.mtime.tv_nsec) < std::tie(b.mtime.tv_sec, b.mtime.tv_nsec);
+  });
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Found& blob : found) IndexLocked(blob.hash, blob.size);
+    EvictLocked();  // the cap may have been lowered since the last run
+  }
+  // REAPI treats the empty blob as always present; keep it pinned for good.
+  const Digest empty = Digest::Of("");
+  RETURN_IF_ERROR(Put(empty, ""));
+  absl::MutexLock lock(&mu_);
+  ++entries_[empty.hash].pins;
+  return absl::OkStatus();
+}
+
+void BlobStore::IndexLocked(const std::string& hash, int64_t size) {
+  lru_.push_back(hash);
+  entries_[hash] = Entry{size, 0, std::prev(lru_.end())};
+  total_bytes_ += size;
+}
+
+void BlobStore::TouchLocked(Entry& entry) {
+  lru_.splice(lru_.end(), lru_, entry.lru_position);
+}
+
+void BlobStore::EvictLocked(absl::string_view keep) {
+  auto it = lru_.begin();
+  while (total_bytes_ > options_.max_bytes && it != lru_.end()) {
+    auto entry = entries_.find(*it);
+    if (entry->second.pins > 0 || *it == keep) {
+      ++it;
+      continue;
+    }
+    // unlink under the lock: a concurrent Publish of the same hash must not
+    // rename a fresh copy in between our index update and the unlink.
+    unlink(BlobPath(*it).c_str());
+    total_bytes_ -= entry->second.size;
+    ++evictions_;
+    entries_.erase(entry);
+    it = lru_.erase(it);
+  }
+}
+
+bool BlobStore::Contains(const Digest& digest) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(digest.hash);
+  if (it == entries_.end() || it->second.size != digest.size) return false;
+  TouchLocked(it->second);
+  return true;
+}
+
+absl::StatusOr<BlobPin> BlobStore::PinIfPresent(const Digest& digest) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(digest.hash);
+  if (it == entries_.end() || it->second.size != digest.size) {
+    return absl::NotFoundError(absl::StrCat("blob ", digest.ToString(), " is not in the CAS"));
+  }
+  ++it->second.pins;
+  TouchLocked(it->second);
+  return BlobPin(this, digest.hash);
+}
+
+absl::StatusOr<BlobPin> BlobStore::Pin(const Digest& digest) { return PinIfPresent(digest); }
+
+void BlobStore::Unpin(const std::string& hash) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(hash);
+  if (it == entries_.end()) return;
+  --it->second.pins;
+  if (it->second.pins == 0 && total_bytes_ > options_.max_bytes) EvictLocked();
+}
+
+absl::StatusOr<BlobReader> BlobStore::OpenBlob(const Digest& digest) {
+  ASSIGN_OR_RETURN(BlobPin pin, PinIfPresent(digest));
+  BlobReader reader;
+  reader.path_ = BlobPath(digest.hash);
+  ASSIGN_OR_RETURN(reader.fd_, OpenFile(reader.path_, O_RDONLY));
+  reader.digest_ = digest;
+  reader.pin_ = std::move(pin);
+  return reader;
+}
+
+absl::StatusOr<std::string> BlobStore::ReadBlob(const Digest& digest) {
+  ASSIGN_OR_RETURN(BlobReader reader, OpenBlob(digest));
+  ASSIGN_OR_RETURN(std::string data, reader.Read(0, digest.size));
+  if (static_cast<int64_t>(data.size()) != digest.size) {
+    return absl::DataLossError(absl::StrCat("blob ", digest.ToString(), " is truncated on disk"));
+  }
+  return data;
+}
+
+absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::StartWrite(const Digest& digest) {
+  if (digest.size > options_.max_blob_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "blob %s is %d bytes, larger than this server's maximum blob size of %d bytes "
+        "(--cas_max_blob_bytes)",
+        digest.ToString(), digest.size, options_.max_blob_bytes));
+  }
+  std::string temp_path = absl::StrCat(options_.root, "/tmp/", UniqueTempName());
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(temp_path, O_WRONLY | O_CREAT | O_EXCL, 0600));
+  return std::unique_ptr<BlobWriter>(new BlobWriter(this, digest, temp_path, std::move(fd)));
+}
+
+absl::Status BlobStore::Put(const Digest& digest, absl::string_view data) {
+  ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, StartWrite(digest));
+  RETURN_IF_ERROR(writer->Append(data));
+  return writer->Commit();
+}
+
+absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_path) {
+  const std::string path = BlobPath(digest.hash);
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(digest.hash);
+    if (it != entries_.end()) {
+      // A concurrent writer of the same blob won; its copy is identical.
+      TouchLocked(it->second);
+      unlink(temp_path.c_str());
+      return absl::OkStatus();
+    }
+    if (rename(temp_path.c_str(), path.c_str()) != 0) {
+      return PosixError(absl::StrCat("rename ", temp_path, " to ", path), errno);
+    }
+    IndexLocked(digest.hash, digest.size);
+    // The new blob is kept even if pins hold the store over its cap: the
+    // client is about to be told it is stored.
+    EvictLocked(digest.hash);
+  }
+  // Make the rename durable before the client is told the blob is stored.
+  return FsyncDirectory(path.substr(0, path.rfind('/')));
+}
+
+BlobStoreStats BlobStore::GetStats() {
+  absl::MutexLock lock(&mu_);
+  return BlobStoreStats{total_bytes_, static_cast<int64_t>(entries_.size()), evictions_};
+}
+
+}  // namespace kiln::cas

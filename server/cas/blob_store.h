@@ -1,0 +1,166 @@
+// The on-disk content-addressable store under --state_dir/cas.
+//
+// Layout: blobs/<first two hex digits>/<sha256> holds each blob as a read-only
+// (0444) file, so that later stages can hardlink it into action roots; tmp/
+// holds uploads in progress. A blob becomes visible only through rename(2),
+// after its size and SHA-256 were verified and its bytes fsynced, so a crash
+// leaves either the whole verified blob or nothing but a temp file, which the
+// next Open removes.
+//
+// Size cap: the sum of blob sizes is kept at or below max_bytes by evicting
+// the least recently used blobs. A blob that is pinned (held by a BlobPin or
+// BlobReader, i.e. used by a request in flight) is never evicted; if only
+// pinned blobs remain, the store stays over the cap until they are released.
+// Recency survives a restart only as write order (file mtime).
+//
+// Thread-safety: all methods are thread-safe. Disk I/O happens outside the
+// lock, except unlink of evicted files and the publishing rename, which must
+// be atomic with respect to the index.
+#ifndef KILN_SERVER_CAS_BLOB_STORE_H_
+#define KILN_SERVER_CAS_BLOB_STORE_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/digest.h"
+#include "common/posix.h"
+#include "common/sha256.h"
+
+namespace kiln::cas {
+
+struct BlobStoreOptions {
+  std::string root;             // directory owned by the store
+  int64_t max_bytes = 0;        // cap on the total size of stored blobs
+  int64_t max_blob_bytes = 0;   // largest single blob accepted (<= max_bytes)
+};
+
+struct BlobStoreStats {
+  int64_t bytes = 0;
+  int64_t blobs = 0;
+  int64_t evictions = 0;
+};
+
+class BlobStore;
+
+// Keeps one blob from being evicted while it is alive. Movable, not copyable.
+class BlobPin {
+ public:
+  BlobPin() = default;
+  BlobPin(BlobPin&& other) noexcept;
+  BlobPin& operator=(BlobPin&& other) noexcept;
+  ~BlobPin();
+
+ private:
+  friend class BlobStore;
+  BlobPin(BlobStore* store, std::string hash) : store_(store), hash_(std::move(hash)) {}
+  void Release();
+  BlobStore* store_ = nullptr;
+  std::string hash_;
+};
+
+// An open, pinned blob.
+class BlobReader {
+ public:
+  const Digest& digest() const { return digest_; }
+  // The stored file; stays valid (and unevicted) while this reader lives.
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_.get(); }
+  // Reads up to `length` bytes from `offset` (fewer only at the end).
+  absl::StatusOr<std::string> Read(int64_t offset, int64_t length) const;
+
+ private:
+  friend class BlobStore;
+  Digest digest_;
+  std::string path_;
+  UniqueFd fd_;
+  BlobPin pin_;
+};
+
+// Streams one blob into a temp file. Commit verifies it and publishes it; a
+// writer destroyed without a successful Commit leaves nothing behind.
+// Not thread-safe: one writer belongs to one upload.
+class BlobWriter {
+ public:
+  ~BlobWriter();
+  BlobWriter(const BlobWriter&) = delete;
+  BlobWriter& operator=(const BlobWriter&) = delete;
+
+  const Digest& expected() const { return expected_; }
+  int64_t bytes_written() const { return written_; }
+  // INVALID_ARGUMENT if the data would go past the declared size.
+  absl::Status Append(absl::string_view data);
+  // INVALID_ARGUMENT on a size or hash mismatch; the temp file is removed.
+  absl::Status Commit();
+
+ private:
+  friend class BlobStore;
+  BlobWriter(BlobStore* store, Digest expected, std::string temp_path, UniqueFd fd);
+  BlobStore* store_;
+  Digest expected_;
+  std::string temp_path_;
+  UniqueFd fd_;
+  Sha256 hash_;
+  int64_t written_ = 0;
+  bool finished_ = false;
+};
+
+class BlobStore {
+ public:
+  // Creates or recovers a store: removes half-written temp files and stray
+  // files, and indexes every blob already there.
+  static absl::StatusOr<std::unique_ptr<BlobStore>> Open(const BlobStoreOptions& options);
+
+  // True if the blob is stored; marks it recently used.
+  bool Contains(const Digest& digest);
+  // Pins a stored blob; NOT_FOUND if it is absent.
+  absl::StatusOr<BlobPin> Pin(const Digest& digest);
+  absl::StatusOr<BlobReader> OpenBlob(const Digest& digest);
+  // Reads a whole blob; meant for small blobs such as Directory messages.
+  absl::StatusOr<std::string> ReadBlob(const Digest& digest);
+  // INVALID_ARGUMENT if the digest is larger than max_blob_bytes.
+  absl::StatusOr<std::unique_ptr<BlobWriter>> StartWrite(const Digest& digest);
+  // Verifies and stores a blob held in memory.
+  absl::Status Put(const Digest& digest, absl::string_view data);
+
+  int64_t max_blob_bytes() const { return options_.max_blob_bytes; }
+  BlobStoreStats GetStats();
+
+ private:
+  friend class BlobPin;
+  friend class BlobWriter;
+  struct Entry {
+    int64_t size = 0;
+    int pins = 0;
+    std::list<std::string>::iterator lru_position;
+  };
+
+  explicit BlobStore(BlobStoreOptions options) : options_(std::move(options)) {}
+  absl::Status Recover();
+  std::string BlobPath(absl::string_view hash) const;
+  absl::StatusOr<BlobPin> PinIfPresent(const Digest& digest);
+  // Renames a verified temp file into place (or drops it if the blob exists).
+  absl::Status Publish(const Digest& digest, const std::string& temp_path);
+  void Unpin(const std::string& hash);
+  void IndexLocked(const std::string& hash, int64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TouchLocked(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts unpinned blobs, oldest first, until under the cap; never `keep`.
+  void EvictLocked(absl::string_view keep = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const BlobStoreOptions options_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // front: least recently used
+  int64_t total_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace kiln::cas
+
+#endif  // KILN_SERVER_CAS_BLOB_STORE_H_

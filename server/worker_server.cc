@@ -1,0 +1,104 @@
+#include "server/worker_server.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_builder.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "server/process_metrics.h"
+
+namespace kiln {
+namespace {
+
+absl::StatusOr<UniqueFd> LockStateDir(const std::string& state_dir) {
+  RETURN_IF_ERROR(MakeDirectories(state_dir, 0755));
+  std::string path = state_dir + "/LOCK";
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDWR | O_CREAT, 0644));
+  if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "state dir ", state_dir, " is in use by another kiln-worker (", path,
+        " is locked); stop it or pass a different --state_dir"));
+  }
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOptions& options) {
+  std::unique_ptr<WorkerServer> worker(new WorkerServer());
+  ASSIGN_OR_RETURN(worker->state_lock_, LockStateDir(options.state_dir));
+
+  cas::BlobStoreOptions cas_options;
+  cas_options.root = options.state_dir + "/cas";
+  cas_options.max_bytes = options.cas_max_bytes;
+  cas_options.max_blob_bytes =
+      options.cas_max_blob_bytes == 0 ? options.cas_max_bytes : options.cas_max_blob_bytes;
+  ASSIGN_OR_RETURN(worker->cas_, cas::BlobStore::Open(cas_options));
+  ASSIGN_OR_RETURN(worker->action_cache_,
+                   cas::ActionCache::Open(options.state_dir + "/ac", worker->cas_.get()));
+  const cas::BlobStoreStats stats = worker->cas_->GetStats();
+  spdlog::info("CAS at {}: {} blobs, {} bytes (cap {} bytes)", cas_options.root, stats.blobs,
+               stats.bytes, cas_options.max_bytes);
+
+  worker->io_ = std::make_unique<ThreadPool>(options.io_threads);
+  api::Storage storage{worker->cas_.get(), worker->action_cache_.get(), worker->io_.get(),
+                       kMaxBatchTotalBytes};
+  worker->capabilities_service_ =
+      std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, /*exec_enabled=*/false);
+  worker->cas_service_ = std::make_unique<api::CasService>(storage);
+  worker->bytestream_service_ = std::make_unique<api::ByteStreamService>(storage);
+  worker->action_cache_service_ = std::make_unique<api::ActionCacheService>(storage);
+
+  if (!options.metrics_listen.empty()) {
+    worker->registry_ = std::make_shared<prometheus::Registry>();
+    try {
+      worker->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("cannot serve metrics on --metrics_listen=",
+                                                 options.metrics_listen, ": ", e.what()));
+    }
+    worker->exposer_->RegisterCollectable(worker->registry_);
+    worker->exposer_->RegisterCollectable(std::make_shared<ProcessMetrics>());
+    worker->metrics_port_ = worker->exposer_->GetListeningPorts().front();
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &worker->grpc_port_);
+  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  builder.RegisterService(worker->capabilities_service_.get());
+  builder.RegisterService(worker->cas_service_.get());
+  builder.RegisterService(worker->bytestream_service_.get());
+  builder.RegisterService(worker->action_cache_service_.get());
+  worker->server_ = builder.BuildAndStart();
+  if (worker->server_ == nullptr || worker->grpc_port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on --listen=", options.listen,
+        " (is the address valid and the port free?)"));
+  }
+  spdlog::info("kiln-worker serving REAPI on {} (port {}), metrics on {}", options.listen,
+               worker->grpc_port_,
+               options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen);
+  return worker;
+}
+
+WorkerServer::~WorkerServer() {
+  if (server_ != nullptr) Shutdown(absl::ZeroDuration());
+  io_.reset();  // finish queued disk work before the stores go away
+}
+
+void WorkerServer::Wait() { server_->Wait(); }
+
+void WorkerServer::Shutdown(absl::Duration grace) {
+  server_->GetHealthCheckService()->Shutdown();
+  server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
+}
+
+}  // namespace kiln

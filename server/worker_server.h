@@ -1,0 +1,75 @@
+// The kiln-worker server: opens the state directory (CAS, action cache),
+// builds the gRPC server with every service plus health and reflection, and
+// the Prometheus endpoint. Used by worker_main.cc and, in-process, by tests.
+#ifndef KILN_SERVER_WORKER_SERVER_H_
+#define KILN_SERVER_WORKER_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/server.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/posix.h"
+#include "common/thread_pool.h"
+#include "server/api/action_cache_service.h"
+#include "server/api/bytestream_service.h"
+#include "server/api/capabilities_service.h"
+#include "server/api/cas_service.h"
+#include "server/cas/action_cache.h"
+#include "server/cas/blob_store.h"
+
+namespace kiln {
+
+struct WorkerOptions {
+  std::string listen = "127.0.0.1:8980";       // gRPC; port 0 picks a free port
+  std::string metrics_listen = "127.0.0.1:8981";  // Prometheus; empty disables it
+  std::string state_dir;
+  int64_t cas_max_bytes = int64_t{10} << 30;
+  int64_t cas_max_blob_bytes = 0;  // 0: same as cas_max_bytes
+  int io_threads = 8;
+};
+
+// The largest gRPC message the server accepts; batch calls are capped lower
+// (kMaxBatchTotalBytes) so that their responses fit clients' 4 MiB default.
+inline constexpr int kMaxGrpcMessageBytes = 16 << 20;
+inline constexpr int64_t kMaxBatchTotalBytes = 4000000;
+
+class WorkerServer {
+ public:
+  // Opens the state dir (taking its lock: one worker per state dir), recovers
+  // the stores and starts serving. Errors name what to fix.
+  static absl::StatusOr<std::unique_ptr<WorkerServer>> Start(const WorkerOptions& options);
+  ~WorkerServer();
+
+  int grpc_port() const { return grpc_port_; }
+  int metrics_port() const { return metrics_port_; }
+  // Blocks until Shutdown.
+  void Wait();
+  // Stops accepting calls and ends those still running after `grace`.
+  void Shutdown(absl::Duration grace);
+
+ private:
+  WorkerServer() = default;
+
+  UniqueFd state_lock_;
+  std::unique_ptr<cas::BlobStore> cas_;
+  std::unique_ptr<cas::ActionCache> action_cache_;
+  std::unique_ptr<ThreadPool> io_;
+  std::unique_ptr<api::CapabilitiesService> capabilities_service_;
+  std::unique_ptr<api::CasService> cas_service_;
+  std::unique_ptr<api::ByteStreamService> bytestream_service_;
+  std::unique_ptr<api::ActionCacheService> action_cache_service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int grpc_port_ = 0;
+  int metrics_port_ = 0;
+};
+
+}  // namespace kiln
+
+#endif  // KILN_SERVER_WORKER_SERVER_H_
