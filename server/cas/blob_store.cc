@@ -280,6 +280,12 @@ absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_pa
       unlink(temp_path.c_str());
       return absl::OkStatus();
     }
+    // mtime records write order, which becomes the LRU order after a
+    // restart; the coarse kernel clock would give concurrent writes ties.
+    absl::Time stamp = std::max(absl::Now(), last_publish_time_ + absl::Nanoseconds(1));
+    last_publish_time_ = stamp;
+    struct timespec times[2] = {absl::ToTimespec(stamp), absl::ToTimespec(stamp)};
+    utimensat(AT_FDCWD, temp_path.c_str(), times, 0);  // best effort: only ordering is lost
     if (rename(temp_path.c_str(), path.c_str()) != 0) {
       return PosixError(absl::StrCat("rename ", temp_path, " to ", path), errno);
     }

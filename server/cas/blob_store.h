@@ -29,6 +29,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/digest.h"
 #include "common/posix.h"
 #include "common/sha256.h"
@@ -159,6 +160,7 @@ class BlobStore {
   std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // front: least recently used
   int64_t total_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time last_publish_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace kiln::cas

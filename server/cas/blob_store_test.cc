@@ -1,1 +1,210 @@
+#include "server/cas/blob_store.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
 #include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "server/cas/test_util.h"
+
+namespace kiln::cas {
+namespace {
+
+namespace fs = std::filesystem;
+
+class BlobStoreTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<BlobStore> OpenStore(int64_t max_bytes = 1 << 20) {
+    BlobStoreOptions options{dir_.path() + "/cas", max_bytes, max_bytes};
+    auto store = BlobStore::Open(options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+  std::string BlobPath(const Digest& d) {
+    return absl::StrCat(dir_.path(), "/cas/blobs/", d.hash.substr(0, 2), "/", d.hash);
+  }
+  int TempFiles() {
+    int n = 0;
+    for (auto& e : fs::directory_iterator(dir_.path() + "/cas/tmp")) (void)e, ++n;
+    return n;
+  }
+  ScratchDir dir_;
+};
+
+TEST_F(BlobStoreTest, PutThenReadReturnsTheSameBytesFromAReadOnlyFile) {
+  auto store = OpenStore();
+  Digest d = Digest::Of("hello");
+  ASSERT_TRUE(store->Put(d, "hello").ok());
+  EXPECT_TRUE(store->Contains(d));
+  EXPECT_EQ(*store->ReadBlob(d), "hello");
+  struct stat st;
+  ASSERT_EQ(stat(BlobPath(d).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0444);
+}
+
+TEST_F(BlobStoreTest, HashMismatchStoresNothing) {
+  auto store = OpenStore();
+  Digest claimed = Digest::Of("expected");
+  claimed.size = 5;
+  auto status = store->Put(claimed, "wrong");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("does not match"), absl::string_view::npos);
+  EXPECT_FALSE(store->Contains(claimed));
+  EXPECT_FALSE(fs::exists(BlobPath(claimed)));
+  EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, SizeMismatchAndOverrunStoreNothing) {
+  auto store = OpenStore();
+  Digest d = Digest::Of("abcdef");
+  auto writer = *store->StartWrite(d);
+  ASSERT_TRUE(writer->Append("abc").ok());
+  EXPECT_EQ(writer->Commit().code(), absl::StatusCode::kInvalidArgument);
+  auto overrun = *store->StartWrite(d);
+  auto status = overrun->Append("abcdefgh");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("declared size"), absl::string_view::npos);
+  overrun.reset();
+  EXPECT_FALSE(store->Contains(d));
+  EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, BlobIsInvisibleUntilCommitted) {
+  auto store = OpenStore();
+  Digest d = Digest::Of("partial-data");
+  auto writer = *store->StartWrite(d);
+  ASSERT_TRUE(writer->Append("partial").ok());
+  EXPECT_FALSE(store->Contains(d));
+  EXPECT_FALSE(fs::exists(BlobPath(d)));
+  ASSERT_TRUE(writer->Append("-data").ok());
+  ASSERT_TRUE(writer->Commit().ok());
+  EXPECT_TRUE(store->Contains(d));
+}
+
+TEST_F(BlobStoreTest, RejectsBlobsOverTheMaximum) {
+  auto store = OpenStore(100);
+  Digest big = Digest::Of(std::string(101, 'x'));
+  auto writer = store->StartWrite(big);
+  EXPECT_EQ(writer.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(writer.status().message().find("maximum blob size"), absl::string_view::npos);
+}
+
+TEST_F(BlobStoreTest, EvictsLeastRecentlyUsedWhenOverCap) {
+  auto store = OpenStore(300);
+  Digest a = Digest::Of(std::string(100, 'a'));
+  Digest b = Digest::Of(std::string(100, 'b'));
+  Digest c = Digest::Of(std::string(100, 'c'));
+  Digest d = Digest::Of(std::string(100, 'd'));
+  ASSERT_TRUE(store->Put(a, std::string(100, 'a')).ok());
+  ASSERT_TRUE(store->Put(b, std::string(100, 'b')).ok());
+  ASSERT_TRUE(store->Put(c, std::string(100, 'c')).ok());
+  EXPECT_TRUE(store->Contains(a));  // a is now more recent than b
+  ASSERT_TRUE(store->Put(d, std::string(100, 'd')).ok());
+  EXPECT_FALSE(store->Contains(b));
+  EXPECT_FALSE(fs::exists(BlobPath(b)));
+  EXPECT_TRUE(store->Contains(a));
+  EXPECT_TRUE(store->Contains(c));
+  EXPECT_TRUE(store->Contains(d));
+  EXPECT_EQ(store->GetStats().bytes, 300);
+  EXPECT_EQ(store->GetStats().evictions, 1);
+}
+
+TEST_F(BlobStoreTest, PinnedBlobsAreNeverEvicted) {
+  auto store = OpenStore(200);
+  Digest a = Digest::Of(std::string(100, 'a'));
+  Digest b = Digest::Of(std::string(100, 'b'));
+  Digest c = Digest::Of(std::string(100, 'c'));
+  ASSERT_TRUE(store->Put(a, std::string(100, 'a')).ok());
+  ASSERT_TRUE(store->Put(b, std::string(100, 'b')).ok());
+  {
+    auto reader = store->OpenBlob(a);  // a request in flight reads a
+    ASSERT_TRUE(reader.ok());
+    auto pin_b = store->Pin(b);
+    ASSERT_TRUE(pin_b.ok());
+    ASSERT_TRUE(store->Put(c, std::string(100, 'c')).ok());
+    // Both old blobs are in use, so the store stays over its cap for now.
+    EXPECT_TRUE(store->Contains(a));
+    EXPECT_TRUE(store->Contains(b));
+    EXPECT_EQ(*reader->Read(0, 100), std::string(100, 'a'));
+  }
+  // Released: the cap is enforced again.
+  EXPECT_LE(store->GetStats().bytes, 200);
+}
+
+TEST_F(BlobStoreTest, RecoveryRemovesHalfWrittenFilesAndKeepsCommittedBlobs) {
+  Digest kept = Digest::Of("committed before the crash");
+  {
+    auto store = OpenStore();
+    ASSERT_TRUE(store->Put(kept, "committed before the crash").ok());
+    // Simulate a crash mid-upload: the writer's temp file is left behind.
+    auto writer = *store->StartWrite(Digest::Of("never finished"));
+    ASSERT_TRUE(writer->Append("never").ok());
+    std::string temp = dir_.path() + "/cas/tmp/leftover";
+    fs::copy_file(fs::directory_iterator(dir_.path() + "/cas/tmp")->path(), temp);
+    store.reset();
+    writer.release();  // the process "died": nothing ran its destructor
+  }
+  // A stray writable file in the blob tree (e.g. a copy from a crashed tool)
+  // is not something the store published, so it must not be served.
+  Digest stray = Digest::Of("stray");
+  { std::ofstream(BlobPath(stray)) << "stray"; }
+  auto store = OpenStore();
+  EXPECT_EQ(TempFiles(), 0);
+  EXPECT_TRUE(store->Contains(kept));
+  EXPECT_EQ(Digest::Of(*store->ReadBlob(kept)), kept);
+  EXPECT_FALSE(store->Contains(stray));
+  EXPECT_FALSE(fs::exists(BlobPath(stray)));
+}
+
+TEST_F(BlobStoreTest, RecoveryKeepsRecencyOrderAndEnforcesALowerCap) {
+  std::vector<Digest> blobs;
+  {
+    auto store = OpenStore(1000);
+    for (char c : std::string("abcde")) {
+      std::string data(100, c);
+      blobs.push_back(Digest::Of(data));
+      ASSERT_TRUE(store->Put(blobs.back(), data).ok());
+    }
+  }
+  auto store = OpenStore(300);
+  EXPECT_FALSE(store->Contains(blobs[0]));
+  EXPECT_FALSE(store->Contains(blobs[1]));
+  EXPECT_TRUE(store->Contains(blobs[4]));
+  EXPECT_EQ(store->GetStats().bytes, 300);
+}
+
+TEST_F(BlobStoreTest, ConcurrentWritersOfTheSameBlobAllSucceed) {
+  auto store = OpenStore(int64_t{64} << 20);
+  std::string data(1 << 20, 'z');
+  Digest d = Digest::Of(data);
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      auto writer = *store->StartWrite(d);
+      for (size_t off = 0; off < data.size(); off += 65536) {
+        if (!writer->Append(absl::string_view(data).substr(off, 65536)).ok()) return;
+      }
+      if (writer->Commit().ok()) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  EXPECT_EQ(*store->ReadBlob(d), data);
+  EXPECT_EQ(store->GetStats().blobs, 2);  // d and the always-present empty blob
+  EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, EmptyBlobIsAlwaysPresent) {
+  auto store = OpenStore();
+  EXPECT_TRUE(store->Contains(Digest::Of("")));
+  EXPECT_EQ(*store->ReadBlob(Digest::Of("")), "");
+}
+
+}  // namespace
+}  // namespace kiln::cas
