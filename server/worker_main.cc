@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "absl/flags/flag.h"
@@ -58,6 +59,8 @@ int main(int argc, char** argv) {
     Die(absl::StrCat("--log_level=", absl::GetFlag(FLAGS_log_level),
                      " is not one of trace, debug, info, warn, error, off"));
   }
+  // Logs go to stderr; stdout carries only the "listening" line for scripts.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kiln-worker"));
   spdlog::set_level(level);
 
   kiln::WorkerOptions options;

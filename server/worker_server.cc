@@ -63,7 +63,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                                                  options.metrics_listen, ": ", e.what()));
     }
     worker->exposer_->RegisterCollectable(worker->registry_);
-    worker->exposer_->RegisterCollectable(std::make_shared<ProcessMetrics>());
+    worker->process_metrics_ = std::make_shared<ProcessMetrics>();
+    // The exposer holds collectables weakly; the worker owns them.
+    worker->exposer_->RegisterCollectable(worker->process_metrics_);
     worker->metrics_port_ = worker->exposer_->GetListeningPorts().front();
   }
 

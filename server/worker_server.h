@@ -65,6 +65,7 @@ class WorkerServer {
   std::unique_ptr<api::ActionCacheService> action_cache_service_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Collectable> process_metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;

@@ -1,0 +1,171 @@
+// The real kiln-worker binary: flag errors, the state-dir lock, the metrics
+// endpoint, SIGTERM, and durability across kill -9.
+#include <signal.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include <grpcpp/create_channel.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
+#include "common/digest.h"
+#include "common/posix.h"
+#include "google/bytestream/bytestream.grpc.pb.h"
+#include "tests/worker_process.h"
+
+namespace kiln {
+namespace {
+
+using testing::RunToCompletion;
+using testing::WorkerProcess;
+
+class WorkerBinaryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = ::testing::TempDir() + "/kiln-bin-XXXXXX";
+    state_dir_ = mkdtemp(pattern.data());
+  }
+  void TearDown() override { (void)RemoveTree(state_dir_); }
+  std::string Worker() {
+    const char* dir = getenv("KILN_BIN_DIR");
+    return std::string(dir ? dir : "build/bin") + "/kiln-worker";
+  }
+  std::vector<std::string> Flags() {
+    return {"--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--state_dir=" + state_dir_};
+  }
+  std::string state_dir_;
+};
+
+TEST_F(WorkerBinaryTest, UnknownFlagStopsTheStartWithAClearMessage) {
+  auto result = RunToCompletion({Worker(), "--listne=127.0.0.1:1"});
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.stderr_text.find("listne"), std::string::npos) << result.stderr_text;
+}
+
+TEST_F(WorkerBinaryTest, BadValuesStopTheStartNamingTheProblem) {
+  struct Case {
+    std::string flag;
+    std::string expected;
+  } cases[] = {
+      {"--listen=localhost", "HOST:PORT"},
+      {"--listen=127.0.0.1:99999", "65535"},
+      {"--metrics_listen=nowhere", "HOST:PORT"},
+      {"--cas_max_bytes=lots", "byte size"},
+      {"--state_dir=relative/dir", "absolute"},
+      {"--io_threads=0", "io_threads"},
+      {"--log_level=chatty", "log_level"},
+  };
+  for (const Case& c : cases) {
+    auto result = RunToCompletion({Worker(), "--state_dir=" + state_dir_, c.flag});
+    EXPECT_NE(result.exit_code, 0) << c.flag;
+    EXPECT_NE(result.stderr_text.find(c.expected), std::string::npos)
+        << c.flag << " printed: " << result.stderr_text;
+  }
+}
+
+TEST_F(WorkerBinaryTest, ASecondWorkerOnTheSameStateDirIsRefused) {
+  WorkerProcess first(Flags());
+  ASSERT_TRUE(first.started());
+  auto second = RunToCompletion({Worker(), "--listen=127.0.0.1:0", "--metrics_listen=",
+                                 "--state_dir=" + state_dir_});
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_NE(second.stderr_text.find("in use by another kiln-worker"), std::string::npos)
+      << second.stderr_text;
+}
+
+TEST_F(WorkerBinaryTest, MetricsEndpointServesProcessMetrics) {
+  WorkerProcess worker(Flags());
+  ASSERT_TRUE(worker.started());
+  ASSERT_GT(worker.metrics_port(), 0);
+  std::string body = testing::HttpGet(worker.metrics_port(), "/metrics");
+  EXPECT_NE(body.find("process_resident_memory_bytes"), std::string::npos) << body;
+  EXPECT_NE(body.find("process_open_fds"), std::string::npos);
+}
+
+TEST_F(WorkerBinaryTest, SigtermShutsDownCleanly) {
+  WorkerProcess worker(Flags());
+  ASSERT_TRUE(worker.started());
+  EXPECT_EQ(worker.Stop(SIGTERM), 0);
+}
+
+TEST_F(WorkerBinaryTest, CommittedDataSurvivesKillDashNine) {
+  std::vector<std::string> blobs;
+  for (int i = 0; i < 40; ++i) blobs.push_back(std::string(1000 + i * 5000, static_cast<char>('A' + i)));
+  Digest action = Digest::Of("an action");
+  {
+    WorkerProcess worker(Flags());
+    ASSERT_TRUE(worker.started());
+    auto channel = grpc::CreateChannel(worker.address(), grpc::InsecureChannelCredentials());
+    auto cas = rev2::ContentAddressableStorage::NewStub(channel);
+    auto bytestream = google::bytestream::ByteStream::NewStub(channel);
+    for (size_t i = 0; i < blobs.size(); ++i) {
+      Digest d = Digest::Of(blobs[i]);
+      if (i % 2 == 0) {
+        rev2::BatchUpdateBlobsRequest request;
+        auto* entry = request.add_requests();
+        *entry->mutable_digest() = d.ToProto();
+        entry->set_data(blobs[i]);
+        rev2::BatchUpdateBlobsResponse response;
+        grpc::ClientContext context;
+        ASSERT_TRUE(cas->BatchUpdateBlobs(&context, request, &response).ok());
+        ASSERT_EQ(response.responses(0).status().code(), 0);
+      } else {
+        grpc::ClientContext context;
+        google::bytestream::WriteResponse response;
+        auto writer = bytestream->Write(&context, &response);
+        google::bytestream::WriteRequest request;
+        request.set_resource_name(absl::StrCat("uploads/k", i, "/blobs/", d.ToString()));
+        request.set_data(blobs[i]);
+        request.set_finish_write(true);
+        writer->Write(request);
+        writer->WritesDone();
+        ASSERT_TRUE(writer->Finish().ok());
+      }
+    }
+    // Leave an upload half-written when the process dies.
+    grpc::ClientContext partial_context;
+    google::bytestream::WriteResponse partial_response;
+    auto partial = bytestream->Write(&partial_context, &partial_response);
+    google::bytestream::WriteRequest request;
+    Digest never = Digest::Of(std::string(100000, 'n'));
+    request.set_resource_name(absl::StrCat("uploads/p/blobs/", never.ToString()));
+    request.set_data(std::string(50000, 'n'));
+    partial->Write(request);
+
+    auto ac = rev2::ActionCache::NewStub(channel);
+    rev2::UpdateActionResultRequest update;
+    *update.mutable_action_digest() = action.ToProto();
+    *update.mutable_action_result()->mutable_stdout_digest() = Digest::Of(blobs[3]).ToProto();
+    rev2::ActionResult stored;
+    grpc::ClientContext context;
+    ASSERT_TRUE(ac->UpdateActionResult(&context, update, &stored).ok());
+    EXPECT_EQ(worker.Stop(SIGKILL), 128 + SIGKILL);
+    partial_context.TryCancel();
+  }
+  WorkerProcess worker(Flags());
+  ASSERT_TRUE(worker.started());
+  EXPECT_TRUE(std::filesystem::is_empty(state_dir_ + "/cas/tmp"));
+  auto channel = grpc::CreateChannel(worker.address(), grpc::InsecureChannelCredentials());
+  auto cas = rev2::ContentAddressableStorage::NewStub(channel);
+  for (const std::string& blob : blobs) {
+    rev2::BatchReadBlobsRequest request;
+    *request.add_digests() = Digest::Of(blob).ToProto();
+    rev2::BatchReadBlobsResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(cas->BatchReadBlobs(&context, request, &response).ok());
+    ASSERT_EQ(response.responses(0).status().code(), 0);
+    EXPECT_EQ(Digest::Of(response.responses(0).data()), Digest::Of(blob));
+  }
+  auto ac = rev2::ActionCache::NewStub(channel);
+  rev2::GetActionResultRequest get;
+  *get.mutable_action_digest() = action.ToProto();
+  rev2::ActionResult result;
+  grpc::ClientContext context;
+  ASSERT_TRUE(ac->GetActionResult(&context, get, &result).ok());
+  EXPECT_EQ(result.stdout_digest().hash(), Digest::Of(blobs[3]).hash);
+}
+
+}  // namespace
+}  // namespace kiln
