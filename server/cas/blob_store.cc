@@ -81,6 +81,13 @@ absl::Status BlobWriter::Append(absl::string_view data) {
   RETURN_IF_ERROR(WriteAll(fd_.get(), data, temp_path_));
   hash_.Update(data);
   written_ += static_cast<int64_t>(data.size());
+  if (written_ - writeback_started_ >= kWritebackBytes) {
+    // Start writing back what we have now, so the fsync in Commit does not
+    // have to flush a large blob all at once (errors surface at fsync).
+    sync_file_range(fd_.get(), writeback_started_, written_ - writeback_started_,
+                    SYNC_FILE_RANGE_WRITE);
+    writeback_started_ = written_;
+  }
   return absl::OkStatus();
 }
 

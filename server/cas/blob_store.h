@@ -109,7 +109,9 @@ class BlobWriter {
   UniqueFd fd_;
   Sha256 hash_;
   int64_t written_ = 0;
+  int64_t writeback_started_ = 0;  // bytes already handed to sync_file_range
   bool finished_ = false;
+  static constexpr int64_t kWritebackBytes = 8 << 20;
 };
 
 class BlobStore {
