@@ -15,3 +15,7 @@ for _ in $(seq 100); do
 done
 echo "kiln-worker $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $(nproc) cores, $(uname -r)"
 build/bin/cas_bench --server="127.0.0.1:$PORT" "$@"
+# The disk's own ceiling for the same durable write, in the same run.
+DD=$(dd if=/dev/zero of="$STATE/dd-baseline" bs=1M count=1024 conv=fsync 2>&1 | tail -1)
+rm -f "$STATE/dd-baseline"
+echo "disk baseline (dd 1 GiB, conv=fsync, same dir): ${DD##*, }"

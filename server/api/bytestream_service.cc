@@ -1,5 +1,8 @@
 #include "server/api/bytestream_service.h"
 
+#include <deque>
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
@@ -107,61 +110,115 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
   bs::ReadResponse response_;
 };
 
-// Receives one upload. Requests are handled on the pool, one at a time.
+// Receives one upload. Requests are processed on the pool, in order, one at
+// a time; meanwhile gRPC keeps receiving the next few, so the network, the
+// hashing and the disk work overlap.
+//
+// Reactor rules kept here: at most one read is in flight, and Finish is
+// called once, never while a read is in flight (a pending Finish waits for
+// that read's OnReadDone). `mu_` guards the hand-off; reactor methods are
+// called outside it.
 class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
  public:
   WriteReactor(ByteStreamService* service, bs::WriteResponse* response)
       : service_(service), response_(response) {
-    StartRead(&request_);
+    reading_ = true;
+    StartRead(&incoming_);
   }
 
   void OnReadDone(bool ok) override {
-    if (ok) {
-      service_->storage().io->Schedule([this] { HandleRequest(); });
-    } else {
-      service_->storage().io->Schedule([this] { HandleEndOfStream(); });
+    bool start_read = false, start_drain = false;
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      if (stopped_) {
+        finish = std::move(pending_finish_);
+      } else {
+        if (ok) {
+          queue_.push_back(std::move(incoming_));
+          incoming_.Clear();
+          start_read = reading_ = queue_.size() < kMaxQueued;
+        } else {
+          stream_ended_ = true;
+        }
+        start_drain = !draining_;
+        draining_ = true;
+      }
     }
+    if (finish) Finish(*finish);
+    if (start_read) StartRead(&incoming_);
+    if (start_drain) service_->storage().io->Schedule([this] { Drain(); });
   }
 
   void OnDone() override { delete this; }
 
  private:
-  void HandleRequest() {
-    absl::Status status = Consume();
-    if (!status.ok()) {
-      if (upload_ != nullptr) service_->ReleaseUpload(name_);
-      upload_.reset();  // removes the temp file: nothing of a bad upload is kept
-      Finish(ToGrpcStatus(status));
-      return;
-    }
-    if (done_) {
-      Finish(grpc::Status::OK);
-      return;
-    }
-    StartRead(&request_);
-  }
+  static constexpr size_t kMaxQueued = 4;
 
-  // The stream ended (client half-close or disconnect) before finish_write.
-  void HandleEndOfStream() {
+  void Drain() {
+    while (true) {
+      bs::WriteRequest request;
+      bool start_read = false;
+      {
+        absl::MutexLock lock(&mu_);
+        if (queue_.empty()) {
+          if (!stream_ended_) {
+            draining_ = false;
+            return;
+          }
+          break;  // the client ended the stream before finish_write
+        }
+        request = std::move(queue_.front());
+        queue_.pop_front();
+        if (!reading_ && !stream_ended_) start_read = reading_ = true;
+      }
+      if (start_read) StartRead(&incoming_);
+      absl::Status status = Consume(request);
+      if (!status.ok()) {
+        if (upload_ != nullptr) service_->ReleaseUpload(name_);
+        upload_.reset();  // removes the temp file: nothing of a bad upload is kept
+        Stop(ToGrpcStatus(status));
+        return;
+      }
+      if (done_) {
+        Stop(grpc::Status::OK);
+        return;
+      }
+    }
     if (upload_ == nullptr) {
-      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "the Write stream ended before its first request"));
+      Stop(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the Write stream ended before its first request"));
       return;
     }
     int64_t committed = upload_->committed;
     service_->ParkUpload(name_, std::move(upload_));
-    Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("the Write stream for ", name_,
-                                     " ended without finish_write; ", committed,
-                                     " bytes are kept: resume at that write_offset")));
+    Stop(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("the Write stream for ", name_,
+                                   " ended without finish_write; ", committed,
+                                   " bytes are kept: resume at that write_offset")));
   }
 
-  absl::Status Consume() {
+  // Ends the call now, or when the read in flight completes.
+  void Stop(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      stopped_ = true;
+      queue_.clear();
+      if (reading_) {
+        pending_finish_ = std::move(status);
+        return;
+      }
+    }
+    Finish(status);
+  }
+
+  absl::Status Consume(const bs::WriteRequest& request) {
     if (upload_ == nullptr) {
-      if (request_.resource_name().empty()) {
+      if (request.resource_name().empty()) {
         return absl::InvalidArgumentError("the first WriteRequest must set resource_name");
       }
-      name_ = request_.resource_name();
+      name_ = request.resource_name();
       ASSIGN_OR_RETURN(BlobResource resource, ParseWriteResource(name_));
       if (service_->storage().cas->Contains(resource.digest)) {
         // Already stored: end the upload early, as REAPI allows.
@@ -170,25 +227,25 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
         return absl::OkStatus();
       }
       ASSIGN_OR_RETURN(upload_, service_->AcquireUpload(name_, resource));
-    } else if (!request_.resource_name().empty() && request_.resource_name() != name_) {
+    } else if (!request.resource_name().empty() && request.resource_name() != name_) {
       return absl::InvalidArgumentError(absl::StrCat("resource_name changed within one stream, from ",
-                                                     name_, " to ", request_.resource_name()));
+                                                     name_, " to ", request.resource_name()));
     }
-    if (request_.write_offset() != upload_->committed) {
+    if (request.write_offset() != upload_->committed) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "write_offset %d does not continue %s, which has %d bytes committed (see "
           "QueryWriteStatus)",
-          request_.write_offset(), name_, upload_->committed.load()));
+          request.write_offset(), name_, upload_->committed.load()));
     }
     if (upload_->zstd != nullptr) {
       std::string plain;
-      RETURN_IF_ERROR(upload_->zstd->Decompress(request_.data(), &plain));
+      RETURN_IF_ERROR(upload_->zstd->Decompress(request.data(), &plain));
       RETURN_IF_ERROR(upload_->writer->Append(plain));
     } else {
-      RETURN_IF_ERROR(upload_->writer->Append(request_.data()));
+      RETURN_IF_ERROR(upload_->writer->Append(request.data()));
     }
-    upload_->committed += static_cast<int64_t>(request_.data().size());
-    if (request_.finish_write()) {
+    upload_->committed += static_cast<int64_t>(request.data().size());
+    if (request.finish_write()) {
       RETURN_IF_ERROR(upload_->writer->Commit());
       response_->set_committed_size(upload_->committed);
       service_->ReleaseUpload(name_);
@@ -198,9 +255,19 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
     return absl::OkStatus();
   }
 
-  ByteStreamService* service_;
-  bs::WriteResponse* response_;
-  bs::WriteRequest request_;
+  ByteStreamService* const service_;
+  bs::WriteResponse* const response_;
+  bs::WriteRequest incoming_;  // the buffer of the read in flight
+
+  absl::Mutex mu_;
+  std::deque<bs::WriteRequest> queue_ ABSL_GUARDED_BY(mu_);
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;       // a read is in flight
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;      // Drain is scheduled or running
+  bool stream_ended_ ABSL_GUARDED_BY(mu_) = false;  // the client sent its last message
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;       // the outcome is decided
+  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+
+  // Used only by Drain, which never runs twice at once.
   std::string name_;
   std::unique_ptr<ByteStreamService::Upload> upload_;
   bool done_ = false;
