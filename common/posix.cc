@@ -75,9 +75,18 @@ absl::StatusOr<std::string> ReadAt(int fd, int64_t offset, int64_t length, absl:
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
-  struct stat st;
-  if (fstat(fd.get(), &st) != 0) return PosixError(absl::StrCat("fstat ", path), errno);
-  return ReadAt(fd.get(), 0, st.st_size, path);
+  // Read to end of file: /proc and cgroup files report a size of 0 or 4096.
+  std::string out;
+  char buffer[65536];
+  while (true) {
+    ssize_t n = read(fd.get(), buffer, sizeof buffer);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return PosixError(absl::StrCat("read ", path), errno);
+    }
+    if (n == 0) return out;
+    out.append(buffer, static_cast<size_t>(n));
+  }
 }
 
 absl::Status Fsync(int fd, absl::string_view what) {

@@ -1,0 +1,251 @@
+#include "sandbox/cgroup.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/posix.h"
+#include "common/status_macros.h"
+
+namespace kiln::sandbox {
+namespace {
+
+struct Mount {
+  std::string point;
+  std::vector<std::string> controllers;  // empty for v2
+  bool v2 = false;
+};
+
+// Cgroup mounts from /proc/self/mountinfo.
+std::vector<Mount> CgroupMounts() {
+  std::vector<Mount> mounts;
+  std::ifstream in("/proc/self/mountinfo");
+  for (std::string line; std::getline(in, line);) {
+    // ... mount_point ... - fstype source super_options
+    std::vector<std::string> halves = absl::StrSplit(line, " - ");
+    if (halves.size() != 2) continue;
+    std::vector<std::string> left = absl::StrSplit(halves[0], ' ');
+    std::vector<std::string> right = absl::StrSplit(halves[1], ' ');
+    if (left.size() < 5 || right.size() < 3) continue;
+    if (right[0] == "cgroup2") {
+      mounts.push_back({left[4], {}, true});
+    } else if (right[0] == "cgroup") {
+      Mount m{left[4], {}, false};
+      for (absl::string_view option : absl::StrSplit(right[2], ',')) {
+        if (option == "memory" || option == "pids" || option == "cpu" || option == "cpuacct") {
+          m.controllers.emplace_back(option);
+        }
+      }
+      if (!m.controllers.empty()) mounts.push_back(m);
+    }
+  }
+  return mounts;
+}
+
+// This process's cgroup per v1 controller ("memory" -> "/a/b"), and "" -> v2 path.
+std::map<std::string, std::string> OwnCgroups() {
+  std::map<std::string, std::string> own;
+  std::ifstream in("/proc/self/cgroup");
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> parts = absl::StrSplit(line, absl::MaxSplits(':', 2));
+    if (parts.size() != 3) continue;
+    if (parts[1].empty()) {
+      own[""] = parts[2];
+    } else {
+      for (absl::string_view c : absl::StrSplit(parts[1], ',')) own[std::string(c)] = parts[2];
+    }
+  }
+  return own;
+}
+
+absl::Status WriteControl(const std::string& dir, const std::string& file,
+                          const std::string& value) {
+  std::string path = dir + "/" + file;
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_WRONLY));
+  return WriteAll(fd.get(), value, path);
+}
+
+std::string ReadControl(const std::string& dir, const std::string& file) {
+  absl::StatusOr<std::string> text = ReadFileToString(dir + "/" + file);
+  return text.ok() ? *text : "";
+}
+
+// Value of "key N" in a flat-keyed file such as memory.events.
+int64_t KeyedValue(const std::string& text, absl::string_view key) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    std::vector<absl::string_view> kv = absl::StrSplit(line, ' ');
+    int64_t value = 0;
+    if (kv.size() == 2 && kv[0] == key && absl::SimpleAtoi(kv[1], &value)) return value;
+  }
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Cgroup>> Cgroup::Create(const std::string& name,
+                                                       const CgroupLimits& limits) {
+  const bool required = limits.memory_bytes > 0 || limits.pids > 0 || limits.cpus > 0;
+  std::vector<std::string> wanted = {"memory", "pids", "cpu"};
+  std::vector<Mount> mounts = CgroupMounts();
+  std::map<std::string, std::string> own = OwnCgroups();
+  std::unique_ptr<Cgroup> cgroup(new Cgroup());
+
+  // Prefer v2 for every controller it offers.
+  for (const Mount& mount : mounts) {
+    if (!mount.v2 || !own.count("")) continue;
+    std::string parent = mount.point + own[""];
+    std::vector<std::string> available = absl::StrSplit(ReadControl(parent, "cgroup.controllers"),
+                                                        absl::ByAnyChar(" \n"), absl::SkipEmpty());
+    Hierarchy h{parent + "/" + name, {}, true};
+    std::string enable;
+    for (const std::string& c : wanted) {
+      if (std::find(available.begin(), available.end(), c) != available.end()) {
+        h.controllers.push_back(c);
+        absl::StrAppend(&enable, enable.empty() ? "" : " ", "+", c);
+      }
+    }
+    if (h.controllers.empty()) continue;
+    absl::Status enabled = WriteControl(parent, "cgroup.subtree_control", enable);
+    if (!enabled.ok()) {
+      if (!required) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot enable cgroup v2 controllers (", enable, ") under ", parent, ": ",
+          enabled.message(), "; run kiln in a delegated cgroup of its own"));
+    }
+    if (mkdir(h.path.c_str(), 0755) != 0 && errno != EEXIST) {
+      if (!required) continue;
+      return PosixError("create cgroup " + h.path, errno);
+    }
+    cgroup->hierarchies_.push_back(h);
+    break;
+  }
+  // Then v1 hierarchies for whatever is still missing.
+  for (const Mount& mount : mounts) {
+    if (mount.v2) continue;
+    Hierarchy h{"", {}, false};
+    for (const std::string& c : mount.controllers) {
+      if (std::find(wanted.begin(), wanted.end(), c) != wanted.end() && cgroup->Find(c) == nullptr) {
+        h.controllers.push_back(c);
+      }
+    }
+    if (h.controllers.empty() || !own.count(mount.controllers[0])) continue;
+    h.path = mount.point + own[mount.controllers[0]] + "/" + name;
+    if (mkdir(h.path.c_str(), 0755) != 0 && errno != EEXIST) {
+      if (!required) continue;
+      return PosixError("create cgroup " + h.path, errno);
+    }
+    cgroup->hierarchies_.push_back(h);
+  }
+
+  auto need = [&](const std::string& controller, bool asked) -> absl::StatusOr<const Hierarchy*> {
+    const Hierarchy* h = cgroup->Find(controller);
+    if (h == nullptr && asked) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "a ", controller, " limit was requested but no writable ", controller,
+          " cgroup controller is available (running without root or without delegation?)"));
+    }
+    return h;
+  };
+  ASSIGN_OR_RETURN(const Hierarchy* memory, need("memory", limits.memory_bytes > 0));
+  ASSIGN_OR_RETURN(const Hierarchy* pids, need("pids", limits.pids > 0));
+  ASSIGN_OR_RETURN(const Hierarchy* cpu, need("cpu", limits.cpus > 0));
+  if (limits.memory_bytes > 0) {
+    std::string bytes = absl::StrCat(limits.memory_bytes);
+    if (memory->v2) {
+      RETURN_IF_ERROR(WriteControl(memory->path, "memory.max", bytes));
+      // Without swap the limit is a real limit: the OOM killer, not paging.
+      (void)WriteControl(memory->path, "memory.swap.max", "0");
+    } else {
+      RETURN_IF_ERROR(WriteControl(memory->path, "memory.limit_in_bytes", bytes));
+      (void)WriteControl(memory->path, "memory.memsw.limit_in_bytes", bytes);
+      (void)WriteControl(memory->path, "memory.swappiness", "0");
+    }
+  }
+  if (limits.pids > 0) {
+    RETURN_IF_ERROR(WriteControl(pids->path, "pids.max", absl::StrCat(limits.pids)));
+  }
+  if (limits.cpus > 0) {
+    constexpr int64_t kPeriodUs = 100000;
+    int64_t quota = static_cast<int64_t>(std::llround(limits.cpus * kPeriodUs));
+    if (cpu->v2) {
+      RETURN_IF_ERROR(WriteControl(cpu->path, "cpu.max", absl::StrCat(quota, " ", kPeriodUs)));
+    } else {
+      RETURN_IF_ERROR(WriteControl(cpu->path, "cpu.cfs_period_us", absl::StrCat(kPeriodUs)));
+      RETURN_IF_ERROR(WriteControl(cpu->path, "cpu.cfs_quota_us", absl::StrCat(quota)));
+    }
+  }
+  if (cgroup->hierarchies_.empty()) return std::unique_ptr<Cgroup>();
+  return cgroup;
+}
+
+const Cgroup::Hierarchy* Cgroup::Find(const std::string& controller) const {
+  for (const Hierarchy& h : hierarchies_) {
+    if (std::find(h.controllers.begin(), h.controllers.end(), controller) != h.controllers.end()) {
+      return &h;
+    }
+  }
+  return nullptr;
+}
+
+absl::Status Cgroup::AddProcess(pid_t pid) {
+  for (const Hierarchy& h : hierarchies_) {
+    RETURN_IF_ERROR(WriteControl(h.path, "cgroup.procs", absl::StrCat(pid)));
+  }
+  return absl::OkStatus();
+}
+
+bool Cgroup::OomKilled() const {
+  const Hierarchy* memory = Find("memory");
+  if (memory == nullptr) return false;
+  if (memory->v2) return KeyedValue(ReadControl(memory->path, "memory.events"), "oom_kill") > 0;
+  return KeyedValue(ReadControl(memory->path, "memory.oom_control"), "oom_kill") > 0;
+}
+
+int64_t Cgroup::PeakMemoryBytes() const {
+  const Hierarchy* memory = Find("memory");
+  if (memory == nullptr) return 0;
+  int64_t peak = 0;
+  std::string text = ReadControl(memory->path, memory->v2 ? "memory.peak" : "memory.max_usage_in_bytes");
+  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &peak)) return 0;
+  return peak;
+}
+
+void Cgroup::KillAll() {
+  for (const Hierarchy& h : hierarchies_) {
+    if (h.v2 && WriteControl(h.path, "cgroup.kill", "1").ok()) continue;
+    std::istringstream procs(ReadControl(h.path, "cgroup.procs"));
+    for (pid_t pid; procs >> pid;) kill(pid, SIGKILL);
+  }
+}
+
+std::vector<std::string> Cgroup::paths() const {
+  std::vector<std::string> out;
+  for (const Hierarchy& h : hierarchies_) out.push_back(h.path);
+  return out;
+}
+
+Cgroup::~Cgroup() {
+  for (const Hierarchy& h : hierarchies_) {
+    // A cgroup can only be removed once empty; killed processes take a
+    // moment to leave it.
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      if (rmdir(h.path.c_str()) == 0 || errno == ENOENT) break;
+      if (errno == EBUSY) KillAll();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+}  // namespace kiln::sandbox

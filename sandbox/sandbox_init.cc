@@ -1,0 +1,437 @@
+#include "sandbox/sandbox_init.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <sys/capability.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace kiln::sandbox {
+namespace {
+
+int g_report_fd = -1;
+volatile sig_atomic_t g_action_pid = 0;
+
+void Report(const std::string& line) {
+  std::string out = line + "\n";
+  ssize_t ignored = write(g_report_fd, out.data(), out.size());
+  (void)ignored;
+}
+
+int64_t MonotonicNanos() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+// Inside the sandbox a failed step ends PID 1 with where and why.
+[[noreturn]] void DieAt(const char* file, int line, const std::string& what) {
+  int error = errno;
+  Report(absl::StrCat("error ", file, ":", line, ": ", what, ": ", strerror(error)));
+  _exit(kSetupFailedExit);
+}
+#define CHECK_SYS(call, what) \
+  do {                        \
+    if ((call) < 0) DieAt(__FILE__, __LINE__, (what)); \
+  } while (0)
+
+void WriteFileOrDie(const std::string& path, const std::string& content, mode_t mode) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  CHECK_SYS(fd, "create " + path);
+  if (write(fd, content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
+    DieAt(__FILE__, __LINE__, "write " + path);
+  }
+  close(fd);
+}
+
+void MakeDirs(const std::string& path) {
+  std::string current;
+  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    absl::StrAppend(&current, "/", part);
+    if (mkdir(current.c_str(), 0755) != 0 && errno != EEXIST) DieAt(__FILE__, __LINE__, "mkdir " + current);
+  }
+}
+
+// In a user namespace a read-only remount must keep the flags the kernel
+// locked on the source mount (nosuid, nodev, noexec), or it is refused.
+unsigned long LockedFlags(const std::string& path) {
+  struct statvfs st;
+  if (statvfs(path.c_str(), &st) != 0) return 0;
+  unsigned long flags = 0;
+  if (st.f_flag & ST_NOSUID) flags |= MS_NOSUID;
+  if (st.f_flag & ST_NODEV) flags |= MS_NODEV;
+  if (st.f_flag & ST_NOEXEC) flags |= MS_NOEXEC;
+  return flags;
+}
+
+// Mounts `source` on `target` (created as a file or directory to match) and
+// makes it read-only unless `writable`.
+void MountBind(const std::string& source, const std::string& target, bool writable) {
+  struct stat st;
+  CHECK_SYS(stat(source.c_str(), &st), "stat " + source);
+  if (S_ISDIR(st.st_mode)) {
+    MakeDirs(target);
+  } else {
+    MakeDirs(target.substr(0, target.rfind('/')));
+    WriteFileOrDie(target, "", 0644);
+  }
+  CHECK_SYS(mount(source.c_str(), target.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
+            "bind " + source + " on " + target);
+  if (!writable) {
+    CHECK_SYS(mount(nullptr, target.c_str(), nullptr,
+                    MS_REMOUNT | MS_BIND | MS_RDONLY | LockedFlags(source), nullptr),
+              "remount read-only " + target);
+  }
+}
+
+// The seed's network: an empty namespace whose loopback is up.
+void BringUpLoopback() {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  CHECK_SYS(fd, "socket for loopback");
+  struct ifreq ifr = {};
+  strncpy(ifr.ifr_name, "lo", IFNAMSIZ);
+  ifr.ifr_flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING;
+  CHECK_SYS(ioctl(fd, SIOCSIFFLAGS, &ifr), "bring up lo");
+  close(fd);
+}
+
+// Maps the build user to the launcher's own uid: all an unprivileged user
+// namespace allows. setgroups must be denied before gid_map may be written.
+void WriteIdMaps(const ChildConfig& config) {
+  WriteFileOrDie("/proc/self/setgroups", "deny", 0);
+  WriteFileOrDie("/proc/self/uid_map", absl::StrCat(config.uid, " ", config.outer_uid, " 1\n"), 0);
+  WriteFileOrDie("/proc/self/gid_map", absl::StrCat(config.gid, " ", config.outer_gid, " 1\n"), 0);
+}
+
+void MountDev(const std::string& root) {
+  const std::string dev = root + "/dev";
+  MakeDirs(dev);
+  CHECK_SYS(mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k"),
+            "mount tmpfs on /dev");
+  // Device nodes cannot be created in a user namespace; binding the host's
+  // works everywhere.
+  for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
+    MountBind(absl::StrCat("/dev/", node), absl::StrCat(dev, "/", node), /*writable=*/true);
+  }
+  MakeDirs(dev + "/pts");
+  CHECK_SYS(mount("devpts", (dev + "/pts").c_str(), "devpts", MS_NOSUID | MS_NOEXEC,
+                  "newinstance,ptmxmode=0666,mode=0620"),
+            "mount devpts");
+  CHECK_SYS(symlink("pts/ptmx", (dev + "/ptmx").c_str()), "symlink /dev/ptmx");
+  MakeDirs(dev + "/shm");
+  CHECK_SYS(mount("tmpfs", (dev + "/shm").c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+            "mount /dev/shm");
+  CHECK_SYS(symlink("/proc/self/fd", (dev + "/fd").c_str()), "symlink /dev/fd");
+  CHECK_SYS(symlink("/proc/self/fd/0", (dev + "/stdin").c_str()), "symlink /dev/stdin");
+  CHECK_SYS(symlink("/proc/self/fd/1", (dev + "/stdout").c_str()), "symlink /dev/stdout");
+  CHECK_SYS(symlink("/proc/self/fd/2", (dev + "/stderr").c_str()), "symlink /dev/stderr");
+}
+
+// /etc holds only what Kiln writes: no host configuration leaks in.
+void WriteEtc(const std::string& root, const ChildConfig& config) {
+  const std::string etc = root + "/etc";
+  MakeDirs(etc);
+  WriteFileOrDie(etc + "/passwd",
+                 absl::StrCat("root:x:0:0:root:/:/bin/sh\n", "kiln:x:", config.uid, ":",
+                              config.gid, ":Kiln build user:", kWorkMountPoint, ":/bin/sh\n",
+                              "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+                 0644);
+  WriteFileOrDie(etc + "/group",
+                 absl::StrCat("root:x:0:\n", "kiln:x:", config.gid, ":\n", "nogroup:x:65534:\n"),
+                 0644);
+  WriteFileOrDie(etc + "/hosts",
+                 absl::StrCat("127.0.0.1 localhost ", config.spec->hostname, "\n",
+                              "::1 localhost ip6-localhost ip6-loopback\n"),
+                 0644);
+  if (config.spec->share_network) {
+    struct stat st;
+    if (stat("/etc/resolv.conf", &st) == 0) MountBind("/etc/resolv.conf", etc + "/resolv.conf", false);
+  }
+}
+
+// Builds the new root on a tmpfs at the (empty) mount point, then makes it
+// the root with pivot_root and detaches the old one.
+void BuildRootAndPivot(const ChildConfig& config) {
+  const SandboxSpec& spec = *config.spec;
+  const std::string& root = config.root_mount_point;
+  CHECK_SYS(mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m"),
+            "mount tmpfs root on " + root);
+  for (const BindMount& bind : spec.binds) {
+    struct stat st;
+    CHECK_SYS(lstat(bind.source.c_str(), &st), "lstat " + bind.source);
+    std::string target = root + bind.target;
+    if (S_ISLNK(st.st_mode) && bind.source == bind.target) {
+      // Merged-/usr systems: /bin -> usr/bin. The same link is enough.
+      char link[4096];
+      ssize_t n = readlink(bind.source.c_str(), link, sizeof link - 1);
+      CHECK_SYS(n, "readlink " + bind.source);
+      link[n] = '\0';
+      MakeDirs(target.substr(0, target.rfind('/')));
+      CHECK_SYS(symlink(link, target.c_str()), "symlink " + target);
+      continue;
+    }
+    MountBind(bind.source, target, bind.writable);
+  }
+  MountDev(root);
+  MakeDirs(root + "/proc");
+  CHECK_SYS(mount("proc", (root + "/proc").c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr),
+            "mount /proc");
+  MakeDirs(root + "/tmp");
+  CHECK_SYS(mount("tmpfs", (root + "/tmp").c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+            "mount /tmp");
+  WriteEtc(root, config);
+  const std::string work = root + kWorkMountPoint;
+  if (!spec.work_dir.empty()) {
+    MountBind(spec.work_dir, work, /*writable=*/true);
+  } else {
+    MakeDirs(work);
+    std::string options = absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid);
+    CHECK_SYS(mount("tmpfs", work.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()),
+              "mount tmpfs on /work");
+  }
+  const std::string old_root = root + "/.old-root";
+  MakeDirs(old_root);
+  CHECK_SYS(syscall(SYS_pivot_root, root.c_str(), old_root.c_str()), "pivot_root");
+  CHECK_SYS(chdir("/"), "chdir /");
+  CHECK_SYS(umount2("/.old-root", MNT_DETACH), "detach the old root");
+  CHECK_SYS(rmdir("/.old-root"), "rmdir /.old-root");
+  // The root itself is read-only: only /work, /tmp and /dev/shm take writes.
+  CHECK_SYS(mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                  nullptr),
+            "remount / read-only");
+}
+
+void DropPrivileges(const ChildConfig& config) {
+  // Bounding set first: dropping it needs CAP_SETPCAP, gone after setuid.
+  for (int cap = 0; cap <= CAP_LAST_CAP; ++cap) {
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
+      DieAt(__FILE__, __LINE__, absl::StrCat("drop capability ", cap, " from the bounding set"));
+    }
+  }
+  if (!config.user_namespace) {
+    CHECK_SYS(setgroups(0, nullptr), "setgroups(0)");
+  }
+  CHECK_SYS(setresgid(config.gid, config.gid, config.gid), "setgid");
+  CHECK_SYS(setresuid(config.uid, config.uid, config.uid), "setuid");
+  // Verify, as the seed does: a silently failed drop must not run the action.
+  uid_t ruid, euid, suid;
+  gid_t rgid, egid, sgid;
+  getresuid(&ruid, &euid, &suid);
+  getresgid(&rgid, &egid, &sgid);
+  if (ruid != config.uid || euid != config.uid || suid != config.uid || rgid != config.gid ||
+      egid != config.gid || sgid != config.gid ||
+      // In a user namespace inherited supplementary groups cannot be dropped
+      // (setgroups is denied); they appear as the overflow group.
+      (!config.user_namespace && getgroups(0, nullptr) != 0)) {
+    errno = EPERM;
+    DieAt(__FILE__, __LINE__, "privileges were not dropped");
+  }
+  CHECK_SYS(prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities");
+  cap_t none = cap_init();
+  if (cap_set_proc(none) != 0) DieAt(__FILE__, __LINE__, "clear capabilities");
+  cap_free(none);
+  CHECK_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
+}
+
+// Blocks mounting, tracing, the kernel keyring and bpf. ptrace is blocked as
+// a whole: the PID namespace already hides every outside pid.
+void InstallSeccompFilter() {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) DieAt(__FILE__, __LINE__, "seccomp_init");
+  for (const char* name : {"mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen",
+                           "fsconfig", "fsmount", "fspick", "mount_setattr", "ptrace",
+                           "process_vm_readv", "process_vm_writev", "keyctl", "add_key",
+                           "request_key", "bpf", "kexec_load", "init_module", "finit_module",
+                           "delete_module", "unshare", "setns"}) {
+    int number = seccomp_syscall_resolve_name(name);
+    if (number == __NR_SCMP_ERROR) continue;  // not on this architecture
+    if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), number, 0) != 0) {
+      DieAt(__FILE__, __LINE__, absl::StrCat("seccomp rule for ", name));
+    }
+  }
+  if (seccomp_load(ctx) != 0) DieAt(__FILE__, __LINE__, "seccomp_load");
+  seccomp_release(ctx);
+}
+
+std::string FindInPath(const std::string& program, const std::map<std::string, std::string>& env) {
+  if (program.find('/') != std::string::npos) return program;
+  auto path = env.find("PATH");
+  for (absl::string_view dir : absl::StrSplit(path == env.end() ? "" : path->second, ':')) {
+    std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", program);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return program;
+}
+
+// PID 2: becomes the action. Never returns.
+[[noreturn]] void ExecAction(const ChildConfig& config, int exec_error_fd) {
+  const SandboxSpec& spec = *config.spec;
+  setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  umask(022);
+  if (spec.personality_linux32 || spec.personality_uname26) {
+    unsigned long persona = spec.personality_linux32 ? PER_LINUX32 : PER_LINUX;
+    if (spec.personality_uname26) persona |= UNAME26;
+    CHECK_SYS(personality(persona), "personality");
+  }
+  std::string cwd = spec.cwd.empty() ? kWorkMountPoint : absl::StrCat(kWorkMountPoint, "/", spec.cwd);
+  CHECK_SYS(chdir(cwd.c_str()), "chdir " + cwd);
+  DropPrivileges(config);
+  if (spec.seccomp) InstallSeccompFilter();
+
+  std::vector<std::string> env_strings;
+  for (const auto& [name, value] : spec.env) env_strings.push_back(name + "=" + value);
+  if (!spec.env.count("PATH")) env_strings.push_back(absl::StrCat("PATH=", kUnsetPathValue));
+  std::vector<char*> envp;
+  for (std::string& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = spec.argv;
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string program = FindInPath(args[0], spec.env);
+
+  // stdin/stdout/stderr as asked, then every other descriptor closed; the
+  // exec-error pipe is close-on-exec and goes away with a successful exec.
+  int stdin_fd = spec.stdin_fd >= 0 ? spec.stdin_fd : open("/dev/null", O_RDONLY);
+  if (stdin_fd != 0) CHECK_SYS(dup2(stdin_fd, 0), "dup2 stdin");
+  if (spec.stdout_fd != 1) CHECK_SYS(dup2(spec.stdout_fd, 1), "dup2 stdout");
+  if (spec.stderr_fd != 2) CHECK_SYS(dup2(spec.stderr_fd, 2), "dup2 stderr");
+  if (exec_error_fd != 3) {
+    CHECK_SYS(dup3(exec_error_fd, 3, O_CLOEXEC), "dup3 exec-error pipe");
+  }
+  CHECK_SYS(close_range(4, ~0U, 0), "close inherited descriptors");
+  execve(program.c_str(), argv.data(), envp.data());
+  int error = errno;
+  ssize_t ignored = write(3, &error, sizeof error);
+  (void)ignored;
+  _exit(kExecFailedExit);
+}
+
+void ForwardSignal(int signal_number) {
+  if (g_action_pid > 0) kill(-g_action_pid, signal_number);
+}
+
+// Counts the processes still in this PID namespace besides PID 1; they die
+// with PID 1.
+int CountRemainingProcesses() {
+  int count = 0;
+  DIR* dir = opendir("/proc");
+  if (dir == nullptr) return 0;
+  while (struct dirent* entry = readdir(dir)) {
+    int pid = atoi(entry->d_name);
+    if (pid > 1) ++count;
+  }
+  closedir(dir);
+  return count;
+}
+
+}  // namespace
+
+int RunSandboxInit(void* arg) {
+  const ChildConfig& config = *static_cast<ChildConfig*>(arg);
+  const SandboxSpec& spec = *config.spec;
+  g_report_fd = config.report_fd;
+  if (getpid() != 1) {
+    errno = EINVAL;
+    DieAt(__FILE__, __LINE__, "the init is not PID 1 of its namespace");
+  }
+  // If the launcher dies, so does the sandbox (and with PID 1, everything in it).
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  char go = 0;
+  if (read(config.go_fd, &go, 1) != 1) _exit(kSetupFailedExit);  // launcher gave up
+  close(config.go_fd);
+
+  if (config.user_namespace) WriteIdMaps(config);
+  // Nothing mounted here may propagate back to the host.
+  CHECK_SYS(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "make / private");
+  CHECK_SYS(sethostname(spec.hostname.data(), spec.hostname.size()), "sethostname");
+  CHECK_SYS(setdomainname(spec.domainname.data(), spec.domainname.size()), "setdomainname");
+  Report(absl::StrCat("stage namespaces ", MonotonicNanos()));
+  BuildRootAndPivot(config);
+  Report(absl::StrCat("stage root ", MonotonicNanos()));
+  if (!spec.share_network) BringUpLoopback();
+  Report(absl::StrCat("stage network ", MonotonicNanos()));
+
+  // Signals to forward stay blocked until PID 2 exists, so none is lost.
+  struct sigaction forward = {};
+  forward.sa_handler = ForwardSignal;
+  sigemptyset(&forward.sa_mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &forward, nullptr);
+  int exec_pipe[2];
+  CHECK_SYS(pipe2(exec_pipe, O_CLOEXEC), "pipe for exec errors");
+  pid_t action = fork();
+  CHECK_SYS(action, "fork the action");
+  if (action == 0) {
+    close(exec_pipe[0]);
+    ExecAction(config, exec_pipe[1]);
+  }
+  g_action_pid = action;
+  close(exec_pipe[1]);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  int exec_error = 0;
+  ssize_t n;
+  do {
+    n = read(exec_pipe[0], &exec_error, sizeof exec_error);
+  } while (n < 0 && errno == EINTR);
+  close(exec_pipe[0]);
+  if (n == sizeof exec_error) {
+    Report(absl::StrCat("exec-error ", spec.argv[0], ": ", strerror(exec_error)));
+  } else {
+    Report(absl::StrCat("stage exec ", MonotonicNanos()));
+  }
+
+  // Reap until the action is gone; everything else reaped is an orphan.
+  int orphans = 0;
+  int action_status = 0;
+  while (true) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      break;  // ECHILD: nothing left to wait for
+    }
+    if (pid == action) {
+      action_status = status;
+      break;
+    }
+    ++orphans;
+  }
+  // Reap zombies already waiting, then count what is still running.
+  for (int status; waitpid(-1, &status, WNOHANG) > 0;) ++orphans;
+  int signal_number = WIFSIGNALED(action_status) ? WTERMSIG(action_status) : 0;
+  int exit_code = WIFEXITED(action_status) ? WEXITSTATUS(action_status) : 128 + signal_number;
+  Report(absl::StrCat("done orphans=", orphans, " remaining=", CountRemainingProcesses(),
+                      " exit=", exit_code, " signal=", signal_number));
+  if (WIFSIGNALED(action_status)) return 128 + WTERMSIG(action_status);
+  return WEXITSTATUS(action_status);
+}
+
+}  // namespace kiln::sandbox

@@ -1,0 +1,39 @@
+// The inside of a sandbox: what runs as PID 1 of the new namespaces. It
+// builds the root, forks the action as PID 2, forwards signals to it,
+// reaps every zombie, and reports to the launcher over a pipe.
+//
+// Runs in a freshly cloned child of a single-threaded launcher, so it may use
+// the heap. A failed setup step reports "error <file>:<line>: <what>: <errno>"
+// and exits with kSetupFailedExit.
+#ifndef KILN_SANDBOX_SANDBOX_INIT_H_
+#define KILN_SANDBOX_SANDBOX_INIT_H_
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "sandbox/sandbox_spec.h"
+
+namespace kiln::sandbox {
+
+inline constexpr int kSetupFailedExit = 71;  // EX_OSERR
+inline constexpr int kExecFailedExit = 127;  // like a shell's "command not found"
+
+struct ChildConfig {
+  const SandboxSpec* spec = nullptr;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool user_namespace = false;  // launched unprivileged: map uid/gid ourselves
+  uid_t outer_uid = 0;
+  gid_t outer_gid = 0;
+  std::string root_mount_point;  // an empty host dir; PID 1 mounts the new root on it
+  int go_fd = -1;      // read end: the launcher writes one byte when PID 1 may start
+  int report_fd = -1;  // write end of the report pipe
+};
+
+// The clone() entry point; `arg` is a ChildConfig*. Returns PID 1's exit code.
+int RunSandboxInit(void* arg);
+
+}  // namespace kiln::sandbox
+
+#endif  // KILN_SANDBOX_SANDBOX_INIT_H_

@@ -1,0 +1,224 @@
+// kiln-sandbox: runs one command in Kiln's sandbox, like Bazel's
+// linux-sandbox or bwrap. See --help.
+#include <getopt.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/flag_types.h"
+#include "common/posix.h"
+#include "sandbox/sandbox_runner.h"
+#include "sandbox/stats_json.h"
+
+namespace {
+
+using kiln::sandbox::SandboxPolicy;
+using kiln::sandbox::SandboxSpec;
+
+// kiln-sandbox's own failures use these exit codes (sysexits.h); anything
+// else is the command's status, 128+N when it died of signal N.
+constexpr int kExitUsage = 64;         // a bad or unknown option, an impossible limit
+constexpr int kExitMissingInput = 66;  // a bind source or work dir that does not exist
+constexpr int kExitSetupFailed = 71;   // a setup step failed inside the sandbox
+constexpr int kExitBusy = 75;          // every build user is in use
+constexpr int kExitNoLimits = 78;      // a requested limit cannot be applied (no cgroup)
+
+constexpr char kUsage[] = R"(Usage: kiln-sandbox [options] -- CMD [ARGS...]
+
+Runs CMD in fresh PID, mount, network, IPC, UTS and cgroup namespaces (plus a
+user namespace when not root), behind a PID-1 init that reaps every process,
+chrooted (pivot_root) into a new root, as an unprivileged build user, and exits
+with CMD's status (128+N if CMD died of signal N).
+
+The root holds: /work (the work dir), read-only binds (default /bin /usr /lib
+/lib64), a minimal /dev, a new /proc, a tmpfs /tmp, and synthesized
+/etc/passwd, /etc/group and /etc/hosts. Nothing else of the host is visible.
+
+Options:
+  --work_dir=DIR        host directory mounted read-write at /work (default: empty tmpfs)
+  --cwd=REL             working directory, relative to /work
+  --bind=SRC[:DST]      read-only bind of a host path (repeatable); the first one
+                        replaces the default binds
+  --env=NAME=VALUE      environment variable (repeatable); the environment is exactly
+                        these, with PATH=/path-not-set when PATH is not given
+  --hostname=NAME       default localhost
+  --domainname=NAME     default (none)
+  --share_network       use the host network (needs --allow_host_network)
+  --allow_host_network  operator policy: permit --share_network
+  --linux32             32-bit personality
+  --uname26             UNAME26 personality (uname reports 2.6.x)
+  --seccomp             block mount, ptrace, keyring, bpf and module syscalls
+  --memory=SIZE         memory limit, e.g. 512MiB (needs a writable memory cgroup)
+  --pids=N              process limit
+  --cpus=X              CPU limit in cores, e.g. 1.5
+  --timeout=DURATION    e.g. 30s or 2m; SIGTERM, then SIGKILL after --kill_grace
+  --kill_grace=DURATION default 5s
+  --uid=N --gid=N       the build user (default: a free uid of the pool)
+  --uid_pool_base=N     first uid of the build-user pool (default 61000)
+  --uid_pool_size=N     size of the pool (default 64)
+  --stats_file=FILE     write the result (exit status, stage times, rusage, peak
+                        memory, orphans reaped, timeout, OOM) as JSON
+  --help
+
+Exit codes of kiln-sandbox itself: 64 bad option, 66 missing input, 71 setup
+failed, 75 no free build user, 78 limit cannot be applied, 127 CMD not executable.
+
+Example:
+  kiln-sandbox --work_dir=$PWD --env=PATH=/usr/bin:/bin --memory=1GiB --timeout=60s \
+      -- sh -c 'make -j2 && make test'
+)";
+
+[[noreturn]] void Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "kiln-sandbox: %s\n", message.c_str());
+  std::exit(code);
+}
+
+int ExitCodeFor(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument: return kExitUsage;
+    case absl::StatusCode::kNotFound: return kExitMissingInput;
+    case absl::StatusCode::kResourceExhausted: return kExitBusy;
+    case absl::StatusCode::kFailedPrecondition: return kExitNoLimits;
+    default: return kExitSetupFailed;
+  }
+}
+
+template <typename T>
+T ParseNumber(const char* option, const char* text) {
+  T value;
+  if (!absl::SimpleAtoi(text, &value)) Fail(kExitUsage, absl::StrCat("--", option, "=", text, ": not a number"));
+  return value;
+}
+
+absl::Duration ParseDuration(const char* option, const char* text) {
+  absl::Duration d;
+  double seconds;
+  if (absl::SimpleAtod(text, &seconds)) return absl::Seconds(seconds);
+  if (!absl::ParseDuration(text, &d)) {
+    Fail(kExitUsage, absl::StrCat("--", option, "=", text, ": not a duration (e.g. 30s, 2m, 1.5)"));
+  }
+  return d;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // If whoever started us dies, we die too; PID 1 follows, and the namespace with it.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+
+  SandboxSpec spec;
+  SandboxPolicy policy;
+  spec.binds = kiln::sandbox::DefaultBinds();
+  bool custom_binds = false;
+  std::string stats_file;
+  enum {
+    kWorkDir = 1000, kCwd, kBind, kEnv, kHostname, kDomainname, kShareNetwork, kAllowHostNetwork,
+    kLinux32, kUname26, kSeccomp, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
+    kUidPoolBase, kUidPoolSize, kStatsFile, kHelp,
+  };
+  static const struct option kOptions[] = {
+      {"work_dir", required_argument, nullptr, kWorkDir},
+      {"cwd", required_argument, nullptr, kCwd},
+      {"bind", required_argument, nullptr, kBind},
+      {"env", required_argument, nullptr, kEnv},
+      {"hostname", required_argument, nullptr, kHostname},
+      {"domainname", required_argument, nullptr, kDomainname},
+      {"share_network", no_argument, nullptr, kShareNetwork},
+      {"allow_host_network", no_argument, nullptr, kAllowHostNetwork},
+      {"linux32", no_argument, nullptr, kLinux32},
+      {"uname26", no_argument, nullptr, kUname26},
+      {"seccomp", no_argument, nullptr, kSeccomp},
+      {"memory", required_argument, nullptr, kMemory},
+      {"pids", required_argument, nullptr, kPids},
+      {"cpus", required_argument, nullptr, kCpus},
+      {"timeout", required_argument, nullptr, kTimeout},
+      {"kill_grace", required_argument, nullptr, kKillGrace},
+      {"uid", required_argument, nullptr, kUid},
+      {"gid", required_argument, nullptr, kGid},
+      {"uid_pool_base", required_argument, nullptr, kUidPoolBase},
+      {"uid_pool_size", required_argument, nullptr, kUidPoolSize},
+      {"stats_file", required_argument, nullptr, kStatsFile},
+      {"help", no_argument, nullptr, kHelp},
+      {nullptr, 0, nullptr, 0},
+  };
+  opterr = 0;  // we print our own message for unknown options
+  // "+": stop at the first non-option, so CMD's own options are never ours.
+  for (int option; (option = getopt_long(argc, argv, "+", kOptions, nullptr)) != -1;) {
+    switch (option) {
+      case kWorkDir: spec.work_dir = optarg; break;
+      case kCwd: spec.cwd = optarg; break;
+      case kBind: {
+        if (!custom_binds) spec.binds.clear();
+        custom_binds = true;
+        std::string value = optarg;
+        size_t colon = value.find(':');
+        std::string source = value.substr(0, colon);
+        std::string target = colon == std::string::npos ? source : value.substr(colon + 1);
+        spec.binds.push_back({source, target, false});
+        break;
+      }
+      case kEnv: {
+        std::string value = optarg;
+        size_t eq = value.find('=');
+        if (eq == std::string::npos || eq == 0) Fail(kExitUsage, "--env=" + value + ": expected NAME=VALUE");
+        spec.env[value.substr(0, eq)] = value.substr(eq + 1);
+        break;
+      }
+      case kHostname: spec.hostname = optarg; break;
+      case kDomainname: spec.domainname = optarg; break;
+      case kShareNetwork: spec.share_network = true; break;
+      case kAllowHostNetwork: policy.allow_host_network = true; break;
+      case kLinux32: spec.personality_linux32 = true; break;
+      case kUname26: spec.personality_uname26 = true; break;
+      case kSeccomp: spec.seccomp = true; break;
+      case kMemory: {
+        kiln::ByteSize size;
+        std::string error;
+        if (!AbslParseFlag(optarg, &size, &error)) Fail(kExitUsage, "--memory: " + error);
+        spec.memory_bytes = size.bytes;
+        break;
+      }
+      case kPids: spec.pids = ParseNumber<int64_t>("pids", optarg); break;
+      case kCpus:
+        if (!absl::SimpleAtod(optarg, &spec.cpus)) Fail(kExitUsage, absl::StrCat("--cpus=", optarg, ": not a number"));
+        break;
+      case kTimeout: spec.timeout = ParseDuration("timeout", optarg); break;
+      case kKillGrace: spec.kill_grace = ParseDuration("kill_grace", optarg); break;
+      case kUid: spec.uid = ParseNumber<uint32_t>("uid", optarg); break;
+      case kGid: spec.gid = ParseNumber<uint32_t>("gid", optarg); break;
+      case kUidPoolBase: policy.uid_pool_base = ParseNumber<uint32_t>("uid_pool_base", optarg); break;
+      case kUidPoolSize: policy.uid_pool_size = ParseNumber<int>("uid_pool_size", optarg); break;
+      case kStatsFile: stats_file = optarg; break;
+      case kHelp: std::fputs(kUsage, stdout); return 0;
+      default:
+        Fail(kExitUsage, absl::StrCat("unknown or incomplete option \"", argv[optind - 1],
+                                      "\"; see kiln-sandbox --help"));
+    }
+  }
+  for (int i = optind; i < argc; ++i) spec.argv.push_back(argv[i]);
+  if (spec.argv.empty()) Fail(kExitUsage, "no command given; usage: kiln-sandbox [options] -- CMD [ARGS...]");
+
+  absl::StatusOr<kiln::sandbox::SandboxResult> result = kiln::sandbox::RunSandbox(spec, policy);
+  if (!result.ok()) Fail(ExitCodeFor(result.status().code()), std::string(result.status().message()));
+  if (!stats_file.empty()) {
+    absl::Status written = kiln::WriteFileAtomically(
+        stats_file, kiln::sandbox::ResultToJson(*result),
+        stats_file.substr(0, stats_file.rfind('/') == std::string::npos ? 0 : stats_file.rfind('/'))
+            .empty() ? "." : stats_file.substr(0, stats_file.rfind('/')),
+        0644);
+    if (!written.ok()) std::fprintf(stderr, "kiln-sandbox: --stats_file: %s\n", std::string(written.message()).c_str());
+  }
+  if (!result->exec_error.empty()) {
+    std::fprintf(stderr, "kiln-sandbox: cannot execute %s\n", result->exec_error.c_str());
+  }
+  if (result->timed_out) std::fprintf(stderr, "kiln-sandbox: timed out after %s\n", absl::FormatDuration(spec.timeout).c_str());
+  if (result->oom_killed) std::fprintf(stderr, "kiln-sandbox: killed by the OOM killer (memory limit %lld bytes)\n", static_cast<long long>(spec.memory_bytes));
+  return result->exit_code;
+}

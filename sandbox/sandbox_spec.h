@@ -1,0 +1,106 @@
+// What one sandboxed run is asked to do (SandboxSpec), what the operator
+// allows (SandboxPolicy), and what happened (SandboxResult).
+#ifndef KILN_SANDBOX_SANDBOX_SPEC_H_
+#define KILN_SANDBOX_SANDBOX_SPEC_H_
+
+#include <sys/resource.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace kiln::sandbox {
+
+// The PATH an action gets when its environment has none: a dummy value, as
+// the Nix seed does, so that shells do not fall back to a host default.
+inline constexpr char kUnsetPathValue[] = "/path-not-set";
+// Where the working directory appears inside the sandbox.
+inline constexpr char kWorkMountPoint[] = "/work";
+
+struct BindMount {
+  std::string source;  // absolute host path
+  std::string target;  // absolute path inside the sandbox
+  bool writable = false;
+};
+
+struct SandboxSpec {
+  std::vector<std::string> argv;                // argv[0] is looked up in env PATH
+  std::map<std::string, std::string> env;       // exactly the action's environment
+  std::string work_dir;                         // host dir mounted rw at /work; empty: a tmpfs
+  std::string cwd;                              // relative to /work
+  std::vector<BindMount> binds;                 // read-only host paths (default /bin /usr /lib /lib64)
+  std::string hostname = "localhost";
+  std::string domainname = "(none)";
+  bool share_network = false;                   // needs SandboxPolicy::allow_host_network
+  bool personality_linux32 = false;
+  bool personality_uname26 = false;
+  bool seccomp = false;
+  // Resource limits; 0 means unlimited. Any set limit needs a working cgroup.
+  int64_t memory_bytes = 0;
+  int64_t pids = 0;
+  double cpus = 0;                              // CPU time per wall second, e.g. 1.5
+  absl::Duration timeout = absl::ZeroDuration();  // zero: none
+  absl::Duration kill_grace = absl::Seconds(5);   // SIGTERM to SIGKILL
+  // The build user; chosen from the pool when unset.
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  // Descriptors the action gets as 0, 1 and 2 (-1: /dev/null for stdin,
+  // inherit for stdout/stderr).
+  int stdin_fd = -1;
+  int stdout_fd = 1;
+  int stderr_fd = 2;
+};
+
+struct SandboxPolicy {
+  bool allow_host_network = false;
+  uid_t uid_pool_base = 61000;  // build users are uid_pool_base .. base+size-1
+  int uid_pool_size = 64;
+  std::string lock_dir = "/run/kiln-sandbox";  // per-uid locks of the pool
+};
+
+// Wall time of each setup stage, measured from clone() (all on
+// CLOCK_MONOTONIC, which PID namespaces share).
+struct StageTimes {
+  absl::Duration cgroup_setup;   // parent: cgroup created before clone
+  absl::Duration clone;          // clone() returned in the parent
+  absl::Duration namespaces;     // PID 1: uid map, hostname, / private
+  absl::Duration root;           // PID 1: new root built and pivoted into
+  absl::Duration network;        // PID 1: loopback up
+  absl::Duration exec;           // PID 2 exec'd the command
+};
+
+struct SandboxResult {
+  int exit_code = -1;         // the action's exit status, or 128+signal
+  int signal = 0;             // the signal that ended the action, 0 if it exited
+  bool timed_out = false;
+  bool oom_killed = false;
+  int orphans_reaped = 0;     // processes PID 1 reaped besides the action
+  int killed_at_teardown = 0; // processes still alive when the action ended
+  int64_t peak_memory_bytes = 0;  // from the cgroup when there is one, else maxrss
+  absl::Duration wall_time;
+  StageTimes stages;
+  struct rusage rusage = {};  // the whole process tree
+  uid_t uid = 0;              // the build user that ran the action
+  std::string exec_error;     // set when the command could not be executed
+  bool user_namespace = false;
+};
+
+// The kind of problem, for kiln-sandbox's exit code.
+enum class SpecError { kUsage, kMissingInput };
+
+// Checks a spec against the policy before anything runs: absolute bind paths
+// that exist, a relative cwd, sane limits. INVALID_ARGUMENT (usage) or
+// NOT_FOUND (missing input) with a message naming the option.
+absl::Status ValidateSpec(const SandboxSpec& spec, const SandboxPolicy& policy);
+
+// The default read-only binds: /bin, /usr, /lib, /lib64 where they exist.
+std::vector<BindMount> DefaultBinds();
+
+}  // namespace kiln::sandbox
+
+#endif  // KILN_SANDBOX_SANDBOX_SPEC_H_
