@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -101,6 +102,7 @@ absl::StatusOr<std::unique_ptr<Cgroup>> Cgroup::Create(const std::string& name,
   std::vector<Mount> mounts = CgroupMounts();
   std::map<std::string, std::string> own = OwnCgroups();
   std::unique_ptr<Cgroup> cgroup(new Cgroup());
+  std::string problems;  // why a hierarchy could not be used, for the error
 
   // Prefer v2 for every controller it offers.
   for (const Mount& mount : mounts) {
@@ -125,8 +127,8 @@ absl::StatusOr<std::unique_ptr<Cgroup>> Cgroup::Create(const std::string& name,
           enabled.message(), "; run kiln in a delegated cgroup of its own"));
     }
     if (mkdir(h.path.c_str(), 0755) != 0 && errno != EEXIST) {
-      if (!required) continue;
-      return PosixError("create cgroup " + h.path, errno);
+      absl::StrAppend(&problems, " cannot create ", h.path, ": ", strerror(errno), ";");
+      continue;
     }
     cgroup->hierarchies_.push_back(h);
     break;
@@ -143,8 +145,8 @@ absl::StatusOr<std::unique_ptr<Cgroup>> Cgroup::Create(const std::string& name,
     if (h.controllers.empty() || !own.count(mount.controllers[0])) continue;
     h.path = mount.point + own[mount.controllers[0]] + "/" + name;
     if (mkdir(h.path.c_str(), 0755) != 0 && errno != EEXIST) {
-      if (!required) continue;
-      return PosixError("create cgroup " + h.path, errno);
+      absl::StrAppend(&problems, " cannot create ", h.path, ": ", strerror(errno), ";");
+      continue;
     }
     cgroup->hierarchies_.push_back(h);
   }
@@ -154,7 +156,8 @@ absl::StatusOr<std::unique_ptr<Cgroup>> Cgroup::Create(const std::string& name,
     if (h == nullptr && asked) {
       return absl::FailedPreconditionError(absl::StrCat(
           "a ", controller, " limit was requested but no writable ", controller,
-          " cgroup controller is available (running without root or without delegation?)"));
+          " cgroup controller is available (running without root or without delegation?):",
+          problems.empty() ? " none is mounted" : problems));
     }
     return h;
   };

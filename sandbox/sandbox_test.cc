@@ -1,1 +1,365 @@
+// kiln-sandbox, the real binary, one property per test. Every test runs as
+// root and again unprivileged (setpriv to nobody, so the sandbox uses a user
+// namespace), except where a property needs root (cgroup limits).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/posix.h"
+#include "tests/worker_process.h"
+
+namespace kiln::sandbox {
+namespace {
+
+using kiln::testing::ProcessResult;
+using kiln::testing::RunToCompletion;
+
+enum class Mode { kRoot, kUnprivileged };
+
+class SandboxTest : public ::testing::TestWithParam<Mode> {
+ protected:
+  void SetUp() override {
+    std::string pattern = ::testing::TempDir() + "/kiln-sandbox-test-XXXXXX";
+    dir_ = mkdtemp(pattern.data());
+    chmod(dir_.c_str(), 0777);  // the unprivileged run writes its stats here
+    work_ = dir_ + "/work";
+    mkdir(work_.c_str(), 0777);
+    chmod(work_.c_str(), 0777);
+  }
+  void TearDown() override { (void)RemoveTree(dir_); }
+
+  bool Unprivileged() const { return GetParam() == Mode::kUnprivileged; }
+
+  // Runs kiln-sandbox with `options` and the stats file, then `command`.
+  ProcessResult Sandbox(std::vector<std::string> options, std::vector<std::string> command) {
+    std::vector<std::string> argv;
+    if (Unprivileged()) {
+      argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    }
+    const char* bin = getenv("KILN_BIN_DIR");
+    argv.push_back(std::string(bin ? bin : "build/bin") + "/kiln-sandbox");
+    argv.push_back("--stats_file=" + dir_ + "/stats.json");
+    argv.push_back("--env=PATH=/usr/bin:/bin");
+    argv.push_back("--work_dir=" + work_);
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.push_back("--");
+    argv.insert(argv.end(), command.begin(), command.end());
+    return RunToCompletion(argv);
+  }
+  ProcessResult Shell(const std::string& script, std::vector<std::string> options = {}) {
+    return Sandbox(std::move(options), {"/bin/sh", "-c", script});
+  }
+  nlohmann::json Stats() {
+    std::ifstream in(dir_ + "/stats.json");
+    return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  }
+  static std::vector<std::string> Lines(const std::string& text) {
+    return absl::StrSplit(absl::StripTrailingAsciiWhitespace(text), '\n');
+  }
+
+  std::string dir_;
+  std::string work_;
+};
+
+TEST_P(SandboxTest, ActionIsPid2UnderAnInitAtPid1AndSeesOnlyTheSandbox) {
+  auto r = Shell("echo $$; cat /proc/1/comm; ls -d /proc/[0-9]* | wc -l");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  auto lines = Lines(r.stdout_text);
+  ASSERT_EQ(lines.size(), 3u) << r.stdout_text;
+  EXPECT_EQ(lines[0], "2");
+  EXPECT_EQ(lines[1], "kiln-sandbox");
+  // init, sh, and the pipeline's ls and wc: nothing of the host.
+  EXPECT_LE(std::stoi(lines[2]), 4) << r.stdout_text;
+}
+
+TEST_P(SandboxTest, NetworkHasOnlyLoopbackUpAndCannotReachHostListeners) {
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  socklen_t length = sizeof address;
+  getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length);
+  ASSERT_EQ(listen(listener, 8), 0);
+  const std::string port = std::to_string(ntohs(address.sin_port));
+  const std::string probe = "exec 3<>/dev/tcp/127.0.0.1/" + port + " && echo connected";
+
+  auto links = Shell("ip -o link show");
+  ASSERT_EQ(links.exit_code, 0) << links.stderr_text;
+  auto lines = Lines(links.stdout_text);
+  ASSERT_EQ(lines.size(), 1u) << links.stdout_text;
+  EXPECT_NE(lines[0].find(": lo:"), std::string::npos);
+  EXPECT_NE(lines[0].find("UP"), std::string::npos);
+
+  auto isolated = Sandbox({}, {"/bin/bash", "-c", probe});
+  EXPECT_NE(isolated.exit_code, 0);
+  EXPECT_EQ(isolated.stdout_text, "");
+  // The same probe with the host network (opt-in, allowed) connects: the
+  // test above would notice if isolation broke.
+  auto shared = Sandbox({"--share_network", "--allow_host_network"}, {"/bin/bash", "-c", probe});
+  EXPECT_EQ(shared.exit_code, 0) << shared.stderr_text;
+  EXPECT_EQ(shared.stdout_text, "connected\n");
+  close(listener);
+}
+
+TEST_P(SandboxTest, HostnameAndDomainNameAreSet) {
+  auto defaults = Shell("hostname; cat /proc/sys/kernel/domainname");
+  ASSERT_EQ(defaults.exit_code, 0) << defaults.stderr_text;
+  EXPECT_EQ(defaults.stdout_text, "localhost\n(none)\n");
+  auto custom = Shell("hostname; cat /proc/sys/kernel/domainname",
+                      {"--hostname=builder", "--domainname=example.test"});
+  EXPECT_EQ(custom.stdout_text, "builder\nexample.test\n");
+}
+
+TEST_P(SandboxTest, HostFilesOutsideBindsAreInvisibleAndBindsAreReadOnly) {
+  std::ofstream(dir_ + "/secret") << "host secret";
+  chmod((dir_ + "/secret").c_str(), 0644);
+  auto r = Shell("ls /; test -e " + dir_ + "/secret && echo LEAK; test -e /etc/shadow && echo LEAK;"
+                 "touch /usr/kiln-probe 2>/dev/null && echo WROTE-USR;"
+                 "touch /kiln-probe 2>/dev/null && echo WROTE-ROOT;"
+                 "touch /tmp/ok /work/ok && echo tmp-and-work-writable");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  std::set<std::string> top;
+  for (const std::string& line : Lines(r.stdout_text)) top.insert(line);
+  EXPECT_FALSE(top.count("LEAK")) << r.stdout_text;
+  EXPECT_FALSE(top.count("WROTE-USR"));
+  EXPECT_FALSE(top.count("WROTE-ROOT"));
+  EXPECT_TRUE(top.count("tmp-and-work-writable"));
+  EXPECT_FALSE(top.count("home"));
+  EXPECT_FALSE(top.count("root"));
+  EXPECT_FALSE(std::filesystem::exists("/usr/kiln-probe"));
+  EXPECT_TRUE(std::filesystem::exists(work_ + "/ok"));  // /work is the host work dir
+}
+
+TEST_P(SandboxTest, EtcIsSynthesizedAndDevIsMinimal) {
+  auto r = Shell("cat /etc/passwd; ls /etc; ls /dev; ls /dev/pts; touch /dev/shm/x && echo shm-ok;"
+                 "cat /etc/hosts | head -1");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  EXPECT_NE(r.stdout_text.find("kiln:x:"), std::string::npos);
+  EXPECT_EQ(r.stdout_text.find("_apt"), std::string::npos) << "host passwd leaked";
+  for (const char* dev : {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx"}) {
+    EXPECT_NE(r.stdout_text.find(std::string("\n") + dev + "\n"), std::string::npos) << dev;
+  }
+  EXPECT_EQ(r.stdout_text.find("\nsda"), std::string::npos);
+  EXPECT_EQ(r.stdout_text.find("\nvda"), std::string::npos);
+  EXPECT_NE(r.stdout_text.find("shm-ok"), std::string::npos);
+  EXPECT_NE(r.stdout_text.find("127.0.0.1 localhost"), std::string::npos);
+}
+
+TEST_P(SandboxTest, NoInheritedDescriptorIsOpenInside) {
+  int leaked = open("/etc/hostname", O_RDONLY);  // deliberately inheritable
+  ASSERT_GE(leaked, 3);
+  auto r = Shell("ls /proc/self/fd");
+  close(leaked);
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  // 0-2, plus the directory ls itself is reading.
+  EXPECT_EQ(Lines(r.stdout_text), (std::vector<std::string>{"0", "1", "2", "3"}));
+}
+
+TEST_P(SandboxTest, EnvironmentIsExactlyWhatWasGivenWithDummyPathWhenUnset) {
+  std::vector<std::string> argv;
+  auto r = Sandbox({"--env=ALPHA=1", "--env=BETA=two words"}, {"/usr/bin/env"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  EXPECT_EQ(r.stdout_text, "ALPHA=1\nBETA=two words\nPATH=/usr/bin:/bin\n");
+  // Without PATH: the seed's dummy value, never the host's.
+  std::vector<std::string> args = {"/usr/bin/env"};
+  const char* bin = getenv("KILN_BIN_DIR");
+  std::vector<std::string> argv2;
+  if (Unprivileged()) argv2 = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+  argv2.push_back(std::string(bin ? bin : "build/bin") + "/kiln-sandbox");
+  argv2.insert(argv2.end(), {"--env=ONLY=this", "--", "/usr/bin/env"});
+  auto bare = RunToCompletion(argv2);
+  EXPECT_EQ(bare.stdout_text, "ONLY=this\nPATH=/path-not-set\n");
+}
+
+TEST_P(SandboxTest, RunsAsTheBuildUserWithNoCapabilitiesAndNoNewPrivs) {
+  auto r = Shell("id -u; id -g; grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' "
+                 "/proc/self/status; umask");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  auto lines = Lines(r.stdout_text);
+  ASSERT_EQ(lines.size(), 9u) << r.stdout_text;
+  EXPECT_EQ(lines[0], "61000");
+  EXPECT_EQ(lines[1], "61000");
+  for (int i = 2; i < 7; ++i) EXPECT_NE(lines[i].find("0000000000000000"), std::string::npos) << lines[i];
+  EXPECT_EQ(lines[7], "NoNewPrivs:\t1");
+  EXPECT_EQ(lines[8], "0022");
+  EXPECT_EQ(Stats()["uid"], 61000);
+  EXPECT_EQ(Stats()["user_namespace"], Unprivileged());
+}
+
+TEST_P(SandboxTest, OrphansAreReapedAndCounted) {
+  auto r = Shell("(sleep 0.2 &); (sleep 0.2 &); (sleep 0.2 &); sleep 1");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  EXPECT_EQ(Stats()["orphans_reaped"], 3);
+}
+
+TEST_P(SandboxTest, ADaemonizedGrandchildDoesNotSurviveTheRun) {
+  const std::string marker = absl::StrCat("1000.", getpid(), "7");
+  auto r = Shell("setsid sleep " + marker + " > /dev/null 2>&1 & sleep 0.2; exit 0");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  EXPECT_EQ(Stats()["killed_at_teardown"], 1);
+  // Nothing on the host runs the marker command any more.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream cmdline(entry.path() / "cmdline");
+    std::string text((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(text.find(marker), std::string::npos) << "survivor: " << entry.path();
+  }
+}
+
+TEST_P(SandboxTest, ExitCodesAndSignalsPassThrough) {
+  EXPECT_EQ(Shell("exit 3").exit_code, 3);
+  EXPECT_EQ(Shell("kill -SEGV $$").exit_code, 128 + SIGSEGV);
+  EXPECT_EQ(Stats()["signal"], SIGSEGV);
+  auto missing = Sandbox({}, {"/no/such/program"});
+  EXPECT_EQ(missing.exit_code, 127);
+  EXPECT_NE(missing.stderr_text.find("cannot execute /no/such/program"), std::string::npos)
+      << missing.stderr_text;
+}
+
+TEST_P(SandboxTest, TimeoutKillsAProcessThatIgnoresSigterm) {
+  auto start = std::chrono::steady_clock::now();
+  auto r = Shell("trap '' TERM; while :; do sleep 0.1; done", {"--timeout=0.5s", "--kill_grace=0.5s"});
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 128 + SIGKILL);
+  EXPECT_TRUE(Stats()["timed_out"].get<bool>());
+  EXPECT_LT(seconds, 5.0);
+  EXPECT_NE(r.stderr_text.find("timed out"), std::string::npos);
+}
+
+TEST_P(SandboxTest, SigtermToTheLauncherReachesTheAction) {
+  const char* bin = getenv("KILN_BIN_DIR");
+  std::vector<std::string> argv = {"/usr/bin/timeout", "--preserve-status", "-s", "TERM", "1"};
+  if (Unprivileged()) argv.insert(argv.end(), {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"});
+  argv.push_back(std::string(bin ? bin : "build/bin") + "/kiln-sandbox");
+  argv.insert(argv.end(), {"--env=PATH=/usr/bin:/bin", "--", "/bin/sh", "-c",
+                           "trap 'echo got-term; exit 42' TERM; sleep 10 & wait"});
+  auto r = RunToCompletion(argv);
+  EXPECT_EQ(r.exit_code, 42) << r.stderr_text;
+  EXPECT_EQ(r.stdout_text, "got-term\n");
+}
+
+TEST_P(SandboxTest, PersonalityOptions) {
+  auto r = Shell("uname -r; uname -m", {"--uname26", "--linux32"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  auto lines = Lines(r.stdout_text);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].rfind("2.6.", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[1], "i686");
+}
+
+TEST_P(SandboxTest, SeccompBlocksNamespaceAndMountCalls) {
+  // Creating a user namespace works inside by default, so the filter is what
+  // makes the second run fail.
+  auto plain = Shell("unshare --user true && echo allowed");
+  EXPECT_EQ(plain.stdout_text, "allowed\n") << plain.stderr_text;
+  auto filtered = Shell("unshare --user true && echo allowed", {"--seccomp"});
+  EXPECT_EQ(filtered.stdout_text, "");
+  EXPECT_NE(filtered.stderr_text.find("Operation not permitted"), std::string::npos)
+      << filtered.stderr_text;
+}
+
+TEST_P(SandboxTest, StatsFileHasStageTimesAndRusage) {
+  ASSERT_EQ(Shell("head -c 1000000 /dev/urandom | sha256sum > /dev/null").exit_code, 0);
+  nlohmann::json stats = Stats();
+  ASSERT_FALSE(stats.is_discarded());
+  const auto& stages = stats["stages_seconds"];
+  EXPECT_GT(stages["namespaces"].get<double>(), 0);
+  EXPECT_GE(stages["root"].get<double>(), stages["namespaces"].get<double>());
+  EXPECT_GE(stages["exec"].get<double>(), stages["network"].get<double>());
+  EXPECT_GE(stats["wall_time_seconds"].get<double>(), stages["exec"].get<double>());
+  EXPECT_GT(stats["rusage"]["user_cpu_seconds"].get<double>() +
+                stats["rusage"]["system_cpu_seconds"].get<double>(), 0);
+  EXPECT_GT(stats["peak_memory_bytes"].get<int64_t>(), 0);
+  EXPECT_EQ(stats["exit_code"], 0);
+}
+
+TEST_P(SandboxTest, BadOptionsGetDistinctExitCodesAndNothingRuns) {
+  const std::string marker = "touch /work/ran";
+  auto relative = Shell(marker, {"--bind=relative/path"});
+  EXPECT_EQ(relative.exit_code, 64);
+  EXPECT_NE(relative.stderr_text.find("absolute"), std::string::npos) << relative.stderr_text;
+  auto missing = Shell(marker, {"--bind=/no/such/dir"});
+  EXPECT_EQ(missing.exit_code, 66);
+  EXPECT_NE(missing.stderr_text.find("does not exist"), std::string::npos);
+  auto unknown = Shell(marker, {"--frobnicate"});
+  EXPECT_EQ(unknown.exit_code, 64);
+  EXPECT_NE(unknown.stderr_text.find("--frobnicate"), std::string::npos);
+  auto impossible = Shell(marker, {"--memory=1KiB"});
+  EXPECT_EQ(impossible.exit_code, 64);
+  EXPECT_NE(impossible.stderr_text.find("impossible"), std::string::npos);
+  auto network = Shell(marker, {"--share_network"});
+  EXPECT_EQ(network.exit_code, 64);
+  EXPECT_NE(network.stderr_text.find("allow_host_network"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(work_ + "/ran"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AsRootAndUnprivileged, SandboxTest,
+                         ::testing::Values(Mode::kRoot, Mode::kUnprivileged),
+                         [](const auto& info) {
+                           return info.param == Mode::kRoot ? "Root" : "Unprivileged";
+                         });
+
+// Resource limits need a writable cgroup: as root here. Unprivileged, a
+// requested limit must fail loudly instead of running unlimited.
+class SandboxLimitsTest : public SandboxTest {};
+
+TEST_P(SandboxLimitsTest, MemoryHogIsOomKilledAndReported) {
+  auto r = Shell("x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived", {"--memory=64MiB"});
+  EXPECT_EQ(r.exit_code, 128 + SIGKILL);
+  EXPECT_EQ(r.stdout_text, "");
+  EXPECT_TRUE(Stats()["oom_killed"].get<bool>());
+  EXPECT_NE(r.stderr_text.find("OOM"), std::string::npos);
+}
+
+TEST_P(SandboxLimitsTest, ForkBombIsStoppedByThePidsLimit) {
+  auto r = Shell("for i in $(seq 200); do sleep 30 & done 2>/dev/null; ls -d /proc/[0-9]* | wc -l",
+                 {"--pids=20", "--timeout=20s"});
+  ASSERT_FALSE(Stats()["timed_out"].get<bool>()) << r.stderr_text;
+  // Never more than 20 processes in the cgroup (init, sh, sleeps, ls, wc).
+  EXPECT_LE(std::stoi(absl::StrCat("0", absl::StripAsciiWhitespace(r.stdout_text))), 20);
+  EXPECT_GE(Stats()["killed_at_teardown"].get<int>(), 10);
+}
+
+TEST_P(SandboxLimitsTest, ConcurrentSandboxesGetDistinctBuildUsers) {
+  std::string out[2];
+  std::thread a([&] { out[0] = Shell("id -u; sleep 1").stdout_text; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  out[1] = Shell("id -u").stdout_text;
+  a.join();
+  EXPECT_NE(out[0], out[1]);
+}
+
+INSTANTIATE_TEST_SUITE_P(AsRoot, SandboxLimitsTest, ::testing::Values(Mode::kRoot));
+
+class SandboxUnprivilegedLimitsTest : public SandboxTest {};
+
+TEST_P(SandboxUnprivilegedLimitsTest, RequestedLimitWithoutCgroupFailsLoudly) {
+  auto r = Shell("touch /work/ran", {"--memory=64MiB"});
+  EXPECT_EQ(r.exit_code, 78);
+  EXPECT_NE(r.stderr_text.find("memory"), std::string::npos) << r.stderr_text;
+  EXPECT_FALSE(std::filesystem::exists(work_ + "/ran"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Unprivileged, SandboxUnprivilegedLimitsTest,
+                         ::testing::Values(Mode::kUnprivileged));
+
+}  // namespace
+}  // namespace kiln::sandbox
