@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -67,12 +68,14 @@ void WriteFileOrDie(const std::string& path, const std::string& content, mode_t 
   close(fd);
 }
 
+// mkdir -p, trying the leaf first: inside the new root the parents almost
+// always exist already.
 void MakeDirs(const std::string& path) {
-  std::string current;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    absl::StrAppend(&current, "/", part);
-    if (mkdir(current.c_str(), 0755) != 0 && errno != EEXIST) DieAt(__FILE__, __LINE__, "mkdir " + current);
-  }
+  if (mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return;
+  if (errno != ENOENT) DieAt(__FILE__, __LINE__, "mkdir " + path);
+  size_t slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) MakeDirs(path.substr(0, slash));
+  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) DieAt(__FILE__, __LINE__, "mkdir " + path);
 }
 
 // In a user namespace a read-only remount must keep the flags the kernel
@@ -126,15 +129,25 @@ void WriteIdMaps(const ChildConfig& config) {
   WriteFileOrDie("/proc/self/gid_map", absl::StrCat(config.gid, " ", config.outer_gid, " 1\n"), 0);
 }
 
-void MountDev(const std::string& root) {
+void MountDev(const std::string& root, bool user_namespace) {
   const std::string dev = root + "/dev";
   MakeDirs(dev);
   CHECK_SYS(mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k"),
             "mount tmpfs on /dev");
-  // Device nodes cannot be created in a user namespace; binding the host's
-  // works everywhere.
-  for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
-    MountBind(absl::StrCat("/dev/", node), absl::StrCat(dev, "/", node), /*writable=*/true);
+  struct Node {
+    const char* name;
+    unsigned major, minor;
+  };
+  for (const Node& node : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7},
+                           Node{"random", 1, 8}, Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
+    std::string path = absl::StrCat(dev, "/", node.name);
+    if (user_namespace) {
+      // Device nodes cannot be created in a user namespace; the host's are bound.
+      MountBind(absl::StrCat("/dev/", node.name), path, /*writable=*/true);
+    } else {
+      CHECK_SYS(mknod(path.c_str(), S_IFCHR | 0666, makedev(node.major, node.minor)),
+                "mknod " + path);
+    }
   }
   MakeDirs(dev + "/pts");
   CHECK_SYS(mount("devpts", (dev + "/pts").c_str(), "devpts", MS_NOSUID | MS_NOEXEC,
@@ -195,7 +208,7 @@ void BuildRootAndPivot(const ChildConfig& config) {
     }
     MountBind(bind.source, target, bind.writable);
   }
-  MountDev(root);
+  MountDev(root, config.user_namespace);
   MakeDirs(root + "/proc");
   CHECK_SYS(mount("proc", (root + "/proc").c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr),
             "mount /proc");
