@@ -376,10 +376,14 @@ int RunSandboxInit(void* arg) {
   }
   // If the launcher dies, so does the sandbox (and with PID 1, everything in it).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Out of the launcher's process group: a signal sent to that group (a
+  // terminal's ^C, timeout(1)) reaches the action once, through the launcher.
+  setpgid(0, 0);
   char go = 0;
   if (read(config.go_fd, &go, 1) != 1) _exit(kSetupFailedExit);  // launcher gave up
   close(config.go_fd);
 
+  umask(0);  // modes below are meant literally (0666 devices); PID 2 sets 022
   if (config.user_namespace) WriteIdMaps(config);
   // Nothing mounted here may propagate back to the host.
   CHECK_SYS(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "make / private");
