@@ -118,7 +118,12 @@ bool SuperviseUntilExit(pid_t init, int pidfd, int signal_fd, const SandboxSpec&
     if (fds[0].revents & POLLIN) return timed_out;
     if (fds[1].revents & POLLIN) {
       struct signalfd_siginfo info;
-      if (read(signal_fd, &info, sizeof info) == sizeof info) kill(init, static_cast<int>(info.ssi_signo));
+      if (read(signal_fd, &info, sizeof info) == sizeof info) {
+        kill(init, static_cast<int>(info.ssi_signo));
+        // Being asked to stop is like a timeout: after the grace period the
+        // whole sandbox is killed, whatever the action does with the signal.
+        if (kill_at == INT64_MAX) kill_at = MonotonicNanos() + absl::ToInt64Nanoseconds(spec.kill_grace);
+      }
     }
   }
 }

@@ -5,7 +5,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <thread>
+#include <vector>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -13,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/time/time.h"
 #include "absl/strings/str_cat.h"
 #include "common/flag_types.h"
 #include "server/worker_server.h"
@@ -30,6 +33,29 @@ ABSL_FLAG(kiln::ByteSize, cas_max_blob_bytes, (kiln::ByteSize{0}),
           "largest single blob accepted; 0 means --cas_max_bytes");
 ABSL_FLAG(int, io_threads, 8, "threads doing CAS disk I/O for the gRPC services");
 ABSL_FLAG(std::string, log_level, "info", "one of trace, debug, info, warn, error");
+ABSL_FLAG(int, concurrency, -1,
+          "actions run at once (execution slots); -1: the number of cores; 0: no execution, "
+          "storage only");
+ABSL_FLAG(int, max_queued_actions, 1000, "actions that may wait for a slot; beyond: RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, default_action_timeout, absl::Minutes(15),
+          "timeout of actions that set none");
+ABSL_FLAG(absl::Duration, max_action_timeout, absl::Hours(3),
+          "largest Action.timeout accepted; larger ones are rejected");
+ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(5),
+          "between SIGTERM and SIGKILL when an action times out or is cancelled");
+ABSL_FLAG(absl::Duration, drain_grace, absl::Seconds(30),
+          "on SIGTERM, how long running actions may finish before they are cancelled");
+ABSL_FLAG(bool, allow_network, false,
+          "let actions ask for the host network (platform network=on, dockerNetwork=standard, "
+          "block-network=false)");
+ABSL_FLAG(std::vector<std::string>, platform_ignore, {},
+          "platform property names accepted and ignored, e.g. container-image");
+ABSL_FLAG(std::vector<std::string>, sandbox_bind, {},
+          "host dirs bound read-only into every sandbox (default: kiln-sandbox's /bin,/usr,/lib,/lib64)");
+ABSL_FLAG(std::string, worker_name, "", "name reported in ExecutedActionMetadata (default: hostname)");
+ABSL_FLAG(uint32_t, build_uid_base, 61000, "execution slot i runs actions as uid/gid build_uid_base+i");
+ABSL_FLAG(std::string, sandbox_binary, "",
+          "kiln-sandbox to launch actions with (default: next to kiln-worker)");
 
 namespace {
 
@@ -82,6 +108,38 @@ int main(int argc, char** argv) {
     Die("--cas_max_blob_bytes cannot be larger than --cas_max_bytes");
   }
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  if (options.concurrency < 0) options.concurrency = static_cast<int>(std::thread::hardware_concurrency());
+  if (options.concurrency > 1024) Die("--concurrency must be at most 1024");
+  options.max_queued_actions = absl::GetFlag(FLAGS_max_queued_actions);
+  if (options.max_queued_actions < 0) Die("--max_queued_actions cannot be negative");
+  kiln::exec::ExecOptions& exec = options.exec;
+  exec.default_timeout = absl::GetFlag(FLAGS_default_action_timeout);
+  exec.max_timeout = absl::GetFlag(FLAGS_max_action_timeout);
+  exec.kill_grace = absl::GetFlag(FLAGS_kill_grace);
+  if (exec.default_timeout <= absl::ZeroDuration() || exec.default_timeout > exec.max_timeout) {
+    Die("--default_action_timeout must be positive and at most --max_action_timeout");
+  }
+  if (exec.kill_grace < absl::ZeroDuration()) Die("--kill_grace cannot be negative");
+  exec.platform.allow_network = absl::GetFlag(FLAGS_allow_network);
+  for (const std::string& name : absl::GetFlag(FLAGS_platform_ignore)) exec.platform.ignored.insert(name);
+  exec.sandbox_binds = absl::GetFlag(FLAGS_sandbox_bind);
+  for (const std::string& bind : exec.sandbox_binds) {
+    if (bind.empty() || bind[0] != '/') Die(absl::StrCat("--sandbox_bind: \"", bind, "\" is not an absolute path"));
+  }
+  exec.worker_name = absl::GetFlag(FLAGS_worker_name);
+  if (exec.worker_name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    exec.worker_name = host;
+  }
+  exec.build_uid_base = absl::GetFlag(FLAGS_build_uid_base);
+  if (exec.build_uid_base == 0) Die("--build_uid_base cannot be 0 (root)");
+  exec.sandbox_binary = absl::GetFlag(FLAGS_sandbox_binary);
+  if (exec.sandbox_binary.empty()) {
+    std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    exec.sandbox_binary = self.substr(0, self.rfind('/')) + "/kiln-sandbox";
+  }
   if (options.io_threads < 1 || options.io_threads > 256) {
     Die("--io_threads must be between 1 and 256");
   }
@@ -105,7 +163,7 @@ int main(int argc, char** argv) {
     int signal_number = 0;
     sigwait(&stop_signals, &signal_number);
     spdlog::info("received signal {}, shutting down", signal_number);
-    (*worker)->Shutdown(absl::Seconds(10));
+    (*worker)->Shutdown(absl::GetFlag(FLAGS_drain_grace));
   });
   (*worker)->Wait();
   stopper.join();

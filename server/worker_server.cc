@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <unistd.h>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -48,8 +49,29 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   worker->io_ = std::make_unique<ThreadPool>(options.io_threads);
   api::Storage storage{worker->cas_.get(), worker->action_cache_.get(), worker->io_.get(),
                        kMaxBatchTotalBytes};
+  const bool exec_enabled = options.concurrency > 0;
   worker->capabilities_service_ =
-      std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, /*exec_enabled=*/false);
+      std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, exec_enabled);
+  if (exec_enabled) {
+    exec::ExecOptions exec_options = options.exec;
+    exec_options.exec_root = options.state_dir + "/exec";
+    // Action directories of a previous run (a crash) are removed here.
+    RETURN_IF_ERROR(RemoveTree(exec_options.exec_root));
+    RETURN_IF_ERROR(MakeDirectories(exec_options.exec_root, 0711));
+    if (access(exec_options.sandbox_binary.c_str(), X_OK) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the sandbox binary ", exec_options.sandbox_binary, " is not executable (--sandbox_binary)"));
+    }
+    ASSIGN_OR_RETURN(worker->stager_, exec::InputStager::Create(worker->cas_.get(),
+                                                                options.state_dir + "/exec-cache"));
+    worker->runner_ = std::make_unique<exec::ActionRunner>(worker->cas_.get(), worker->action_cache_.get(),
+                                                           worker->stager_.get(), exec_options);
+    worker->scheduler_ = std::make_unique<exec::Scheduler>(worker->runner_.get(), options.concurrency,
+                                                           options.max_queued_actions);
+    worker->execution_service_ =
+        std::make_unique<api::ExecutionService>(storage, worker->scheduler_.get());
+    worker->operations_service_ = std::make_unique<api::OperationsService>(worker->scheduler_.get());
+  }
   worker->cas_service_ = std::make_unique<api::CasService>(storage);
   worker->bytestream_service_ = std::make_unique<api::ByteStreamService>(storage);
   worker->action_cache_service_ = std::make_unique<api::ActionCacheService>(storage);
@@ -79,6 +101,10 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   builder.RegisterService(worker->cas_service_.get());
   builder.RegisterService(worker->bytestream_service_.get());
   builder.RegisterService(worker->action_cache_service_.get());
+  if (exec_enabled) {
+    builder.RegisterService(worker->execution_service_.get());
+    builder.RegisterService(worker->operations_service_.get());
+  }
   worker->server_ = builder.BuildAndStart();
   if (worker->server_ == nullptr || worker->grpc_port_ == 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -93,6 +119,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
 
 WorkerServer::~WorkerServer() {
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
+  scheduler_.reset();  // joins the slot threads
   io_.reset();  // finish queued disk work before the stores go away
 }
 
@@ -100,7 +127,12 @@ void WorkerServer::Wait() { server_->Wait(); }
 
 void WorkerServer::Shutdown(absl::Duration grace) {
   server_->GetHealthCheckService()->Shutdown();
-  server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoSeconds(grace));
+  if (scheduler_ != nullptr) {
+    spdlog::info("draining: running actions get {} to finish", absl::FormatDuration(grace));
+    scheduler_->Drain(grace);
+  }
+  // Streams of finished operations have their last message queued by now.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
 }
 
 }  // namespace kiln

@@ -19,8 +19,12 @@
 #include "server/api/bytestream_service.h"
 #include "server/api/capabilities_service.h"
 #include "server/api/cas_service.h"
+#include "server/api/execution_service.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
+#include "server/exec/action_runner.h"
+#include "server/exec/input_stager.h"
+#include "server/exec/scheduler.h"
 
 namespace kiln {
 
@@ -31,6 +35,10 @@ struct WorkerOptions {
   int64_t cas_max_bytes = int64_t{10} << 30;
   int64_t cas_max_blob_bytes = 0;  // 0: same as cas_max_bytes
   int io_threads = 8;
+  // Execution. Zero concurrency serves storage only (exec_enabled: false).
+  int concurrency = 0;
+  int max_queued_actions = 1000;
+  exec::ExecOptions exec;  // exec_root is set from state_dir
 };
 
 // The largest gRPC message the server accepts; batch calls are capped lower
@@ -49,8 +57,11 @@ class WorkerServer {
   int metrics_port() const { return metrics_port_; }
   // Blocks until Shutdown.
   void Wait();
-  // Stops accepting calls and ends those still running after `grace`.
+  // Drains: health turns NOT_SERVING, no new actions are accepted, running
+  // ones get `grace` to finish before they are cancelled; then the server
+  // stops.
   void Shutdown(absl::Duration grace);
+  exec::Scheduler* scheduler() { return scheduler_.get(); }
 
  private:
   WorkerServer() = default;
@@ -63,6 +74,11 @@ class WorkerServer {
   std::unique_ptr<api::CasService> cas_service_;
   std::unique_ptr<api::ByteStreamService> bytestream_service_;
   std::unique_ptr<api::ActionCacheService> action_cache_service_;
+  std::unique_ptr<exec::InputStager> stager_;
+  std::unique_ptr<exec::ActionRunner> runner_;
+  std::unique_ptr<exec::Scheduler> scheduler_;
+  std::unique_ptr<api::ExecutionService> execution_service_;
+  std::unique_ptr<api::OperationsService> operations_service_;
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<prometheus::Collectable> process_metrics_;

@@ -1,5 +1,7 @@
 #include "server/api/capabilities_service.h"
 
+#include <cstdint>
+
 namespace kiln::api {
 
 CapabilitiesService::CapabilitiesService(int64_t max_batch_total_bytes, bool exec_enabled) {
@@ -18,6 +20,10 @@ CapabilitiesService::CapabilitiesService(int64_t max_batch_total_bytes, bool exe
   exec->set_digest_function(rev2::DigestFunction::SHA256);
   exec->add_digest_functions(rev2::DigestFunction::SHA256);
   exec->set_exec_enabled(exec_enabled);
+  // ExecutionPolicy.priority: lower runs sooner, any int32.
+  auto* range = exec->mutable_execution_priority_capabilities()->add_priorities();
+  range->set_min_priority(INT32_MIN);
+  range->set_max_priority(INT32_MAX);
 
   capabilities_.mutable_deprecated_api_version()->set_major(2);
   capabilities_.mutable_low_api_version()->set_major(2);

@@ -133,6 +133,9 @@ class BlobStore {
   absl::Status Put(const Digest& digest, absl::string_view data);
 
   int64_t max_blob_bytes() const { return options_.max_blob_bytes; }
+  // Where a blob's file is. Only meaningful while the blob is pinned; the
+  // file is read-only and may be hardlinked (it then outlives eviction).
+  std::string BlobPath(absl::string_view hash) const;
   BlobStoreStats GetStats();
 
  private:
@@ -146,7 +149,6 @@ class BlobStore {
 
   explicit BlobStore(BlobStoreOptions options) : options_(std::move(options)) {}
   absl::Status Recover();
-  std::string BlobPath(absl::string_view hash) const;
   absl::StatusOr<BlobPin> PinIfPresent(const Digest& digest);
   // Renames a verified temp file into place (or drops it if the blob exists).
   absl::Status Publish(const Digest& digest, const std::string& temp_path);

@@ -1,0 +1,97 @@
+// Runs one REAPI action from start to finish on the calling thread: reads the
+// Action and Command, checks them, stages the input root, runs the command
+// in kiln-sandbox, collects the outputs into the CAS, and writes the action
+// cache. Every failure becomes ExecuteResponse.status (never a crash or a
+// gRPC error), and the action's directory is removed afterwards.
+#ifndef KILN_SERVER_EXEC_ACTION_RUNNER_H_
+#define KILN_SERVER_EXEC_ACTION_RUNNER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/digest.h"
+#include "server/cas/action_cache.h"
+#include "server/cas/blob_store.h"
+#include "server/exec/input_stager.h"
+#include "server/exec/platform.h"
+#include "server/exec/sandbox_process.h"
+
+namespace kiln::exec {
+
+struct ExecOptions {
+  std::string exec_root;          // per-action directories go here (emptied at start)
+  std::string sandbox_binary;     // kiln-sandbox
+  std::string worker_name;
+  absl::Duration default_timeout = absl::Minutes(15);
+  absl::Duration max_timeout = absl::Hours(1);
+  absl::Duration kill_grace = absl::Seconds(5);
+  uid_t build_uid_base = 61000;   // slot i runs as build_uid_base + i
+  PlatformPolicy platform;
+  std::vector<std::string> sandbox_binds;  // host dirs bound read-only (empty: kiln-sandbox's default)
+};
+
+// Lets the scheduler stop one running action. Thread-safe.
+class CancelToken {
+ public:
+  void Cancel();
+  bool cancelled() const { return cancelled_; }
+  // The runner registers the sandbox while it runs; Cancel terminates it.
+  void SetProcess(SandboxProcess* process);
+
+ private:
+  std::atomic<bool> cancelled_{false};
+  absl::Mutex mu_;
+  SandboxProcess* process_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+// What the runner learned besides the response, for logs and metrics.
+struct RunReport {
+  enum class Outcome { kSuccess, kNonZeroExit, kTimeout, kOom, kCancelled, kError };
+  Outcome outcome = Outcome::kError;
+  int orphans_reaped = 0;
+  int killed_at_teardown = 0;
+};
+
+class ActionRunner {
+ public:
+  ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, InputStager* stager,
+               ExecOptions options)
+      : cas_(cas), action_cache_(action_cache), stager_(stager), options_(std::move(options)) {}
+
+  // Checks what can be checked without running anything (for Execute to
+  // reject early); the same checks run again in Run.
+  absl::Status Validate(const Digest& action_digest);
+
+  // `metadata` arrives with queued/worker-start timestamps and is completed.
+  rev2::ExecuteResponse Run(const rev2::ExecuteRequest& request, const Digest& action_digest,
+                            int slot, CancelToken* cancel, rev2::ExecutedActionMetadata metadata,
+                            RunReport* report);
+
+  const ExecOptions& options() const { return options_; }
+
+ private:
+  struct Loaded {
+    rev2::Action action;
+    rev2::Command command;
+    ActionLimits limits;
+    absl::Duration timeout;
+  };
+  absl::StatusOr<Loaded> Load(const Digest& action_digest);
+  absl::Status Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
+                       const Loaded& loaded, const std::string& dir, int slot, CancelToken* cancel,
+                       rev2::ExecuteResponse* response, RunReport* report);
+
+  cas::BlobStore* const cas_;
+  cas::ActionCache* const action_cache_;
+  InputStager* const stager_;
+  const ExecOptions options_;
+  std::atomic<uint64_t> sequence_{0};
+};
+
+}  // namespace kiln::exec
+
+#endif  // KILN_SERVER_EXEC_ACTION_RUNNER_H_

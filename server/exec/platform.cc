@@ -1,0 +1,76 @@
+#include "server/exec/platform.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/flag_types.h"
+
+namespace kiln::exec {
+
+std::vector<std::string> SupportedPlatformProperties() {
+  return {"OSFamily", "ISA", "network", "dockerNetwork", "block-network",
+          "memory", "pids", "cpus", "personality"};
+}
+
+absl::StatusOr<ActionLimits> ParsePlatform(const rev2::Action& action, const rev2::Command& command,
+                                           const PlatformPolicy& policy) {
+  const rev2::Platform& platform = action.has_platform() ? action.platform() : command.platform();
+  ActionLimits limits;
+  auto bad = [](const rev2::Platform::Property& p, absl::string_view expected) {
+    return absl::InvalidArgumentError(absl::StrCat("platform property ", p.name(), "=\"",
+                                                   p.value(), "\": expected ", expected));
+  };
+  for (const auto& p : platform.properties()) {
+    const std::string& name = p.name();
+    const std::string& value = p.value();
+    bool network_request = false, network_value = false;
+    if (name == "OSFamily") {
+      if (value != "linux" && value != "Linux") return bad(p, "linux (this worker runs Linux)");
+    } else if (name == "ISA") {
+      if (value != "x86-64" && value != "x86_64") return bad(p, "x86-64");
+    } else if (name == "network") {
+      if (value != "on" && value != "off") return bad(p, "on or off");
+      network_request = true;
+      network_value = value == "on";
+    } else if (name == "dockerNetwork") {
+      if (value != "standard" && value != "off") return bad(p, "standard or off");
+      network_request = true;
+      network_value = value == "standard";
+    } else if (name == "block-network") {
+      if (value != "true" && value != "false") return bad(p, "true or false");
+      network_request = true;
+      network_value = value == "false";
+    } else if (name == "memory") {
+      ByteSize size;
+      std::string error;
+      if (!AbslParseFlag(value, &size, &error) || size.bytes < (1 << 20)) {
+        return bad(p, "a size of at least 1MiB, e.g. 2GiB");
+      }
+      limits.memory_bytes = size.bytes;
+    } else if (name == "pids") {
+      if (!absl::SimpleAtoi(value, &limits.pids) || limits.pids < 2) return bad(p, "a number >= 2");
+    } else if (name == "cpus") {
+      if (!absl::SimpleAtod(value, &limits.cpus) || limits.cpus < 0.01) return bad(p, "a number of cores >= 0.01");
+    } else if (name == "personality") {
+      if (value != "linux" && value != "linux32") return bad(p, "linux or linux32");
+      limits.linux32 = value == "linux32";
+    } else if (!policy.ignored.count(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "platform property \"", name, "\" is not supported by this worker; supported: ",
+          absl::StrJoin(SupportedPlatformProperties(), ", "),
+          policy.ignored.empty() ? "" : absl::StrCat("; ignored: ", absl::StrJoin(policy.ignored, ", "))));
+    }
+    if (network_request && network_value) {
+      if (!policy.allow_network) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "platform property ", name, "=", value,
+            " asks for network access, which this worker's operator does not allow "
+            "(kiln-worker --allow_network)"));
+      }
+      limits.network = true;
+    }
+  }
+  return limits;
+}
+
+}  // namespace kiln::exec

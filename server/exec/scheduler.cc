@@ -1,0 +1,247 @@
+#include "server/exec/scheduler.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "server/api/grpc_status.h"
+
+namespace kiln::exec {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+std::string NewOperationName() {
+  // 128 random bits: names must not be guessable across clients.
+  static thread_local std::mt19937_64 random(std::random_device{}());
+  return absl::StrFormat("operations/%016x%016x", random(), random());
+}
+
+std::string InFlightKey(const std::string& instance, const Digest& digest) {
+  return absl::StrCat(instance, "\n", digest.ToString());
+}
+
+rev2::ExecuteResponse ErrorResponse(const absl::Status& status) {
+  rev2::ExecuteResponse response;
+  *response.mutable_status() = api::ToRpcStatus(status);
+  return response;
+}
+
+}  // namespace
+
+// ---- Operation ----
+
+Operation::Operation(std::string name, Digest action_digest, std::string instance)
+    : name_(std::move(name)), action_digest_(std::move(action_digest)), instance_(std::move(instance)) {}
+
+google::longrunning::Operation Operation::Snapshot(int64_t* version) const {
+  google::longrunning::Operation out;
+  out.set_name(name_);
+  rev2::ExecuteOperationMetadata metadata;
+  *metadata.mutable_action_digest() = action_digest_.ToProto();
+  metadata.set_digest_function(rev2::DigestFunction::SHA256);
+  absl::MutexLock lock(&mu_);
+  if (version != nullptr) *version = version_;
+  metadata.set_stage(stage_);
+  out.mutable_metadata()->PackFrom(metadata);
+  if (response_.has_value()) {
+    out.set_done(true);
+    out.mutable_response()->PackFrom(*response_);
+  }
+  return out;
+}
+
+bool Operation::done() const {
+  absl::MutexLock lock(&mu_);
+  return response_.has_value();
+}
+
+absl::Time Operation::completed_at() const {
+  absl::MutexLock lock(&mu_);
+  return completed_at_;
+}
+
+int Operation::Subscribe(std::function<void()> on_change) {
+  absl::MutexLock lock(&subscribers_mu_);
+  subscribers_[next_subscriber_] = std::move(on_change);
+  return next_subscriber_++;
+}
+
+void Operation::Unsubscribe(int id) {
+  absl::MutexLock lock(&subscribers_mu_);
+  subscribers_.erase(id);
+}
+
+void Operation::Notify() {
+  absl::MutexLock lock(&subscribers_mu_);
+  for (auto& [id, callback] : subscribers_) callback();
+}
+
+void Operation::SetStage(rev2::ExecutionStage::Value stage) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (response_.has_value()) return;
+    stage_ = stage;
+    ++version_;
+  }
+  Notify();
+}
+
+void Operation::Complete(rev2::ExecuteResponse response) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (response_.has_value()) return;
+    stage_ = rev2::ExecutionStage::COMPLETED;
+    response_ = std::move(response);
+    completed_at_ = absl::Now();
+    ++version_;
+  }
+  Notify();
+}
+
+// ---- Scheduler ----
+
+Scheduler::Scheduler(ActionRunner* runner, int slots, int max_queued)
+    : runner_(runner), slots_(slots), max_queued_(max_queued) {
+  for (int slot = 0; slot < slots; ++slot) threads_.emplace_back([this, slot] { RunSlot(slot); });
+}
+
+Scheduler::~Scheduler() {
+  Drain(absl::ZeroDuration());
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (std::thread& thread : threads_) thread.join();
+}
+
+absl::StatusOr<std::shared_ptr<Operation>> Scheduler::Submit(const rev2::ExecuteRequest& request,
+                                                             const Digest& action_digest) {
+  absl::MutexLock lock(&mu_);
+  if (!accepting_) {
+    return absl::UnavailableError("this worker is shutting down and takes no new actions; retry elsewhere");
+  }
+  ForgetOldLocked();
+  const std::string key = InFlightKey(request.instance_name(), action_digest);
+  if (auto existing = in_flight_.find(key); existing != in_flight_.end()) return existing->second;
+  if (static_cast<int>(queue_.size()) >= max_queued_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the queue is full (", max_queued_, " actions wait for ", slots_,
+        " execution slots); retry later (kiln-worker --max_queued_actions)"));
+  }
+  auto operation = std::make_shared<Operation>(NewOperationName(), action_digest, request.instance_name());
+  uint64_t sequence = sequence_++;
+  int32_t priority = request.execution_policy().priority();
+  queue_[{priority, sequence}] = Queued{priority, sequence, operation, request, TimeUtil::GetCurrentTime()};
+  operations_[operation->name()] = operation;
+  in_flight_[key] = operation;
+  return operation;
+}
+
+std::shared_ptr<Operation> Scheduler::Find(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = operations_.find(name);
+  return it == operations_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<Operation>> Scheduler::List() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<Operation>> out;
+  for (const auto& [name, operation] : operations_) out.push_back(operation);
+  return out;
+}
+
+absl::Status Scheduler::Cancel(const std::string& name) {
+  return CancelWith(name, absl::CancelledError("the action was cancelled"));
+}
+
+absl::Status Scheduler::CancelWith(const std::string& name, const absl::Status& why) {
+  std::shared_ptr<Operation> operation;
+  bool was_queued = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = operations_.find(name);
+    if (it == operations_.end()) return absl::NotFoundError(absl::StrCat("no operation named ", name));
+    operation = it->second;
+    for (auto queued = queue_.begin(); queued != queue_.end(); ++queued) {
+      if (queued->second.operation == operation) {
+        queue_.erase(queued);
+        in_flight_.erase(InFlightKey(operation->instance(), operation->action_digest()));
+        was_queued = true;
+        break;
+      }
+    }
+  }
+  // A queued action completes here; a running one when its sandbox stops.
+  operation->cancel_token().Cancel();
+  if (was_queued) operation->Complete(ErrorResponse(why));
+  return absl::OkStatus();
+}
+
+void Scheduler::Drain(absl::Duration grace) {
+  {
+    absl::MutexLock lock(&mu_);
+    accepting_ = false;
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0 && queue_.empty(); };
+    mu_.AwaitWithTimeout(absl::Condition(&idle), grace);
+  }
+  // Whatever is left is cancelled: queued actions at once, running ones
+  // through their sandboxes.
+  for (const auto& operation : List()) {
+    if (!operation->done()) {
+      (void)CancelWith(operation->name(),
+                       absl::UnavailableError("the worker shut down before running the action; retry"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  auto stopped = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; };
+  mu_.Await(absl::Condition(&stopped));
+}
+
+SchedulerStats Scheduler::GetStats() {
+  absl::MutexLock lock(&mu_);
+  return SchedulerStats{static_cast<int>(queue_.size()), running_, slots_};
+}
+
+void Scheduler::ForgetOldLocked() {
+  absl::Time cutoff = absl::Now() - kKeepCompleted;
+  absl::erase_if(operations_, [&](const auto& entry) {
+    return entry.second->done() && entry.second->completed_at() < cutoff;
+  });
+}
+
+void Scheduler::RunSlot(int slot) {
+  while (true) {
+    Queued next;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // stopping
+      next = std::move(queue_.begin()->second);
+      queue_.erase(queue_.begin());
+      ++running_;
+    }
+    rev2::ExecutedActionMetadata metadata;
+    *metadata.mutable_queued_timestamp() = next.queued_at;
+    *metadata.mutable_worker_start_timestamp() = TimeUtil::GetCurrentTime();
+    next.operation->SetStage(rev2::ExecutionStage::EXECUTING);
+    RunReport report;
+    rev2::ExecuteResponse response =
+        runner_->Run(next.request, next.operation->action_digest(), slot,
+                     &next.operation->cancel_token(), std::move(metadata), &report);
+    {
+      absl::MutexLock lock(&mu_);
+      auto key = InFlightKey(next.operation->instance(), next.operation->action_digest());
+      if (auto it = in_flight_.find(key); it != in_flight_.end() && it->second == next.operation) {
+        in_flight_.erase(it);
+      }
+      --running_;
+    }
+    next.operation->Complete(std::move(response));
+  }
+}
+
+}  // namespace kiln::exec

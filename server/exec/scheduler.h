@@ -1,0 +1,134 @@
+// The worker's own scheduler: a bounded priority queue in front of a fixed
+// number of execution slots, one thread each. It owns the operations that
+// Execute, WaitExecution and the Operations service look at.
+//
+// - Identical actions (same instance and action digest) in flight at the same
+//   time share one operation: they run once and every waiter gets the result.
+// - Lower ExecutionPolicy.priority runs sooner; equal priorities are FIFO.
+// - A full queue is RESOURCE_EXHAUSTED at submission, never a wait.
+// - Cancel stops a queued action at once and a running one through its
+//   sandbox (SIGTERM, then SIGKILL after the grace period).
+// - Drain stops accepting work, lets running actions finish for a grace
+//   period, then cancels what is left.
+// Thread-safe.
+#ifndef KILN_SERVER_EXEC_SCHEDULER_H_
+#define KILN_SERVER_EXEC_SCHEDULER_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "google/longrunning/operations.pb.h"
+#include "server/exec/action_runner.h"
+
+namespace kiln::exec {
+
+// One execution as clients see it. Thread-safe.
+class Operation {
+ public:
+  Operation(std::string name, Digest action_digest, std::string instance);
+
+  const std::string& name() const { return name_; }
+  const Digest& action_digest() const { return action_digest_; }
+  const std::string& instance() const { return instance_; }
+
+  // The google.longrunning form, with a version that grows with each change.
+  google::longrunning::Operation Snapshot(int64_t* version) const;
+  bool done() const;
+
+  // `on_change` runs (outside any lock of the operation) after each change
+  // until Unsubscribe returns.
+  int Subscribe(std::function<void()> on_change);
+  void Unsubscribe(int id);
+
+  void SetStage(rev2::ExecutionStage::Value stage);
+  void Complete(rev2::ExecuteResponse response);
+  CancelToken& cancel_token() { return cancel_; }
+  absl::Time completed_at() const;
+
+ private:
+  void Notify();
+
+  const std::string name_;
+  const Digest action_digest_;
+  const std::string instance_;
+  CancelToken cancel_;
+  mutable absl::Mutex mu_;
+  rev2::ExecutionStage::Value stage_ ABSL_GUARDED_BY(mu_) = rev2::ExecutionStage::QUEUED;
+  std::optional<rev2::ExecuteResponse> response_ ABSL_GUARDED_BY(mu_);
+  int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time completed_at_ ABSL_GUARDED_BY(mu_);
+  // Subscribers are called under their own lock so Unsubscribe can wait out
+  // a call in progress.
+  mutable absl::Mutex subscribers_mu_;
+  std::map<int, std::function<void()>> subscribers_ ABSL_GUARDED_BY(subscribers_mu_);
+  int next_subscriber_ ABSL_GUARDED_BY(subscribers_mu_) = 0;
+};
+
+struct SchedulerStats {
+  int queued = 0;
+  int running = 0;
+  int slots = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(ActionRunner* runner, int slots, int max_queued);
+  ~Scheduler();  // drains with no grace
+
+  // Returns the operation for the action, new or shared with an identical
+  // one in flight. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE
+  // when draining.
+  absl::StatusOr<std::shared_ptr<Operation>> Submit(const rev2::ExecuteRequest& request,
+                                                    const Digest& action_digest);
+  // Running, queued, or completed in the last few minutes; nullptr if unknown.
+  std::shared_ptr<Operation> Find(const std::string& name);
+  std::vector<std::shared_ptr<Operation>> List();
+  absl::Status Cancel(const std::string& name);
+  void Drain(absl::Duration grace);
+  SchedulerStats GetStats();
+
+  static constexpr absl::Duration kKeepCompleted = absl::Minutes(10);
+
+ private:
+  struct Queued {
+    int32_t priority;
+    uint64_t sequence;
+    std::shared_ptr<Operation> operation;
+    rev2::ExecuteRequest request;
+    google::protobuf::Timestamp queued_at;
+  };
+  struct Order {
+    bool operator()(const std::pair<int32_t, uint64_t>& a, const std::pair<int32_t, uint64_t>& b) const {
+      return a < b;
+    }
+  };
+  void RunSlot(int slot);
+  absl::Status CancelWith(const std::string& name, const absl::Status& why);
+  void ForgetOldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  ActionRunner* const runner_;
+  const int slots_;
+  const int max_queued_;
+  absl::Mutex mu_;
+  std::map<std::pair<int32_t, uint64_t>, Queued, Order> queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  bool accepting_ ABSL_GUARDED_BY(mu_) = true;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Every operation by name, and the in-flight ones by action.
+  absl::flat_hash_map<std::string, std::shared_ptr<Operation>> operations_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<Operation>> in_flight_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace kiln::exec
+
+#endif  // KILN_SERVER_EXEC_SCHEDULER_H_
