@@ -14,7 +14,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libprotoc-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   libssl-dev libzstd-dev libseccomp-dev libcap-dev libspdlog-dev nlohmann-json3-dev
-  bazel-bootstrap bazel-bootstrap-source bubblewrap prometheus socat
+  bazel-bootstrap bazel-bootstrap-source bazel-platforms bazel-rules-java bubblewrap prometheus socat
   python3 python3-grpcio python3-protobuf iproute2 procps
 )
 

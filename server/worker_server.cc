@@ -126,6 +126,7 @@ WorkerServer::~WorkerServer() {
 void WorkerServer::Wait() { server_->Wait(); }
 
 void WorkerServer::Shutdown(absl::Duration grace) {
+  if (shut_down_.exchange(true)) return;
   server_->GetHealthCheckService()->Shutdown();
   if (scheduler_ != nullptr) {
     spdlog::info("draining: running actions get {} to finish", absl::FormatDuration(grace));

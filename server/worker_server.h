@@ -4,6 +4,7 @@
 #ifndef KILN_SERVER_WORKER_SERVER_H_
 #define KILN_SERVER_WORKER_SERVER_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -83,6 +84,7 @@ class WorkerServer {
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<prometheus::Collectable> process_metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::atomic<bool> shut_down_{false};
   int grpc_port_ = 0;
   int metrics_port_ = 0;
 };

@@ -1,0 +1,2 @@
+#include "pkg/greet.h"
+std::string Greeting(const std::string& name) { return "Hello, " + name + "!"; }
