@@ -21,7 +21,11 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
-google::protobuf::Timestamp Now() { return TimeUtil::GetCurrentTime(); }
+// Nanosecond precision: protobuf's TimeUtil::GetCurrentTime() drops to
+// whole seconds in Debian's version.
+google::protobuf::Timestamp Now() {
+  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
 
 absl::StatusOr<rev2::Action> ReadAction(cas::BlobStore& cas, const Digest& digest) {
   absl::StatusOr<std::string> bytes = cas.ReadBlob(digest);

@@ -134,7 +134,7 @@ absl::StatusOr<std::shared_ptr<Operation>> Scheduler::Submit(const rev2::Execute
   auto operation = std::make_shared<Operation>(NewOperationName(), action_digest, request.instance_name());
   uint64_t sequence = sequence_++;
   int32_t priority = request.execution_policy().priority();
-  queue_[{priority, sequence}] = Queued{priority, sequence, operation, request, TimeUtil::GetCurrentTime()};
+  queue_[{priority, sequence}] = Queued{priority, sequence, operation, request, TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()))};
   operations_[operation->name()] = operation;
   in_flight_[key] = operation;
   return operation;
@@ -226,7 +226,7 @@ void Scheduler::RunSlot(int slot) {
     }
     rev2::ExecutedActionMetadata metadata;
     *metadata.mutable_queued_timestamp() = next.queued_at;
-    *metadata.mutable_worker_start_timestamp() = TimeUtil::GetCurrentTime();
+    *metadata.mutable_worker_start_timestamp() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
     next.operation->SetStage(rev2::ExecutionStage::EXECUTING);
     RunReport report;
     rev2::ExecuteResponse response =
