@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include <spdlog/spdlog.h>
 #include "server/api/grpc_status.h"
 
 namespace kiln::exec {
@@ -27,6 +28,38 @@ rev2::ExecuteResponse ErrorResponse(const absl::Status& status) {
   rev2::ExecuteResponse response;
   *response.mutable_status() = api::ToRpcStatus(status);
   return response;
+}
+
+double Between(const google::protobuf::Timestamp& a, const google::protobuf::Timestamp& b) {
+  return (TimeUtil::TimestampToNanoseconds(b) - TimeUtil::TimestampToNanoseconds(a)) / 1e6;
+}
+
+const char* OutcomeName(RunReport::Outcome outcome) {
+  switch (outcome) {
+    case RunReport::Outcome::kSuccess: return "success";
+    case RunReport::Outcome::kNonZeroExit: return "nonzero_exit";
+    case RunReport::Outcome::kTimeout: return "timeout";
+    case RunReport::Outcome::kOom: return "oom";
+    case RunReport::Outcome::kCancelled: return "cancelled";
+    case RunReport::Outcome::kError: return "error";
+  }
+  return "error";
+}
+
+// One line per action: what it was, how it ended, where the time went (ms).
+void LogAction(const Operation& operation, const rev2::ExecuteResponse& response,
+               const RunReport& report) {
+  const auto& m = response.result().execution_metadata();
+  spdlog::info(
+      "action {} outcome={} exit={} status={} queued={:.1f} fetch={:.1f} exec={:.1f} upload={:.1f} "
+      "total={:.1f} orphans={} killed_at_teardown={}",
+      operation.action_digest().ToString(), OutcomeName(report.outcome), response.result().exit_code(),
+      response.status().code(), Between(m.queued_timestamp(), m.worker_start_timestamp()),
+      Between(m.input_fetch_start_timestamp(), m.input_fetch_completed_timestamp()),
+      Between(m.execution_start_timestamp(), m.execution_completed_timestamp()),
+      Between(m.output_upload_start_timestamp(), m.output_upload_completed_timestamp()),
+      Between(m.queued_timestamp(), m.worker_completed_timestamp()), report.orphans_reaped,
+      report.killed_at_teardown);
 }
 
 }  // namespace
@@ -240,6 +273,7 @@ void Scheduler::RunSlot(int slot) {
       }
       --running_;
     }
+    LogAction(*next.operation, response, report);
     next.operation->Complete(std::move(response));
   }
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# A Bazel 4.2.3 build of 300 independent trivial genrules with --jobs=8, in
+# one run, two ways: locally with Bazel's linux-sandbox, and remotely on a
+# fresh kiln-worker over loopback (--noremote_accept_cached). Prints the wall
+# times and the remote/local ratio (goal: at most 1.0).
+#   bench/run_bazel_bench.sh [GENRULES] [WORKER_CONCURRENCY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-300}
+CONCURRENCY=${2:-8}
+BIN=$(pwd)/build/bin
+WORK=$(mktemp -d /var/tmp/kiln-bazel-bench.XXXXXX)
+WORKER=""
+cleanup() {
+  [[ -n "$WORKER" ]] && { kill "$WORKER"; wait "$WORKER" 2>/dev/null || true; }
+  (cd "$WORK/ws" 2>/dev/null && bazel --output_user_root="$WORK/root" shutdown 2>/dev/null) || true
+  chmod -R u+w "$WORK" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BIN/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/state" \
+  --concurrency="$CONCURRENCY" --log_level=warn > "$WORK/out" 2> "$WORK/log" &
+WORKER=$!
+for _ in $(seq 100); do
+  PORT=$(sed -n 's/^kiln-worker listening grpc_port=\([0-9]*\).*/\1/p' "$WORK/out")
+  [[ -n "$PORT" ]] && break
+  sleep 0.1
+done
+
+mkdir -p "$WORK/ws/gen"
+cd "$WORK/ws"
+touch WORKSPACE
+for i in $(seq 1 "$N"); do
+  echo "genrule(name = \"g$i\", outs = [\"g$i.txt\"], cmd = \"echo $i > \$@\")"
+done > gen/BUILD
+bz() { bazel --output_user_root="$WORK/root" "$@"; }
+bz info > /dev/null 2>&1  # start the Bazel server outside the timings
+bz build --nobuild //gen:all > /dev/null 2>&1  # load and analyze once, too
+
+timed_build() {
+  local start end
+  start=$(date +%s.%N)
+  bz build --jobs=8 "$@" //gen:all > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
+  end=$(date +%s.%N)
+  grep "processes:" "$WORK/build.log" >&2
+  echo "$end - $start" | bc
+}
+LOCAL=$(timed_build --spawn_strategy=linux-sandbox)
+bz clean > /dev/null 2>&1
+REMOTE=$(timed_build --remote_executor="grpc://127.0.0.1:$PORT" --noremote_accept_cached)
+echo "kiln-worker $(cd - > /dev/null; git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores, $N genrules, --jobs=8, worker --concurrency=$CONCURRENCY"
+printf "local (linux-sandbox)   %.2f s\nremote (kiln-worker)    %.2f s\nremote / local          %.2f (goal <= 1.0)\n" \
+  "$LOCAL" "$REMOTE" "$(echo "$REMOTE / $LOCAL" | bc -l)"
