@@ -446,5 +446,57 @@ TEST_F(ExecutionTest, ShutdownDrainsRunningActionsAndRefusesNewOnes) {
   EXPECT_EQ(running.response.result().stdout_digest().hash(), Digest::Of("finished\n").hash);
 }
 
+TEST_F(ExecutionTest, LowerPriorityValuesRunFirstAndEqualOnesInOrder) {
+  StartWorker(/*concurrency=*/1, /*max_queued=*/10);
+  // A blocker holds the only slot while three actions queue up.
+  Digest blocker = MakeAction("sleep 1");
+  std::vector<std::pair<std::string, int>> queued = {{"late", 5}, {"first", -3}, {"second", -3}};
+  std::vector<Execution> results(queued.size());
+  std::thread blocking([&] { Execute(blocker); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < queued.size(); ++i) {
+    Digest action = MakeAction("echo " + queued[i].first);
+    clients.emplace_back([&, i, action] { results[i] = Execute(action, false, queued[i].second); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (auto& c : clients) c.join();
+  blocking.join();
+  auto started = [&](size_t i) {
+    return google::protobuf::util::TimeUtil::TimestampToNanoseconds(
+        results[i].response.result().execution_metadata().worker_start_timestamp());
+  };
+  EXPECT_LT(started(1), started(2));  // same priority: FIFO
+  EXPECT_LT(started(2), started(0));  // -3 before 5
+}
+
+TEST_F(ExecutionTest, ActionPlatformWinsOverCommandPlatformAndLegacyOutputsWork) {
+  rev2::Command command;
+  command.add_arguments("/bin/sh");
+  command.add_arguments("-c");
+  command.add_arguments("mkdir -p d; echo a > d/x; echo b > f");
+  auto* path = command.add_environment_variables();
+  path->set_name("PATH");
+  path->set_value("/usr/bin:/bin");
+  command.add_output_files("f");
+  command.add_output_directories("d");
+  auto* bad = command.mutable_platform()->add_properties();
+  bad->set_name("no-such-property");  // would be rejected if it counted
+  bad->set_value("1");
+  rev2::Action action;
+  *action.mutable_command_digest() = PutMessage(command).ToProto();
+  *action.mutable_input_root_digest() = PutMessage(rev2::Directory()).ToProto();
+  auto* good = action.mutable_platform()->add_properties();
+  good->set_name("OSFamily");
+  good->set_value("linux");
+  Execution e = Execute(PutMessage(action));
+  ASSERT_EQ(e.response.status().code(), 0) << e.response.status().message();
+  ASSERT_EQ(e.response.result().output_files_size(), 1);
+  EXPECT_EQ(Get(e.response.result().output_files(0).digest()), "b\n");
+  ASSERT_EQ(e.response.result().output_directories_size(), 1)
+      << e.response.result().DebugString() << Get(e.response.result().stderr_digest());
+  EXPECT_EQ(e.response.result().output_directories(0).path(), "d");
+}
+
 }  // namespace
 }  // namespace kiln
