@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <stdlib.h>
 
+#include <sys/stat.h>
+
 #include <filesystem>
 
 #include <grpcpp/create_channel.h>
@@ -165,6 +167,55 @@ TEST_F(WorkerBinaryTest, CommittedDataSurvivesKillDashNine) {
   grpc::ClientContext context;
   ASSERT_TRUE(ac->GetActionResult(&context, get, &result).ok());
   EXPECT_EQ(result.stdout_digest().hash(), Digest::Of(blobs[3]).hash);
+}
+
+TEST_F(WorkerBinaryTest, ExecutesActionsWhenRunUnprivileged) {
+  chmod(state_dir_.c_str(), 0777);
+  WorkerProcess worker({"--listen=127.0.0.1:0", "--metrics_listen=", "--state_dir=" + state_dir_ + "/s",
+                        "--concurrency=1"},
+                       {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"});
+  ASSERT_TRUE(worker.started());
+  auto channel = grpc::CreateChannel(worker.address(), grpc::InsecureChannelCredentials());
+  auto cas = rev2::ContentAddressableStorage::NewStub(channel);
+  auto put = [&](const std::string& data) {
+    rev2::BatchUpdateBlobsRequest request;
+    auto* entry = request.add_requests();
+    *entry->mutable_digest() = Digest::Of(data).ToProto();
+    entry->set_data(data);
+    rev2::BatchUpdateBlobsResponse response;
+    grpc::ClientContext context;
+    EXPECT_TRUE(cas->BatchUpdateBlobs(&context, request, &response).ok());
+    return Digest::Of(data);
+  };
+  rev2::Command command;
+  for (const char* arg : {"/bin/sh", "-c", "id -u > out.txt; hostname >> out.txt"}) command.add_arguments(arg);
+  command.add_output_paths("out.txt");
+  auto* path = command.add_environment_variables();
+  path->set_name("PATH");
+  path->set_value("/usr/bin:/bin");
+  rev2::Action action;
+  *action.mutable_command_digest() = put(command.SerializeAsString()).ToProto();
+  *action.mutable_input_root_digest() = put(rev2::Directory().SerializeAsString()).ToProto();
+  rev2::ExecuteRequest request;
+  *request.mutable_action_digest() = put(action.SerializeAsString()).ToProto();
+  auto execution = rev2::Execution::NewStub(channel);
+  grpc::ClientContext context;
+  auto reader = execution->Execute(&context, request);
+  google::longrunning::Operation operation;
+  while (reader->Read(&operation)) {
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  rev2::ExecuteResponse response;
+  ASSERT_TRUE(operation.response().UnpackTo(&response));
+  ASSERT_EQ(response.status().code(), 0) << response.status().message();
+  ASSERT_EQ(response.result().output_files_size(), 1);
+  rev2::BatchReadBlobsRequest read;
+  *read.add_digests() = response.result().output_files(0).digest();
+  rev2::BatchReadBlobsResponse data;
+  grpc::ClientContext read_context;
+  ASSERT_TRUE(cas->BatchReadBlobs(&read_context, read, &data).ok());
+  // The build user inside the user namespace, in its own UTS namespace.
+  EXPECT_EQ(data.responses(0).data(), "61000\nlocalhost\n");
 }
 
 }  // namespace

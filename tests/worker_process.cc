@@ -94,8 +94,10 @@ ProcessResult RunToCompletion(const std::vector<std::string>& argv) {
   return result;
 }
 
-WorkerProcess::WorkerProcess(const std::vector<std::string>& flags) {
-  std::vector<std::string> argv = {BinDir() + "/kiln-worker"};
+WorkerProcess::WorkerProcess(const std::vector<std::string>& flags,
+                             const std::vector<std::string>& prefix) {
+  std::vector<std::string> argv = prefix;
+  argv.push_back(BinDir() + "/kiln-worker");
   argv.insert(argv.end(), flags.begin(), flags.end());
   int out_fd, err_fd;
   // The worker's log goes to a file: a pipe nobody drains would block it.

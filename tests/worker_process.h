@@ -20,7 +20,9 @@ ProcessResult RunToCompletion(const std::vector<std::string>& argv);
 class WorkerProcess {
  public:
   // Starts kiln-worker from $KILN_BIN_DIR with `flags`; waits for it to listen.
-  explicit WorkerProcess(const std::vector<std::string>& flags);
+  // `prefix` runs before it, e.g. setpriv to drop privileges.
+  explicit WorkerProcess(const std::vector<std::string>& flags,
+                         const std::vector<std::string>& prefix = {});
   ~WorkerProcess();  // SIGKILL + reap if still running
 
   bool started() const { return grpc_port_ > 0; }
