@@ -196,6 +196,11 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
 
   std::ifstream stats_file(dir + "/stats.json");
   nlohmann::json stats = nlohmann::json::parse(stats_file, nullptr, /*allow_exceptions=*/false);
+  if (cancel->cancelled() && (stats.is_discarded() || !stats.is_object())) {
+    // Cancelled before the sandbox was up (SIGTERM during its start-up).
+    report->outcome = RunReport::Outcome::kCancelled;
+    return absl::CancelledError("the action was cancelled");
+  }
   if (stats.is_discarded() || !stats.is_object()) {
     // kiln-sandbox failed before running the action: its stderr says why.
     std::string why = read_small(dir + "/stderr");
