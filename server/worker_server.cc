@@ -48,7 +48,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
 
   worker->io_ = std::make_unique<ThreadPool>(options.io_threads);
   api::Storage storage{worker->cas_.get(), worker->action_cache_.get(), worker->io_.get(),
-                       kMaxBatchTotalBytes};
+                       kMaxBatchTotalBytes, &worker->logs_};
   const bool exec_enabled = options.concurrency > 0;
   worker->capabilities_service_ =
       std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, exec_enabled);
@@ -66,8 +66,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                                                                 options.state_dir + "/exec-cache"));
     worker->runner_ = std::make_unique<exec::ActionRunner>(worker->cas_.get(), worker->action_cache_.get(),
                                                            worker->stager_.get(), exec_options);
-    worker->scheduler_ = std::make_unique<exec::Scheduler>(worker->runner_.get(), options.concurrency,
-                                                           options.max_queued_actions);
+    worker->scheduler_ = std::make_unique<exec::Scheduler>(
+        worker->runner_.get(), &worker->logs_, options.concurrency, options.max_queued_actions);
     worker->execution_service_ =
         std::make_unique<api::ExecutionService>(storage, worker->scheduler_.get());
     worker->operations_service_ = std::make_unique<api::OperationsService>(worker->scheduler_.get());

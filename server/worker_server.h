@@ -75,6 +75,7 @@ class WorkerServer {
   std::unique_ptr<api::CasService> cas_service_;
   std::unique_ptr<api::ByteStreamService> bytestream_service_;
   std::unique_ptr<api::ActionCacheService> action_cache_service_;
+  exec::LogRegistry logs_;
   std::unique_ptr<exec::InputStager> stager_;
   std::unique_ptr<exec::ActionRunner> runner_;
   std::unique_ptr<exec::Scheduler> scheduler_;

@@ -3,6 +3,8 @@
 #ifndef KILN_TESTS_WORKER_PROCESS_H_
 #define KILN_TESTS_WORKER_PROCESS_H_
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -28,6 +30,7 @@ class WorkerProcess {
   bool started() const { return grpc_port_ > 0; }
   int grpc_port() const { return grpc_port_; }
   int metrics_port() const { return metrics_port_; }
+  pid_t pid() const { return pid_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   // Sends `signal` and waits; returns the exit code (128+N for signals).
   int Stop(int signal);

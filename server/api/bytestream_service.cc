@@ -1,6 +1,8 @@
 #include "server/api/bytestream_service.h"
 
 #include <deque>
+
+#include <grpcpp/alarm.h>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -108,6 +110,132 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
   int64_t end_ = 0;
   bool sent_last_ = false;
   bs::ReadResponse response_;
+};
+
+// Follows a running action's stdout or stderr: sends what is there, then
+// polls for more every kPollInterval, and ends when the action has ended and
+// every byte up to the limit was sent. A slow reader only delays itself: the
+// action writes to a file, never to this stream.
+class LogReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
+ public:
+  LogReadReactor(Storage storage, const bs::ReadRequest* request) : storage_(storage) {
+    if (request->read_offset() < 0) {
+      FinishOnce(grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                              absl::StrCat("read_offset ", request->read_offset(), " is negative")));
+      return;
+    }
+    if (request->read_limit() < 0) {
+      FinishOnce(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              absl::StrCat("read_limit ", request->read_limit(), " is negative")));
+      return;
+    }
+    stream_ = storage_.logs == nullptr ? nullptr : storage_.logs->Find(request->resource_name());
+    if (stream_ == nullptr) {
+      FinishOnce(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                              absl::StrCat("no live output stream named ", request->resource_name(),
+                                           ": its operation has finished (read the ActionResult's "
+                                           "stdout_digest / stderr_digest) or never existed")));
+      return;
+    }
+    offset_ = request->read_offset();
+    remaining_ = request->read_limit() == 0 ? INT64_MAX : request->read_limit();
+    storage_.io->Schedule([this] { ReadMore(); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    storage_.io->Schedule([this] { ReadMore(); });
+  }
+
+  void OnCancel() override {
+    bool waiting;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      waiting = waiting_;
+    }
+    if (waiting) alarm_.Cancel();  // its callback finishes the call
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  static constexpr int64_t kChunk = 1 << 20;
+  static constexpr absl::Duration kPollInterval = absl::Milliseconds(50);
+
+  void ReadMore() {
+    if (remaining_ == 0) {
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    // Seen finished before the read: nothing can be written after it.
+    const bool finished = stream_->finished();
+    absl::StatusOr<std::string> data = stream_->Read(offset_, std::min(kChunk, remaining_));
+    if (!data.ok()) {
+      FinishOnce(ToGrpcStatus(data.status()));
+      return;
+    }
+    if (!data->empty()) {
+      offset_ += static_cast<int64_t>(data->size());
+      remaining_ -= static_cast<int64_t>(data->size());
+      *response_.mutable_data() = *std::move(data);
+      StartWrite(&response_);
+      return;
+    }
+    if (finished) {
+      FinishOnce(grpc::Status::OK);
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (!cancelled_) waiting_ = true;
+    }
+    if (!waiting_now()) {
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    alarm_.Set(absl::ToChronoTime(absl::Now() + kPollInterval), [this](bool fired) {
+      bool cancelled;
+      {
+        absl::MutexLock lock(&mu_);
+        waiting_ = false;
+        cancelled = cancelled_ || !fired;
+      }
+      if (cancelled) {
+        FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      } else {
+        storage_.io->Schedule([this] { ReadMore(); });
+      }
+    });
+  }
+
+  bool waiting_now() {
+    absl::MutexLock lock(&mu_);
+    return waiting_;
+  }
+  // Finish exactly once, outside the lock (OnDone may follow at once).
+  void FinishOnce(grpc::Status status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(std::move(status));
+  }
+
+  Storage storage_;
+  std::shared_ptr<exec::LogStream> stream_;
+  int64_t offset_ = 0;
+  int64_t remaining_ = 0;
+  bs::ReadResponse response_;
+  grpc::Alarm alarm_;
+  absl::Mutex mu_;
+  bool waiting_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Receives one upload. Requests are processed on the pool, in order, one at
@@ -327,6 +455,9 @@ void ByteStreamService::DropExpiredLocked() {
 
 grpc::ServerWriteReactor<bs::ReadResponse>* ByteStreamService::Read(
     grpc::CallbackServerContext* context, const bs::ReadRequest* request) {
+  if (exec::LogRegistry::IsStreamName(request->resource_name())) {
+    return new LogReadReactor(storage_, request);
+  }
   return new ReadReactor(storage_, request);
 }
 

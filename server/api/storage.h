@@ -12,6 +12,7 @@
 #include "server/api/grpc_status.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
+#include "server/exec/log_stream.h"
 
 namespace kiln::api {
 
@@ -22,6 +23,8 @@ struct Storage {
   // Total blob bytes accepted in one BatchUpdateBlobs / BatchReadBlobs call;
   // kept below the gRPC message limit so a full batch still fits on the wire.
   int64_t max_batch_total_bytes = 0;
+  // Live action output streams; null when the worker does not execute.
+  exec::LogRegistry* logs = nullptr;
 };
 
 // Runs `work` on the pool and finishes the unary call with its status. The

@@ -1,5 +1,6 @@
 #include "server/exec/action_runner.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -106,7 +107,8 @@ absl::Status ActionRunner::Validate(const Digest& action_digest) {
 
 rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                         int slot, CancelToken* cancel,
-                                        rev2::ExecutedActionMetadata metadata, RunReport* report) {
+                                        rev2::ExecutedActionMetadata metadata,
+                                        SandboxObserver* observer, RunReport* report) {
   rev2::ExecuteResponse response;
   *response.mutable_result()->mutable_execution_metadata() = std::move(metadata);
   auto* meta = response.mutable_result()->mutable_execution_metadata();
@@ -116,7 +118,7 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest));
     RETURN_IF_ERROR(MakeDirectories(dir + "/root", 0755));
-    return Execute(request, action_digest, loaded, dir, slot, cancel, &response, report);
+    return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &response, report);
   }();
   if (!status.ok()) *response.mutable_status() = api::ToRpcStatus(status);
   if (cancel->cancelled() && status.ok()) {
@@ -130,8 +132,8 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
 
 absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                    const Loaded& loaded, const std::string& dir, int slot,
-                                   CancelToken* cancel, rev2::ExecuteResponse* response,
-                                   RunReport* report) {
+                                   CancelToken* cancel, SandboxObserver* observer,
+                                   rev2::ExecuteResponse* response, RunReport* report) {
   rev2::ActionResult* result = response->mutable_result();
   auto* meta = result->mutable_execution_metadata();
   const uid_t uid = options_.build_uid_base + slot;
@@ -175,11 +177,22 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
 
   *meta->mutable_execution_start_timestamp() = Now();
   if (cancel->cancelled()) return absl::CancelledError("the action was cancelled before it started");
-  ASSIGN_OR_RETURN(std::unique_ptr<SandboxProcess> process,
-                   SandboxProcess::Start(argv, dir + "/stdout", dir + "/stderr"));
-  cancel->SetProcess(process.get());
-  int sandbox_exit = process->Wait();
-  cancel->SetProcess(nullptr);
+  // The output files exist before the sandbox starts, so live readers can
+  // open them; the sandbox appends to them and never waits for a reader.
+  for (const char* name : {"/stdout", "/stderr"}) {
+    ASSIGN_OR_RETURN(UniqueFd created, OpenFile(dir + name, O_WRONLY | O_CREAT | O_TRUNC, 0600));
+  }
+  if (observer != nullptr) observer->OnSandboxStarting(dir + "/stdout", dir + "/stderr");
+  absl::StatusOr<std::unique_ptr<SandboxProcess>> process =
+      SandboxProcess::Start(argv, dir + "/stdout", dir + "/stderr");
+  int sandbox_exit = -1;
+  if (process.ok()) {
+    cancel->SetProcess(process->get());
+    sandbox_exit = (*process)->Wait();
+    cancel->SetProcess(nullptr);
+  }
+  if (observer != nullptr) observer->OnSandboxExited();
+  if (!process.ok()) return process.status();
   *meta->mutable_execution_completed_timestamp() = Now();
 
   *meta->mutable_output_upload_start_timestamp() = Now();

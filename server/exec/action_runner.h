@@ -48,6 +48,15 @@ class CancelToken {
   SandboxProcess* process_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
+// Told when an action's output files exist (just before its sandbox starts)
+// and when the sandbox is gone, so that live readers can follow the files.
+class SandboxObserver {
+ public:
+  virtual ~SandboxObserver() = default;
+  virtual void OnSandboxStarting(const std::string& stdout_path, const std::string& stderr_path) = 0;
+  virtual void OnSandboxExited() = 0;
+};
+
 // What the runner learned besides the response, for logs and metrics.
 struct RunReport {
   enum class Outcome { kSuccess, kNonZeroExit, kTimeout, kOom, kCancelled, kError };
@@ -69,7 +78,7 @@ class ActionRunner {
   // `metadata` arrives with queued/worker-start timestamps and is completed.
   rev2::ExecuteResponse Run(const rev2::ExecuteRequest& request, const Digest& action_digest,
                             int slot, CancelToken* cancel, rev2::ExecutedActionMetadata metadata,
-                            RunReport* report);
+                            SandboxObserver* observer, RunReport* report);
 
   const ExecOptions& options() const { return options_; }
 
@@ -83,7 +92,7 @@ class ActionRunner {
   absl::StatusOr<Loaded> Load(const Digest& action_digest);
   absl::Status Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                        const Loaded& loaded, const std::string& dir, int slot, CancelToken* cancel,
-                       rev2::ExecuteResponse* response, RunReport* report);
+                       SandboxObserver* observer, rev2::ExecuteResponse* response, RunReport* report);
 
   cas::BlobStore* const cas_;
   cas::ActionCache* const action_cache_;

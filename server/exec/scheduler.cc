@@ -62,6 +62,42 @@ void LogAction(const Operation& operation, const rev2::ExecuteResponse& response
       report.killed_at_teardown);
 }
 
+// Publishes a running action's output files as live ByteStream resources.
+class LiveOutput : public SandboxObserver {
+ public:
+  LiveOutput(Operation& operation, LogRegistry* logs) : operation_(operation), logs_(logs) {}
+
+  void OnSandboxStarting(const std::string& stdout_path, const std::string& stderr_path) override {
+    if (logs_ == nullptr) return;
+    stdout_name_ = LogRegistry::StreamName(operation_.instance(), operation_.name(), "stdout");
+    stderr_name_ = LogRegistry::StreamName(operation_.instance(), operation_.name(), "stderr");
+    absl::StatusOr<std::shared_ptr<LogStream>> out = LogStream::Open(stdout_path);
+    absl::StatusOr<std::shared_ptr<LogStream>> err = LogStream::Open(stderr_path);
+    if (!out.ok() || !err.ok()) return;  // no live view; the result still has both
+    out_ = *out;
+    err_ = *err;
+    logs_->Register(stdout_name_, out_);
+    logs_->Register(stderr_name_, err_);
+    operation_.SetStreamNames(stdout_name_, stderr_name_);
+  }
+  void OnSandboxExited() override {
+    if (out_ != nullptr) out_->MarkFinished();
+    if (err_ != nullptr) err_->MarkFinished();
+  }
+  void Unregister() {
+    if (out_ == nullptr) return;
+    logs_->Unregister(stdout_name_);
+    logs_->Unregister(stderr_name_);
+    OnSandboxExited();  // also when the sandbox never started
+  }
+
+ private:
+  Operation& operation_;
+  LogRegistry* const logs_;
+  std::string stdout_name_, stderr_name_;
+  std::shared_ptr<LogStream> out_, err_;
+};
+
 }  // namespace
 
 // ---- Operation ----
@@ -78,6 +114,8 @@ google::longrunning::Operation Operation::Snapshot(int64_t* version) const {
   absl::MutexLock lock(&mu_);
   if (version != nullptr) *version = version_;
   metadata.set_stage(stage_);
+  metadata.set_stdout_stream_name(stdout_stream_name_);
+  metadata.set_stderr_stream_name(stderr_stream_name_);
   out.mutable_metadata()->PackFrom(metadata);
   if (response_.has_value()) {
     out.set_done(true);
@@ -122,6 +160,16 @@ void Operation::SetStage(rev2::ExecutionStage::Value stage) {
   Notify();
 }
 
+void Operation::SetStreamNames(std::string stdout_name, std::string stderr_name) {
+  {
+    absl::MutexLock lock(&mu_);
+    stdout_stream_name_ = std::move(stdout_name);
+    stderr_stream_name_ = std::move(stderr_name);
+    ++version_;
+  }
+  Notify();
+}
+
 void Operation::Complete(rev2::ExecuteResponse response) {
   {
     absl::MutexLock lock(&mu_);
@@ -136,8 +184,8 @@ void Operation::Complete(rev2::ExecuteResponse response) {
 
 // ---- Scheduler ----
 
-Scheduler::Scheduler(ActionRunner* runner, int slots, int max_queued)
-    : runner_(runner), slots_(slots), max_queued_(max_queued) {
+Scheduler::Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued)
+    : runner_(runner), logs_(logs), slots_(slots), max_queued_(max_queued) {
   for (int slot = 0; slot < slots; ++slot) threads_.emplace_back([this, slot] { RunSlot(slot); });
 }
 
@@ -262,9 +310,11 @@ void Scheduler::RunSlot(int slot) {
     *metadata.mutable_worker_start_timestamp() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
     next.operation->SetStage(rev2::ExecutionStage::EXECUTING);
     RunReport report;
+    LiveOutput live(*next.operation, logs_);
     rev2::ExecuteResponse response =
         runner_->Run(next.request, next.operation->action_digest(), slot,
-                     &next.operation->cancel_token(), std::move(metadata), &report);
+                     &next.operation->cancel_token(), std::move(metadata), &live, &report);
+    live.Unregister();  // from now on the output is in the CAS, named by digests
     {
       absl::MutexLock lock(&mu_);
       auto key = InFlightKey(next.operation->instance(), next.operation->action_digest());

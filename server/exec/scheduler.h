@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "google/longrunning/operations.pb.h"
 #include "server/exec/action_runner.h"
+#include "server/exec/log_stream.h"
 
 namespace kiln::exec {
 
@@ -49,6 +50,8 @@ class Operation {
   void Unsubscribe(int id);
 
   void SetStage(rev2::ExecutionStage::Value stage);
+  // Announces the live stdout/stderr streams (ByteStream resource names).
+  void SetStreamNames(std::string stdout_name, std::string stderr_name);
   void Complete(rev2::ExecuteResponse response);
   CancelToken& cancel_token() { return cancel_; }
   absl::Time completed_at() const;
@@ -63,6 +66,8 @@ class Operation {
   mutable absl::Mutex mu_;
   rev2::ExecutionStage::Value stage_ ABSL_GUARDED_BY(mu_) = rev2::ExecutionStage::QUEUED;
   std::optional<rev2::ExecuteResponse> response_ ABSL_GUARDED_BY(mu_);
+  std::string stdout_stream_name_ ABSL_GUARDED_BY(mu_);
+  std::string stderr_stream_name_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time completed_at_ ABSL_GUARDED_BY(mu_);
   // Subscribers are called under their own lock so Unsubscribe can wait out
@@ -80,7 +85,8 @@ struct SchedulerStats {
 
 class Scheduler {
  public:
-  Scheduler(ActionRunner* runner, int slots, int max_queued);
+  // `logs` receives the live output streams of running actions.
+  Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued);
   ~Scheduler();  // drains with no grace
 
   // Returns the operation for the action, new or shared with an identical
@@ -115,6 +121,7 @@ class Scheduler {
   void ForgetOldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   ActionRunner* const runner_;
+  LogRegistry* const logs_;
   const int slots_;
   const int max_queued_;
   absl::Mutex mu_;

@@ -1,0 +1,450 @@
+// kiln: run a command on a Kiln (or any REAPI) server as if it were local,
+// and look at the CAS and the action cache. See `kiln --help`.
+#include <getopt.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "client/remote.h"
+#include "common/posix.h"
+#include "common/status_macros.h"
+
+namespace {
+
+using kiln::Digest;
+using kiln::client::BlobSet;
+using kiln::client::Progress;
+using kiln::client::RemoteClient;
+namespace rev2 = build::bazel::remote::execution::v2;
+
+// Exit codes of kiln itself; otherwise `kiln run` exits with the remote
+// command's code (128+N when it died of signal N).
+constexpr int kExitUsage = 64;        // bad arguments
+constexpr int kExitRejected = 65;     // the server refused the request
+constexpr int kExitUnreachable = 69;  // no server answered
+constexpr int kExitInternal = 70;     // anything else that went wrong
+constexpr int kExitBusy = 75;         // the server's queue is full; retry later
+constexpr int kExitTimeout = 124;     // the action ran past its timeout (as timeout(1))
+
+constexpr char kMainUsage[] = R"(Usage: kiln COMMAND [options]
+
+Commands:
+  run      run a command remotely, with live output, outputs downloaded, and its exit code
+  cas put  upload a file or directory to the CAS and print its digest
+  cas get  download a blob from the CAS
+  result   print the cached ActionResult of an action digest
+
+Run `kiln COMMAND --help` for the options of each command.
+)";
+
+constexpr char kRunUsage[] = R"(Usage: kiln run --server=HOST:PORT [options] -- CMD [ARGS...]
+
+Runs CMD on the server in a sandbox, with DIR (--input_root) as its working
+directory, prints its stdout and stderr here as they are produced, downloads
+the declared outputs into DIR, and exits with CMD's exit code (128+N for a
+signal). Only the files the server does not have yet are uploaded.
+
+Options:
+  --server=HOST:PORT   the Kiln server (required)
+  --instance=NAME      REAPI instance name (default: none)
+  --input_root=DIR     directory sent as the input root (default: the current one)
+  --output=PATH        a file or directory CMD produces, relative to DIR (repeatable)
+  --env=NAME=VALUE     environment variable (repeatable); the environment is exactly these
+  --platform=NAME=VALUE  platform property, e.g. memory=2GiB (repeatable)
+  --timeout=DURATION   e.g. 10m (default: the server's)
+  --skip_cache         run even if a cached result exists
+  --verbose            print what was uploaded and where the action ran
+
+Exit codes of kiln itself: 64 bad arguments, 65 request rejected, 69 server
+unreachable, 70 other error, 75 server busy, 124 the action timed out.
+
+Example:
+  kiln run --server=ci-worker:8980 --input_root=. --env=PATH=/usr/bin:/bin \
+      --output=build/report.xml -- sh -c 'make -j2 test'
+)";
+
+constexpr char kCasPutUsage[] = R"(Usage: kiln cas put --server=HOST:PORT [--instance=NAME] FILE|DIR
+
+Uploads FILE (or the whole tree under DIR, as REAPI Directory messages) and
+prints its digest as HASH/SIZE. Blobs the server already has are not sent.
+
+Example:
+  kiln cas put --server=127.0.0.1:8980 ./testdata
+)";
+
+constexpr char kCasGetUsage[] = R"(Usage: kiln cas get --server=HOST:PORT [--instance=NAME] HASH/SIZE PATH
+
+Downloads the blob HASH/SIZE from the CAS into the file PATH.
+
+Example:
+  kiln cas get --server=127.0.0.1:8980 e3b0c442...b855/0 /tmp/empty
+)";
+
+constexpr char kResultUsage[] = R"(Usage: kiln result --server=HOST:PORT [--instance=NAME] HASH/SIZE
+
+Prints the ActionResult cached for the action digest HASH/SIZE as JSON.
+
+Example:
+  kiln result --server=127.0.0.1:8980 5b1f...9c2a/142
+)";
+
+[[noreturn]] void Fail(int code, const std::string& message) {
+  std::fprintf(stderr, "kiln: %s\n", message.c_str());
+  std::exit(code);
+}
+
+int ExitCodeFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable: return kExitUnreachable;
+    case absl::StatusCode::kResourceExhausted: return kExitBusy;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kPermissionDenied: return kExitRejected;
+    case absl::StatusCode::kDeadlineExceeded: return kExitTimeout;
+    default: return kExitInternal;
+  }
+}
+
+[[noreturn]] void FailWith(const absl::Status& status, const std::string& context) {
+  Fail(ExitCodeFor(status), absl::StrCat(context, ": ", status.message()));
+}
+
+struct CommonOptions {
+  std::string server;
+  std::string instance;
+};
+
+absl::StatusOr<Digest> ParseDigestArg(const std::string& text) {
+  std::vector<std::string> parts = absl::StrSplit(text, '/');
+  int64_t size = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &size)) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not a digest; write HASH/SIZE"));
+  }
+  return kiln::ParseDigest(parts[0], size);
+}
+
+RemoteClient Connect(const CommonOptions& options) {
+  if (options.server.empty()) Fail(kExitUsage, "--server=HOST:PORT is required");
+  RemoteClient client(options.server, options.instance);
+  absl::Status reachable = client.CheckReachable(absl::Seconds(10));
+  if (!reachable.ok()) {
+    Fail(kExitUnreachable, absl::StrCat("cannot reach the server at ", options.server, " (",
+                                        reachable.message(), ")"));
+  }
+  return client;
+}
+
+// Writes an output directory's Tree under `path`.
+absl::Status MaterializeTree(RemoteClient& client, const rev2::Tree& tree, const std::string& path) {
+  std::map<std::string, rev2::Directory> children;
+  for (const auto& child : tree.children()) children[Digest::Of(child.SerializeAsString()).hash] = child;
+  std::function<absl::Status(const rev2::Directory&, const std::string&)> write =
+      [&](const rev2::Directory& dir, const std::string& at) -> absl::Status {
+    std::filesystem::create_directories(at);
+    for (const auto& file : dir.files()) {
+      RETURN_IF_ERROR(client.DownloadFile(file.digest(), at + "/" + file.name(), file.is_executable(), nullptr));
+    }
+    for (const auto& link : dir.symlinks()) {
+      std::filesystem::remove(at + "/" + link.name());
+      std::filesystem::create_symlink(link.target(), at + "/" + link.name());
+    }
+    for (const auto& sub : dir.directories()) {
+      auto it = children.find(sub.digest().hash());
+      if (it == children.end()) return absl::DataLossError("the output Tree lacks a directory");
+      RETURN_IF_ERROR(write(it->second, at + "/" + sub.name()));
+    }
+    return absl::OkStatus();
+  };
+  return write(tree.root(), path);
+}
+
+int Run(int argc, char** argv) {
+  CommonOptions common;
+  std::string input_root = ".";
+  std::vector<std::string> outputs;
+  std::vector<std::pair<std::string, std::string>> env, platform;
+  absl::Duration timeout = absl::ZeroDuration();
+  bool skip_cache = false, verbose = false;
+  enum { kServer = 1000, kInstance, kInputRoot, kOutput, kEnv, kPlatform, kTimeout, kSkipCache, kVerbose, kHelp };
+  static const struct option kOptions[] = {
+      {"server", required_argument, nullptr, kServer}, {"instance", required_argument, nullptr, kInstance},
+      {"input_root", required_argument, nullptr, kInputRoot}, {"output", required_argument, nullptr, kOutput},
+      {"env", required_argument, nullptr, kEnv}, {"platform", required_argument, nullptr, kPlatform},
+      {"timeout", required_argument, nullptr, kTimeout}, {"skip_cache", no_argument, nullptr, kSkipCache},
+      {"verbose", no_argument, nullptr, kVerbose}, {"help", no_argument, nullptr, kHelp}, {nullptr, 0, nullptr, 0}};
+  auto pair = [](const char* option, const std::string& text) {
+    size_t eq = text.find('=');
+    if (eq == std::string::npos || eq == 0) Fail(kExitUsage, absl::StrCat("--", option, "=", text, ": expected NAME=VALUE"));
+    return std::make_pair(text.substr(0, eq), text.substr(eq + 1));
+  };
+  opterr = 0;
+  for (int option; (option = getopt_long(argc, argv, "+", kOptions, nullptr)) != -1;) {
+    switch (option) {
+      case kServer: common.server = optarg; break;
+      case kInstance: common.instance = optarg; break;
+      case kInputRoot: input_root = optarg; break;
+      case kOutput: outputs.push_back(optarg); break;
+      case kEnv: env.push_back(pair("env", optarg)); break;
+      case kPlatform: platform.push_back(pair("platform", optarg)); break;
+      case kTimeout:
+        if (!absl::ParseDuration(optarg, &timeout)) Fail(kExitUsage, absl::StrCat("--timeout=", optarg, ": not a duration (e.g. 90s, 10m)"));
+        break;
+      case kSkipCache: skip_cache = true; break;
+      case kVerbose: verbose = true; break;
+      case kHelp: std::fputs(kRunUsage, stdout); return 0;
+      default: Fail(kExitUsage, absl::StrCat("unknown option \"", argv[optind - 1], "\"; see kiln run --help"));
+    }
+  }
+  if (optind >= argc) Fail(kExitUsage, "no command given; usage: kiln run [options] -- CMD [ARGS...]");
+  for (const std::string& output : outputs) {
+    if (output.empty() || output[0] == '/' || absl::StrContains("/" + output + "/", "/../")) {
+      Fail(kExitUsage, absl::StrCat("--output=", output, ": must be a path inside the input root"));
+    }
+  }
+  struct stat st;
+  if (stat(input_root.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    Fail(kExitUsage, absl::StrCat("--input_root=", input_root, " is not a directory"));
+  }
+  RemoteClient client = Connect(common);
+
+  BlobSet blobs;
+  absl::StatusOr<Digest> root = kiln::client::BuildInputRoot(input_root, &blobs);
+  if (!root.ok()) FailWith(root.status(), "reading the input root");
+  rev2::Command command;
+  for (int i = optind; i < argc; ++i) command.add_arguments(argv[i]);
+  std::sort(env.begin(), env.end());
+  for (const auto& [name, value] : env) {
+    auto* variable = command.add_environment_variables();
+    variable->set_name(name);
+    variable->set_value(value);
+  }
+  std::vector<std::string> sorted_outputs = outputs;
+  std::sort(sorted_outputs.begin(), sorted_outputs.end());
+  for (const std::string& output : sorted_outputs) command.add_output_paths(output);
+  Digest command_digest, action_digest;
+  blobs.AddMessage(command.SerializeAsString(), &command_digest);
+  rev2::Action action;
+  *action.mutable_command_digest() = command_digest.ToProto();
+  *action.mutable_input_root_digest() = root->ToProto();
+  if (timeout > absl::ZeroDuration()) action.mutable_timeout()->set_seconds(absl::ToInt64Seconds(timeout));
+  std::sort(platform.begin(), platform.end());
+  for (const auto& [name, value] : platform) {
+    auto* property = action.mutable_platform()->add_properties();
+    property->set_name(name);
+    property->set_value(value);
+  }
+  blobs.AddMessage(action.SerializeAsString(), &action_digest);
+
+  int64_t total_bytes = 0;
+  for (const auto& [hash, digest] : blobs.digests) total_bytes += digest.size;
+  absl::StatusOr<kiln::client::UploadStats> uploaded;
+  {
+    Progress progress("uploading", total_bytes);
+    uploaded = client.UploadMissing(blobs, &progress);
+  }
+  if (!uploaded.ok()) FailWith(uploaded.status(), "uploading inputs");
+  if (verbose) {
+    std::fprintf(stderr, "kiln: uploaded %lld of %lld blobs (%lld bytes); action %s\n",
+                 static_cast<long long>(uploaded->blobs_uploaded), static_cast<long long>(uploaded->blobs_total),
+                 static_cast<long long>(uploaded->bytes_uploaded), action_digest.ToString().c_str());
+  }
+
+  // Execute, and follow stdout/stderr live as soon as the server names them.
+  rev2::ExecuteRequest request;
+  request.set_instance_name(common.instance);
+  *request.mutable_action_digest() = action_digest.ToProto();
+  request.set_skip_cache_lookup(skip_cache);
+  grpc::ClientContext context;
+  auto reader = client.execution().Execute(&context, request);
+  google::longrunning::Operation operation;
+  std::atomic<int64_t> printed[2] = {0, 0};
+  std::vector<std::thread> followers;
+  bool following = false;
+  while (reader->Read(&operation)) {
+    rev2::ExecuteOperationMetadata metadata;
+    operation.metadata().UnpackTo(&metadata);
+    if (!following && !metadata.stdout_stream_name().empty()) {
+      following = true;
+      std::string names[2] = {metadata.stdout_stream_name(), metadata.stderr_stream_name()};
+      for (int i = 0; i < 2; ++i) {
+        followers.emplace_back([&client, &printed, name = names[i], i] {
+          FILE* out = i == 0 ? stdout : stderr;
+          (void)client.FollowStream(name, 0, [&](absl::string_view chunk) {
+            std::fwrite(chunk.data(), 1, chunk.size(), out);
+            std::fflush(out);
+            printed[i] += static_cast<int64_t>(chunk.size());
+          });
+        });
+      }
+    }
+  }
+  absl::Status call = kiln::client::FromGrpc(reader->Finish());
+  for (auto& follower : followers) follower.join();
+  if (!call.ok()) FailWith(call, "the server did not run the action");
+  rev2::ExecuteResponse response;
+  if (!operation.done() || !operation.response().UnpackTo(&response)) {
+    Fail(kExitInternal, "the server ended the operation without a result");
+  }
+  const rev2::ActionResult& result = response.result();
+  // Whatever the live streams did not deliver (a cache hit, or a stream that
+  // ended early) comes from the CAS, from where they stopped.
+  const rev2::Digest* digests[2] = {&result.stdout_digest(), &result.stderr_digest()};
+  for (int i = 0; i < 2; ++i) {
+    if (digests[i]->hash().empty() || printed[i] >= digests[i]->size_bytes()) continue;
+    FILE* out = i == 0 ? stdout : stderr;
+    (void)client.FollowStream(
+        absl::StrCat(common.instance, common.instance.empty() ? "" : "/", "blobs/", digests[i]->hash(), "/",
+                     digests[i]->size_bytes()),
+        printed[i], [&](absl::string_view chunk) { std::fwrite(chunk.data(), 1, chunk.size(), out); });
+    std::fflush(out);
+  }
+  if (verbose) {
+    std::fprintf(stderr, "kiln: %s on %s%s\n", response.cached_result() ? "cached result" : "ran",
+                 result.execution_metadata().worker().c_str(),
+                 response.message().empty() ? "" : (" — " + response.message()).c_str());
+  }
+  // Outputs go into place even when the command failed: a test report, say.
+  int64_t download_bytes = 0;
+  for (const auto& file : result.output_files()) download_bytes += file.digest().size_bytes();
+  {
+    Progress progress("downloading", download_bytes);
+    for (const auto& file : result.output_files()) {
+      std::string path = input_root + "/" + file.path();
+      std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+      absl::Status s = client.DownloadFile(file.digest(), path, file.is_executable(), &progress);
+      if (!s.ok()) FailWith(s, "downloading " + file.path());
+    }
+  }
+  for (const auto& dir : result.output_directories()) {
+    absl::StatusOr<std::string> tree_bytes = client.ReadBlob(dir.tree_digest());
+    rev2::Tree tree;
+    if (!tree_bytes.ok() || !tree.ParseFromString(*tree_bytes)) Fail(kExitInternal, "cannot read the Tree of " + dir.path());
+    absl::Status s = MaterializeTree(client, tree, input_root + "/" + dir.path());
+    if (!s.ok()) FailWith(s, "downloading " + dir.path());
+  }
+  for (const auto& link : result.output_symlinks()) {
+    std::string path = input_root + "/" + link.path();
+    std::filesystem::remove(path);
+    std::filesystem::create_symlink(link.target(), path);
+  }
+  const absl::StatusCode code = static_cast<absl::StatusCode>(response.status().code());
+  if (code == absl::StatusCode::kDeadlineExceeded) {
+    Fail(kExitTimeout, absl::StrCat("the action timed out: ", response.status().message()));
+  }
+  if (code == absl::StatusCode::kResourceExhausted && result.exit_code() != 0) {
+    std::fprintf(stderr, "kiln: %s\n", response.status().message().c_str());
+    return result.exit_code();
+  }
+  if (code != absl::StatusCode::kOk) {
+    FailWith(absl::Status(code, response.status().message()), "the server could not run the action");
+  }
+  return result.exit_code();
+}
+
+// Parses --server, --instance and --help for the small commands.
+std::vector<std::string> ParseCommon(int argc, char** argv, const char* usage, CommonOptions* common) {
+  enum { kServer = 1000, kInstance, kHelp };
+  static const struct option kOptions[] = {{"server", required_argument, nullptr, kServer},
+                                           {"instance", required_argument, nullptr, kInstance},
+                                           {"help", no_argument, nullptr, kHelp},
+                                           {nullptr, 0, nullptr, 0}};
+  opterr = 0;
+  for (int option; (option = getopt_long(argc, argv, "+", kOptions, nullptr)) != -1;) {
+    switch (option) {
+      case kServer: common->server = optarg; break;
+      case kInstance: common->instance = optarg; break;
+      case kHelp: std::fputs(usage, stdout); std::exit(0);
+      default: Fail(kExitUsage, absl::StrCat("unknown option \"", argv[optind - 1], "\"\n", usage));
+    }
+  }
+  return std::vector<std::string>(argv + optind, argv + argc);
+}
+
+int CasPut(int argc, char** argv) {
+  CommonOptions common;
+  std::vector<std::string> args = ParseCommon(argc, argv, kCasPutUsage, &common);
+  if (args.size() != 1) Fail(kExitUsage, std::string("expected one FILE or DIR\n") + kCasPutUsage);
+  RemoteClient client = Connect(common);
+  BlobSet blobs;
+  struct stat st;
+  if (stat(args[0].c_str(), &st) != 0) Fail(kExitUsage, args[0] + " does not exist");
+  absl::StatusOr<Digest> digest = S_ISDIR(st.st_mode) ? kiln::client::BuildInputRoot(args[0], &blobs)
+                                                       : kiln::client::DigestFile(args[0]);
+  if (!digest.ok()) FailWith(digest.status(), "reading " + args[0]);
+  if (!S_ISDIR(st.st_mode)) blobs.AddFile(args[0], *digest);
+  absl::StatusOr<kiln::client::UploadStats> uploaded;
+  {
+    Progress progress("uploading", st.st_size);
+    uploaded = client.UploadMissing(blobs, &progress);
+  }
+  if (!uploaded.ok()) FailWith(uploaded.status(), "uploading");
+  std::printf("%s\n", digest->ToString().c_str());
+  return 0;
+}
+
+int CasGet(int argc, char** argv) {
+  CommonOptions common;
+  std::vector<std::string> args = ParseCommon(argc, argv, kCasGetUsage, &common);
+  if (args.size() != 2) Fail(kExitUsage, std::string("expected HASH/SIZE and PATH\n") + kCasGetUsage);
+  absl::StatusOr<Digest> digest = ParseDigestArg(args[0]);
+  if (!digest.ok()) Fail(kExitUsage, std::string(digest.status().message()));
+  RemoteClient client = Connect(common);
+  Progress progress("downloading", digest->size);
+  absl::Status s = client.DownloadFile(digest->ToProto(), args[1], false, &progress);
+  if (!s.ok()) FailWith(s, "downloading " + args[0]);
+  return 0;
+}
+
+int Result(int argc, char** argv) {
+  CommonOptions common;
+  std::vector<std::string> args = ParseCommon(argc, argv, kResultUsage, &common);
+  if (args.size() != 1) Fail(kExitUsage, std::string("expected an action digest HASH/SIZE\n") + kResultUsage);
+  absl::StatusOr<Digest> digest = ParseDigestArg(args[0]);
+  if (!digest.ok()) Fail(kExitUsage, std::string(digest.status().message()));
+  RemoteClient client = Connect(common);
+  rev2::GetActionResultRequest request;
+  request.set_instance_name(common.instance);
+  *request.mutable_action_digest() = digest->ToProto();
+  rev2::ActionResult result;
+  grpc::ClientContext context;
+  absl::Status s = kiln::client::FromGrpc(client.action_cache().GetActionResult(&context, request, &result));
+  if (!s.ok()) FailWith(s, "no cached result for " + args[0]);
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(result, &json, options);
+  std::printf("%s", json.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "help") {
+    std::fputs(kMainUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? kExitUsage : 0;
+  }
+  std::string command = argv[1];
+  if (command == "run") return Run(argc - 1, argv + 1);
+  if (command == "result") return Result(argc - 1, argv + 1);
+  if (command == "cas" && argc >= 3) {
+    std::string sub = argv[2];
+    if (sub == "put") return CasPut(argc - 2, argv + 2);
+    if (sub == "get") return CasGet(argc - 2, argv + 2);
+  }
+  Fail(kExitUsage, absl::StrCat("unknown command \"", command, "\"\n", kMainUsage));
+}

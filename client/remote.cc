@@ -1,0 +1,193 @@
+#include "client/remote.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <random>
+
+#include <grpcpp/create_channel.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/posix.h"
+#include "common/status_macros.h"
+
+namespace kiln::client {
+namespace {
+
+constexpr int64_t kBatchBytes = 3 << 20;     // under the server's 4,000,000 limit
+constexpr int64_t kChunkBytes = 1 << 20;
+constexpr int kFindMissingPerCall = 10000;
+
+std::string UploadId() {
+  std::mt19937_64 random(std::random_device{}());
+  return absl::StrFormat("%016x%016x", random(), random());
+}
+
+}  // namespace
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+RemoteClient::RemoteClient(const std::string& server, std::string instance)
+    : instance_(std::move(instance)) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  channel_ = grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  cas_ = rev2::ContentAddressableStorage::NewStub(channel_);
+  bytestream_ = google::bytestream::ByteStream::NewStub(channel_);
+  execution_ = rev2::Execution::NewStub(channel_);
+  action_cache_ = rev2::ActionCache::NewStub(channel_);
+  capabilities_ = rev2::Capabilities::NewStub(channel_);
+}
+
+absl::Status RemoteClient::CheckReachable(absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  rev2::GetCapabilitiesRequest request;
+  request.set_instance_name(instance_);
+  rev2::ServerCapabilities capabilities;
+  grpc::Status status = capabilities_->GetCapabilities(&context, request, &capabilities);
+  if (!status.ok()) {
+    return absl::UnavailableError(absl::StrCat("cannot reach the server: ", status.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<UploadStats> RemoteClient::UploadMissing(const BlobSet& blobs, Progress* progress) {
+  UploadStats stats;
+  stats.blobs_total = static_cast<int64_t>(blobs.digests.size());
+  std::vector<Digest> missing;
+  rev2::FindMissingBlobsRequest find;
+  find.set_instance_name(instance_);
+  auto flush_find = [&]() -> absl::Status {
+    if (find.blob_digests_size() == 0) return absl::OkStatus();
+    rev2::FindMissingBlobsResponse response;
+    grpc::ClientContext context;
+    RETURN_IF_ERROR(FromGrpc(cas_->FindMissingBlobs(&context, find, &response)));
+    for (const auto& d : response.missing_blob_digests()) missing.push_back(*ParseDigest(d));
+    find.clear_blob_digests();
+    return absl::OkStatus();
+  };
+  for (const auto& [hash, digest] : blobs.digests) {
+    *find.add_blob_digests() = digest.ToProto();
+    if (find.blob_digests_size() == kFindMissingPerCall) RETURN_IF_ERROR(flush_find());
+  }
+  RETURN_IF_ERROR(flush_find());
+
+  rev2::BatchUpdateBlobsRequest batch;
+  batch.set_instance_name(instance_);
+  int64_t batch_bytes = 0;
+  auto flush_batch = [&]() -> absl::Status {
+    if (batch.requests_size() == 0) return absl::OkStatus();
+    rev2::BatchUpdateBlobsResponse response;
+    grpc::ClientContext context;
+    RETURN_IF_ERROR(FromGrpc(cas_->BatchUpdateBlobs(&context, batch, &response)));
+    for (const auto& r : response.responses()) {
+      if (r.status().code() != 0) {
+        return absl::Status(static_cast<absl::StatusCode>(r.status().code()),
+                            absl::StrCat("uploading ", r.digest().hash(), ": ", r.status().message()));
+      }
+    }
+    if (progress != nullptr) progress->Add(batch_bytes);
+    batch.clear_requests();
+    batch_bytes = 0;
+    return absl::OkStatus();
+  };
+  for (const Digest& digest : missing) {
+    const BlobSource& source = blobs.by_hash.at(digest.hash);
+    ++stats.blobs_uploaded;
+    stats.bytes_uploaded += digest.size;
+    if (digest.size >= kChunkBytes) {
+      RETURN_IF_ERROR(WriteBlob(digest, source, progress));
+      continue;
+    }
+    std::string data = source.content;
+    if (!source.path.empty()) {
+      ASSIGN_OR_RETURN(data, ReadFileToString(source.path));
+    }
+    if (batch_bytes + digest.size > kBatchBytes) RETURN_IF_ERROR(flush_batch());
+    auto* entry = batch.add_requests();
+    *entry->mutable_digest() = digest.ToProto();
+    entry->set_data(std::move(data));
+    batch_bytes += digest.size;
+  }
+  RETURN_IF_ERROR(flush_batch());
+  return stats;
+}
+
+absl::Status RemoteClient::WriteBlob(const Digest& digest, const BlobSource& source,
+                                     Progress* progress) {
+  grpc::ClientContext context;
+  google::bytestream::WriteResponse response;
+  auto writer = bytestream_->Write(&context, &response);
+  UniqueFd fd;
+  if (!source.path.empty()) {
+    ASSIGN_OR_RETURN(fd, OpenFile(source.path, O_RDONLY));
+  }
+  google::bytestream::WriteRequest request;
+  request.set_resource_name(absl::StrCat(instance_, instance_.empty() ? "" : "/", "uploads/",
+                                         UploadId(), "/blobs/", digest.ToString()));
+  for (int64_t offset = 0; offset < digest.size || offset == 0; offset += kChunkBytes) {
+    std::string chunk;
+    if (fd.valid()) {
+      ASSIGN_OR_RETURN(chunk, ReadAt(fd.get(), offset, kChunkBytes, source.path));
+    } else {
+      chunk = source.content.substr(offset, kChunkBytes);
+    }
+    request.set_write_offset(offset);
+    request.set_finish_write(offset + static_cast<int64_t>(chunk.size()) >= digest.size);
+    request.set_data(chunk);
+    if (!writer->Write(request)) break;  // the server ended the call early (e.g. already stored)
+    if (progress != nullptr) progress->Add(static_cast<int64_t>(chunk.size()));
+    request.clear_resource_name();
+    if (request.finish_write()) break;
+  }
+  writer->WritesDone();
+  return FromGrpc(writer->Finish());
+}
+
+absl::StatusOr<std::string> RemoteClient::ReadBlob(const rev2::Digest& digest) {
+  std::string out;
+  RETURN_IF_ERROR(FollowStream(
+      absl::StrCat(instance_, instance_.empty() ? "" : "/", "blobs/", digest.hash(), "/",
+                   digest.size_bytes()),
+      0, [&](absl::string_view chunk) { out.append(chunk.data(), chunk.size()); }));
+  return out;
+}
+
+absl::Status RemoteClient::DownloadFile(const rev2::Digest& digest, const std::string& path,
+                                        bool executable, Progress* progress) {
+  std::string temp = path + ".kiln-download";
+  {
+    ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(temp, O_WRONLY | O_CREAT | O_TRUNC, executable ? 0755 : 0644));
+    absl::Status written = absl::OkStatus();
+    RETURN_IF_ERROR(FollowStream(
+        absl::StrCat(instance_, instance_.empty() ? "" : "/", "blobs/", digest.hash(), "/",
+                     digest.size_bytes()),
+        0, [&](absl::string_view chunk) {
+          if (written.ok()) written = WriteAll(fd.get(), chunk, temp);
+          if (progress != nullptr) progress->Add(static_cast<int64_t>(chunk.size()));
+        }));
+    RETURN_IF_ERROR(written);
+  }
+  if (rename(temp.c_str(), path.c_str()) != 0) return PosixError("rename " + temp, errno);
+  return absl::OkStatus();
+}
+
+absl::Status RemoteClient::FollowStream(const std::string& name, int64_t offset,
+                                        const std::function<void(absl::string_view)>& sink) {
+  grpc::ClientContext context;
+  google::bytestream::ReadRequest request;
+  request.set_resource_name(name);
+  request.set_read_offset(offset);
+  auto reader = bytestream_->Read(&context, request);
+  google::bytestream::ReadResponse response;
+  while (reader->Read(&response)) sink(response.data());
+  return FromGrpc(reader->Finish());
+}
+
+}  // namespace kiln::client

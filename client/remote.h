@@ -1,0 +1,65 @@
+// The client side of REAPI that `kiln` needs: reachability, uploading only
+// missing blobs, downloads, and following a live output stream.
+#ifndef KILN_CLIENT_REMOTE_H_
+#define KILN_CLIENT_REMOTE_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <grpcpp/channel.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
+#include "client/progress.h"
+#include "client/tree_builder.h"
+#include "google/bytestream/bytestream.grpc.pb.h"
+#include "google/longrunning/operations.grpc.pb.h"
+
+namespace kiln::client {
+
+absl::Status FromGrpc(const grpc::Status& status);
+
+struct UploadStats {
+  int64_t blobs_total = 0;
+  int64_t blobs_uploaded = 0;
+  int64_t bytes_uploaded = 0;
+};
+
+class RemoteClient {
+ public:
+  RemoteClient(const std::string& server, std::string instance);
+
+  // UNAVAILABLE with a readable message when the server cannot be reached.
+  absl::Status CheckReachable(absl::Duration timeout);
+  // FindMissingBlobs, then uploads only what is missing (batches for small
+  // blobs, ByteStream for large ones).
+  absl::StatusOr<UploadStats> UploadMissing(const BlobSet& blobs, Progress* progress);
+  absl::StatusOr<std::string> ReadBlob(const rev2::Digest& digest);
+  absl::Status DownloadFile(const rev2::Digest& digest, const std::string& path, bool executable,
+                            Progress* progress);
+  // Reads a ByteStream resource from `offset`, handing each chunk to `sink`,
+  // until the server ends it (a live stream ends with its action).
+  absl::Status FollowStream(const std::string& name, int64_t offset,
+                            const std::function<void(absl::string_view)>& sink);
+
+  const std::string& instance() const { return instance_; }
+  rev2::Execution::Stub& execution() { return *execution_; }
+  rev2::ActionCache::Stub& action_cache() { return *action_cache_; }
+
+ private:
+  absl::Status WriteBlob(const Digest& digest, const BlobSource& source, Progress* progress);
+
+  std::string instance_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<rev2::ContentAddressableStorage::Stub> cas_;
+  std::unique_ptr<google::bytestream::ByteStream::Stub> bytestream_;
+  std::unique_ptr<rev2::Execution::Stub> execution_;
+  std::unique_ptr<rev2::ActionCache::Stub> action_cache_;
+  std::unique_ptr<rev2::Capabilities::Stub> capabilities_;
+};
+
+}  // namespace kiln::client
+
+#endif  // KILN_CLIENT_REMOTE_H_

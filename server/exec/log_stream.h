@@ -1,0 +1,60 @@
+// Live stdout/stderr of running actions. The sandbox writes to a plain file,
+// which never blocks it whatever the readers do; a LogStream keeps that file
+// open for reading (it stays readable after the action directory is gone) and
+// tells readers when no more bytes will come. Memory stays constant whatever
+// the output size: the bytes live on disk.
+//
+// LogRegistry maps the ByteStream resource names announced in
+// ExecuteOperationMetadata.stdout_stream_name / stderr_stream_name to the
+// streams of operations still in flight. Both are thread-safe.
+#ifndef KILN_SERVER_EXEC_LOG_STREAM_H_
+#define KILN_SERVER_EXEC_LOG_STREAM_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/posix.h"
+
+namespace kiln::exec {
+
+class LogStream {
+ public:
+  static absl::StatusOr<std::shared_ptr<LogStream>> Open(const std::string& path);
+
+  // Up to `max` bytes from `offset`; empty when nothing new was written yet.
+  absl::StatusOr<std::string> Read(int64_t offset, int64_t max) const;
+  // Called once the writer is gone: no byte will be added any more.
+  void MarkFinished();
+  bool finished() const;
+
+ private:
+  explicit LogStream(UniqueFd fd) : fd_(std::move(fd)) {}
+  const UniqueFd fd_;
+  mutable absl::Mutex mu_;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class LogRegistry {
+ public:
+  void Register(const std::string& name, std::shared_ptr<LogStream> stream);
+  void Unregister(const std::string& name);
+  // nullptr for unknown names and for operations that have finished.
+  std::shared_ptr<LogStream> Find(const std::string& name);
+
+  // "{instance}/kiln-logs/{operation id}/{stdout|stderr}"
+  static std::string StreamName(const std::string& instance, const std::string& operation_name,
+                                const std::string& which);
+  static bool IsStreamName(const std::string& resource_name);
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<LogStream>> streams_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kiln::exec
+
+#endif  // KILN_SERVER_EXEC_LOG_STREAM_H_
