@@ -15,7 +15,7 @@ APT_PACKAGES=(
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   libssl-dev libzstd-dev libseccomp-dev libcap-dev libspdlog-dev nlohmann-json3-dev
   bazel-bootstrap bazel-bootstrap-source bazel-platforms bazel-rules-java bubblewrap prometheus socat
-  python3 python3-grpcio python3-protobuf iproute2 procps
+  python3 python3-grpcio python3-protobuf python3-grpc-tools iproute2 procps bc
 )
 
 install_deps() {
