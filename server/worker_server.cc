@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   worker->io_ = std::make_unique<ThreadPool>(options.io_threads);
   api::Storage storage{worker->cas_.get(), worker->action_cache_.get(), worker->io_.get(),
                        kMaxBatchTotalBytes, &worker->logs_};
+  worker->metrics_ = std::make_unique<metrics::WorkerMetrics>(*worker->registry_);
   const bool exec_enabled = options.concurrency > 0;
   worker->capabilities_service_ =
       std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, exec_enabled);
@@ -66,18 +67,23 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                                                                 options.state_dir + "/exec-cache"));
     worker->runner_ = std::make_unique<exec::ActionRunner>(worker->cas_.get(), worker->action_cache_.get(),
                                                            worker->stager_.get(), exec_options);
+    metrics::WorkerMetrics* recorder = worker->metrics_.get();
     worker->scheduler_ = std::make_unique<exec::Scheduler>(
-        worker->runner_.get(), &worker->logs_, options.concurrency, options.max_queued_actions);
-    worker->execution_service_ =
-        std::make_unique<api::ExecutionService>(storage, worker->scheduler_.get());
+        worker->runner_.get(), &worker->logs_, options.concurrency, options.max_queued_actions,
+        [recorder](const rev2::ExecuteResponse& response, const exec::RunReport& report) {
+          recorder->RecordAction(response, report);
+        });
+    worker->execution_service_ = std::make_unique<api::ExecutionService>(
+        storage, worker->scheduler_.get(), [recorder] { recorder->RecordCacheHit(); });
     worker->operations_service_ = std::make_unique<api::OperationsService>(worker->scheduler_.get());
   }
   worker->cas_service_ = std::make_unique<api::CasService>(storage);
   worker->bytestream_service_ = std::make_unique<api::ByteStreamService>(storage);
   worker->action_cache_service_ = std::make_unique<api::ActionCacheService>(storage);
 
+  worker->state_collector_ =
+      std::make_shared<metrics::WorkerStateCollector>(worker->cas_.get(), worker->scheduler_.get());
   if (!options.metrics_listen.empty()) {
-    worker->registry_ = std::make_shared<prometheus::Registry>();
     try {
       worker->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
     } catch (const std::exception& e) {
@@ -88,6 +94,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     worker->process_metrics_ = std::make_shared<ProcessMetrics>();
     // The exposer holds collectables weakly; the worker owns them.
     worker->exposer_->RegisterCollectable(worker->process_metrics_);
+    worker->exposer_->RegisterCollectable(worker->state_collector_);
     worker->metrics_port_ = worker->exposer_->GetListeningPorts().front();
   }
 
@@ -97,6 +104,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &worker->grpc_port_);
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(worker->metrics_->InterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(worker->capabilities_service_.get());
   builder.RegisterService(worker->cas_service_.get());
   builder.RegisterService(worker->bytestream_service_.get());

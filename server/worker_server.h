@@ -26,6 +26,7 @@
 #include "server/exec/action_runner.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/scheduler.h"
+#include "server/metrics/worker_metrics.h"
 
 namespace kiln {
 
@@ -82,7 +83,9 @@ class WorkerServer {
   std::unique_ptr<api::ExecutionService> execution_service_;
   std::unique_ptr<api::OperationsService> operations_service_;
   std::unique_ptr<grpc::Server> server_;
-  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<metrics::WorkerMetrics> metrics_;
+  std::shared_ptr<prometheus::Collectable> state_collector_;
   std::shared_ptr<prometheus::Collectable> process_metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::atomic<bool> shut_down_{false};

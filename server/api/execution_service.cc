@@ -131,6 +131,7 @@ grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
       absl::StatusOr<rev2::ActionResult> cached =
           storage_.action_cache->Get(request->instance_name(), *action_digest);
       if (cached.ok()) {
+        if (on_cache_hit_) on_cache_hit_();
         reactor->FinishWithOperation(CachedOperation(*action_digest, *std::move(cached)));
         return;
       }

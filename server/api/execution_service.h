@@ -19,8 +19,9 @@ namespace lro = ::google::longrunning;
 
 class ExecutionService final : public rev2::Execution::CallbackService {
  public:
-  ExecutionService(Storage storage, exec::Scheduler* scheduler)
-      : storage_(storage), scheduler_(scheduler) {}
+  // `on_cache_hit` runs for each Execute answered from the action cache.
+  ExecutionService(Storage storage, exec::Scheduler* scheduler, std::function<void()> on_cache_hit)
+      : storage_(storage), scheduler_(scheduler), on_cache_hit_(std::move(on_cache_hit)) {}
 
   grpc::ServerWriteReactor<lro::Operation>* Execute(grpc::CallbackServerContext* context,
                                                     const rev2::ExecuteRequest* request) override;
@@ -30,6 +31,7 @@ class ExecutionService final : public rev2::Execution::CallbackService {
  private:
   Storage storage_;
   exec::Scheduler* const scheduler_;
+  const std::function<void()> on_cache_hit_;
 };
 
 class OperationsService final : public lro::Operations::CallbackService {

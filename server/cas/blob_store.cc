@@ -58,7 +58,9 @@ void BlobPin::Release() {
 
 absl::StatusOr<std::string> BlobReader::Read(int64_t offset, int64_t length) const {
   int64_t available = std::max<int64_t>(0, digest_.size - offset);
-  return ReadAt(fd_.get(), offset, std::min(length, available), path_);
+  absl::StatusOr<std::string> data = ReadAt(fd_.get(), offset, std::min(length, available), path_);
+  if (data.ok() && store_ != nullptr) store_->bytes_read_ += static_cast<int64_t>(data->size());
+  return data;
 }
 
 // ---- BlobWriter ----
@@ -213,7 +215,11 @@ void BlobStore::EvictLocked(absl::string_view keep) {
 bool BlobStore::Contains(const Digest& digest) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(digest.hash);
-  if (it == entries_.end() || it->second.size != digest.size) return false;
+  if (it == entries_.end() || it->second.size != digest.size) {
+    ++misses_;
+    return false;
+  }
+  ++hits_;
   TouchLocked(it->second);
   return true;
 }
@@ -222,8 +228,10 @@ absl::StatusOr<BlobPin> BlobStore::PinIfPresent(const Digest& digest) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(digest.hash);
   if (it == entries_.end() || it->second.size != digest.size) {
+    ++misses_;
     return absl::NotFoundError(absl::StrCat("blob ", digest.ToString(), " is not in the CAS"));
   }
+  ++hits_;
   ++it->second.pins;
   TouchLocked(it->second);
   return BlobPin(this, digest.hash);
@@ -246,6 +254,7 @@ absl::StatusOr<BlobReader> BlobStore::OpenBlob(const Digest& digest) {
   ASSIGN_OR_RETURN(reader.fd_, OpenFile(reader.path_, O_RDONLY));
   reader.digest_ = digest;
   reader.pin_ = std::move(pin);
+  reader.store_ = this;
   return reader;
 }
 
@@ -297,6 +306,7 @@ absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_pa
       return PosixError(absl::StrCat("rename ", temp_path, " to ", path), errno);
     }
     IndexLocked(digest.hash, digest.size);
+    bytes_written_ += digest.size;
     // The new blob is kept even if pins hold the store over its cap: the
     // client is about to be told it is stored.
     EvictLocked(digest.hash);
@@ -307,7 +317,16 @@ absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_pa
 
 BlobStoreStats BlobStore::GetStats() {
   absl::MutexLock lock(&mu_);
-  return BlobStoreStats{total_bytes_, static_cast<int64_t>(entries_.size()), evictions_};
+  BlobStoreStats stats;
+  stats.bytes = total_bytes_;
+  stats.blobs = static_cast<int64_t>(entries_.size());
+  stats.max_bytes = options_.max_bytes;
+  stats.evictions = evictions_;
+  stats.hits = hits_;
+  stats.misses = misses_;
+  stats.bytes_read = bytes_read_;
+  stats.bytes_written = bytes_written_;
+  return stats;
 }
 
 }  // namespace kiln::cas

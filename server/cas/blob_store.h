@@ -20,6 +20,7 @@
 #define KILN_SERVER_CAS_BLOB_STORE_H_
 
 #include <cstdint>
+#include <atomic>
 #include <list>
 #include <memory>
 #include <string>
@@ -45,7 +46,13 @@ struct BlobStoreOptions {
 struct BlobStoreStats {
   int64_t bytes = 0;
   int64_t blobs = 0;
+  int64_t max_bytes = 0;
+  // Counters since start.
   int64_t evictions = 0;
+  int64_t hits = 0;           // lookups of a present blob
+  int64_t misses = 0;         // lookups of an absent blob
+  int64_t bytes_read = 0;     // served from blobs
+  int64_t bytes_written = 0;  // of newly stored blobs
 };
 
 class BlobStore;
@@ -82,6 +89,7 @@ class BlobReader {
   std::string path_;
   UniqueFd fd_;
   BlobPin pin_;
+  BlobStore* store_ = nullptr;
 };
 
 // Streams one blob into a temp file. Commit verifies it and publishes it; a
@@ -140,6 +148,7 @@ class BlobStore {
 
  private:
   friend class BlobPin;
+  friend class BlobReader;
   friend class BlobWriter;
   struct Entry {
     int64_t size = 0;
@@ -164,6 +173,10 @@ class BlobStore {
   std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // front: least recently used
   int64_t total_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t misses_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t bytes_written_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<int64_t> bytes_read_{0};
   absl::Time last_publish_time_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 

@@ -215,6 +215,7 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
     return absl::CancelledError("the action was cancelled");
   }
   if (stats.is_discarded() || !stats.is_object()) {
+    report->teardown_failed = true;
     // kiln-sandbox failed before running the action: its stderr says why.
     std::string why = read_small(dir + "/stderr");
     return absl::InternalError(absl::StrCat("the sandbox could not run the action (kiln-sandbox exit ",
@@ -223,6 +224,7 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   result->set_exit_code(stats.value("exit_code", sandbox_exit));
   const bool timed_out = stats.value("timed_out", false);
   const bool oom = stats.value("oom_killed", false);
+  report->sandbox_ran = true;
   report->orphans_reaped = stats.value("orphans_reaped", 0);
   report->killed_at_teardown = stats.value("killed_at_teardown", 0);
 
@@ -244,7 +246,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   usage.set_timed_out(timed_out);
   usage.set_uid(uid);
   const nlohmann::json stages = stats.value("stages_seconds", nlohmann::json::object());
-  *usage.mutable_sandbox_setup() = ToProtoDuration(stages.value("exec", 0.0));
+  report->sandbox_setup_seconds = stages.value("exec", 0.0);
+  *usage.mutable_sandbox_setup() = ToProtoDuration(report->sandbox_setup_seconds);
   meta->add_auxiliary_metadata()->PackFrom(usage);
 
   RETURN_IF_ERROR(CollectOutputs(*cas_, loaded.command, working_dir, result));

@@ -61,8 +61,11 @@ class SandboxObserver {
 struct RunReport {
   enum class Outcome { kSuccess, kNonZeroExit, kTimeout, kOom, kCancelled, kError };
   Outcome outcome = Outcome::kError;
+  bool sandbox_ran = false;        // kiln-sandbox got as far as running the action
+  bool teardown_failed = false;    // kiln-sandbox failed without a result
   int orphans_reaped = 0;
   int killed_at_teardown = 0;
+  double sandbox_setup_seconds = 0;  // clone() to exec of the action
 };
 
 class ActionRunner {

@@ -34,6 +34,8 @@ double Between(const google::protobuf::Timestamp& a, const google::protobuf::Tim
   return (TimeUtil::TimestampToNanoseconds(b) - TimeUtil::TimestampToNanoseconds(a)) / 1e6;
 }
 
+}  // namespace
+
 const char* OutcomeName(RunReport::Outcome outcome) {
   switch (outcome) {
     case RunReport::Outcome::kSuccess: return "success";
@@ -45,6 +47,8 @@ const char* OutcomeName(RunReport::Outcome outcome) {
   }
   return "error";
 }
+
+namespace {
 
 // One line per action: what it was, how it ended, where the time went (ms).
 void LogAction(const Operation& operation, const rev2::ExecuteResponse& response,
@@ -184,8 +188,10 @@ void Operation::Complete(rev2::ExecuteResponse response) {
 
 // ---- Scheduler ----
 
-Scheduler::Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued)
-    : runner_(runner), logs_(logs), slots_(slots), max_queued_(max_queued) {
+Scheduler::Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued,
+                     ActionDoneCallback on_action_done)
+    : runner_(runner), logs_(logs), on_action_done_(std::move(on_action_done)), slots_(slots),
+      max_queued_(max_queued) {
   for (int slot = 0; slot < slots; ++slot) threads_.emplace_back([this, slot] { RunSlot(slot); });
 }
 
@@ -283,7 +289,7 @@ void Scheduler::Drain(absl::Duration grace) {
 
 SchedulerStats Scheduler::GetStats() {
   absl::MutexLock lock(&mu_);
-  return SchedulerStats{static_cast<int>(queue_.size()), running_, slots_};
+  return SchedulerStats{static_cast<int>(queue_.size()), running_, slots_, max_queued_};
 }
 
 void Scheduler::ForgetOldLocked() {
@@ -324,6 +330,7 @@ void Scheduler::RunSlot(int slot) {
       --running_;
     }
     LogAction(*next.operation, response, report);
+    if (on_action_done_) on_action_done_(response, report);
     next.operation->Complete(std::move(response));
   }
 }

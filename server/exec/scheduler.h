@@ -77,16 +77,25 @@ class Operation {
   int next_subscriber_ ABSL_GUARDED_BY(subscribers_mu_) = 0;
 };
 
+// "success", "nonzero_exit", "timeout", "oom", "cancelled" or "error".
+const char* OutcomeName(RunReport::Outcome outcome);
+
 struct SchedulerStats {
   int queued = 0;
   int running = 0;
   int slots = 0;
+  int max_queued = 0;
 };
 
 class Scheduler {
  public:
+  // Called on a slot thread after each action that ran (not for cache hits).
+  using ActionDoneCallback =
+      std::function<void(const rev2::ExecuteResponse& response, const RunReport& report)>;
+
   // `logs` receives the live output streams of running actions.
-  Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued);
+  Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued,
+            ActionDoneCallback on_action_done = nullptr);
   ~Scheduler();  // drains with no grace
 
   // Returns the operation for the action, new or shared with an identical
@@ -122,6 +131,7 @@ class Scheduler {
 
   ActionRunner* const runner_;
   LogRegistry* const logs_;
+  const ActionDoneCallback on_action_done_;
   const int slots_;
   const int max_queued_;
   absl::Mutex mu_;
