@@ -15,7 +15,8 @@ APT_PACKAGES=(
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   libssl-dev libzstd-dev libseccomp-dev libcap-dev libspdlog-dev nlohmann-json3-dev
   bazel-bootstrap bazel-bootstrap-source bazel-platforms bazel-rules-java bubblewrap prometheus socat
-  python3 python3-grpcio python3-protobuf python3-grpc-tools iproute2 procps bc
+  python3 python3-grpcio python3-protobuf python3-grpc-tools python3-yaml python3-venv
+  iproute2 procps bc curl
 )
 
 install_deps() {
