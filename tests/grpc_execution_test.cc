@@ -15,6 +15,7 @@
 #include "common/posix.h"
 #include "google/longrunning/operations.grpc.pb.h"
 #include "google/rpc/error_details.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "kiln/v1/resource_usage.pb.h"
 #include "server/worker_server.h"
 
@@ -439,6 +440,13 @@ TEST_F(ExecutionTest, ShutdownDrainsRunningActionsAndRefusesNewOnes) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   Execution late = Execute(MakeAction("echo too late"));
   EXPECT_EQ(late.call.error_code(), StatusCode::UNAVAILABLE) << late.call.error_message();
+  // Health tells load balancers and probes to stop sending work here.
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  grpc::health::v1::HealthCheckRequest check;
+  grpc::health::v1::HealthCheckResponse serving;
+  grpc::ClientContext health_context;
+  ASSERT_TRUE(health->Check(&health_context, check, &serving).ok());
+  EXPECT_EQ(serving.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   client.join();
   stopper.join();
   EXPECT_EQ(running.response.status().code(), 0) << running.response.status().message();
