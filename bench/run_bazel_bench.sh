@@ -19,6 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+: > "$WORK/out"
 "$BIN/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/state" \
   --concurrency="$CONCURRENCY" --log_level=warn > "$WORK/out" 2> "$WORK/log" &
 WORKER=$!

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 STATE=$(mktemp -d /var/tmp/kiln-exec-bench.XXXXXX)
 WORKER=""
 start_worker() {
+  : > "$STATE/out"
   build/bin/kiln-worker --listen=127.0.0.1:0 --metrics_listen= --state_dir="$STATE/state" \
     --concurrency="$1" --log_level=warn > "$STATE/out" 2> "$STATE/log" &
   WORKER=$!

@@ -22,6 +22,7 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; [[ -f "$WORK/worker.log" ]] && tail -20 "$WORK/worker.log" >&2; exit 1; }
 
+: > "$WORK/worker.out"  # exists before the loop below reads it
 "$BIN_DIR/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/state" \
   --concurrency=2 > "$WORK/worker.out" 2> "$WORK/worker.log" &
 WORKER_PID=$!

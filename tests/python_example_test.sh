@@ -7,6 +7,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/kiln-python-example.XXXXXX)
 WORKER=""
 trap '[[ -n "$WORKER" ]] && { kill $WORKER; wait $WORKER || true; }; rm -rf "$WORK"' EXIT
+: > "$WORK/out"
 "$BIN_DIR/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/state" \
   --concurrency=1 > "$WORK/out" 2> "$WORK/log" &
 WORKER=$!
