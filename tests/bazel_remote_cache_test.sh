@@ -10,32 +10,17 @@ set -euo pipefail
 
 BIN_DIR=$(cd "${1:?usage: $0 BIN_DIR}" && pwd)
 WORK=$(mktemp -d /tmp/kiln-bazel-test.XXXXXX)
-WORKER_PID=""
-
+source "$(dirname "$0")/start_worker.sh"
 cleanup() {
-  if [[ -n "$WORKER_PID" ]]; then kill "$WORKER_PID" 2>/dev/null || true; wait "$WORKER_PID" 2>/dev/null || true; fi
+  stop_worker
   chmod -R u+w "$WORK" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-start_worker() {
-  : > "$WORK/worker.out"
-  "$BIN_DIR/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/state" \
-    > "$WORK/worker.out" 2>> "$WORK/worker.log" &
-  WORKER_PID=$!
-  for _ in $(seq 100); do
-    PORT=$(sed -n 's/^kiln-worker listening grpc_port=\([0-9]*\).*/\1/p' "$WORK/worker.out")
-    [[ -n "$PORT" ]] && return 0
-    kill -0 "$WORKER_PID" 2>/dev/null || fail "kiln-worker exited: $(cat "$WORK/worker.log")"
-    sleep 0.1
-  done
-  fail "kiln-worker did not start listening"
-}
-
-stop_worker() {
+# A SIGTERM'd worker must exit 0: a clean shutdown is part of the test.
+stop_worker_cleanly() {
   kill -TERM "$WORKER_PID"
   wait "$WORKER_PID" || fail "kiln-worker did not exit cleanly on SIGTERM"
   WORKER_PID=""
@@ -62,7 +47,8 @@ output_sums() { (cd bazel-bin/pkg && sha256sum a.txt b.txt c.txt d.bin e.txt); }
 # Prints the "N remote cache hit" count of the last build (0 if none).
 cache_hits() { grep -o '[0-9]* remote cache hit' "$WORK/bazel.log" | grep -o '^[0-9]*' || echo 0; }
 
-start_worker
+start_worker "$WORK/w" || fail "kiln-worker did not start"
+PORT=$GRPC_PORT
 echo "== build 1 against a fresh worker on port $PORT"
 bazel_build
 grep "processes:" "$WORK/bazel.log"
@@ -77,12 +63,13 @@ grep "processes:" "$WORK/bazel.log"
 [[ "$(output_sums)" == "$FIRST" ]] || fail "outputs differ from the first build"
 
 echo "== build 3 after a worker restart on the same state dir"
-stop_worker
-start_worker
+stop_worker_cleanly
+start_worker "$WORK/w" || fail "kiln-worker did not restart"
+PORT=$GRPC_PORT
 bazel_clean
 bazel_build
 grep "processes:" "$WORK/bazel.log"
 [[ $(cache_hits) -eq 5 ]] || fail "expected 5 remote cache hits after restart, got $(cache_hits)"
 [[ "$(output_sums)" == "$FIRST" ]] || fail "outputs differ after the restart"
-stop_worker
+stop_worker_cleanly
 echo "PASS: Bazel used kiln-worker as a remote cache across a clean and a restart"

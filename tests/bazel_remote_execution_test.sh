@@ -12,26 +12,17 @@ set -euo pipefail
 BIN_DIR=$(cd "${1:?usage: $0 BIN_DIR}" && pwd)
 SOURCE_WS=$(cd "$(dirname "$0")/bazel_workspace" && pwd)
 WORK=$(mktemp -d /tmp/kiln-bazel-exec.XXXXXX)
-WORKER_PID=""
-
+source "$(dirname "$0")/start_worker.sh"
 cleanup() {
-  if [[ -n "$WORKER_PID" ]]; then kill "$WORKER_PID" 2>/dev/null || true; wait "$WORKER_PID" 2>/dev/null || true; fi
+  stop_worker
   chmod -R u+w "$WORK" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; [[ -f "$WORK/worker.log" ]] && tail -20 "$WORK/worker.log" >&2; exit 1; }
+fail() { echo "FAIL: $*" >&2; [[ -f "$WORK/w/worker.log" ]] && tail -20 "$WORK/w/worker.log" >&2; exit 1; }
 
-: > "$WORK/worker.out"  # exists before the loop below reads it
-"$BIN_DIR/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/state" \
-  --concurrency=2 > "$WORK/worker.out" 2> "$WORK/worker.log" &
-WORKER_PID=$!
-for _ in $(seq 100); do
-  PORT=$(sed -n 's/^kiln-worker listening grpc_port=\([0-9]*\).*/\1/p' "$WORK/worker.out")
-  [[ -n "$PORT" ]] && break
-  sleep 0.1
-done
-[[ -n "${PORT:-}" ]] || fail "kiln-worker did not start"
+start_worker "$WORK/w" --metrics_listen= --concurrency=2 || fail "kiln-worker did not start"
+PORT=$GRPC_PORT
 
 cp -r "$SOURCE_WS" "$WORK/ws"
 cd "$WORK/ws"
