@@ -1,6 +1,7 @@
 #include "server/exec/input_stager.h"
 
 #include <fcntl.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,8 +34,17 @@ bool StaysInside(const std::string& target, int depth) {
 absl::Status CopyFile(const std::string& from, const std::string& to, mode_t mode) {
   ASSIGN_OR_RETURN(UniqueFd in, OpenFile(from, O_RDONLY));
   ASSIGN_OR_RETURN(UniqueFd out, OpenFile(to, O_WRONLY | O_CREAT | O_EXCL, mode));
+  // copy_file_range shares extents where it can, but refuses some pairs of
+  // filesystems (EXDEV between ext4 and tmpfs); sendfile copies anywhere.
+  bool use_sendfile = false;
   while (true) {
-    ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr, 1 << 30, 0);
+    ssize_t n = use_sendfile ? sendfile(out.get(), in.get(), nullptr, 1 << 30)
+                             : copy_file_range(in.get(), nullptr, out.get(), nullptr, 1 << 30, 0);
+    if (n < 0 && !use_sendfile &&
+        (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+      use_sendfile = true;
+      continue;
+    }
     if (n < 0) return PosixError("copy " + from + " to " + to, errno);
     if (n == 0) break;
   }
