@@ -205,7 +205,9 @@ TEST_P(SandboxTest, RunsAsTheBuildUserWithNoCapabilitiesAndNoNewPrivs) {
 }
 
 TEST_P(SandboxTest, OrphansAreReapedAndCounted) {
-  auto r = Shell("(sleep 0.2 &); (sleep 0.2 &); (sleep 0.2 &); sleep 1");
+  // Each (true &) hands a process to PID 1, whether it exits before or
+  // after its subshell; the sleep gives PID 1 time to reap them.
+  auto r = Shell("(true &); (true &); (true &); sleep 1");
   ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
   EXPECT_EQ(Stats()["orphans_reaped"], 3);
 }

@@ -335,7 +335,7 @@ TEST_F(ExecutionTest, CancellationThroughOperationsKillsTheAction) {
   while (reader->Read(&operation) && Stage(operation) != rev2::ExecutionStage::EXECUTING) {
   }
   ASSERT_EQ(Stage(operation), rev2::ExecutionStage::EXECUTING);
-  for (int i = 0; i < 50 && !HostRuns(marker); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 250 && !HostRuns(marker); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_TRUE(HostRuns(marker));
   lro::CancelOperationRequest cancel;
   cancel.set_name(operation.name());
@@ -432,12 +432,12 @@ TEST_F(ExecutionTest, AFullQueueAnswersResourceExhausted) {
 }
 
 TEST_F(ExecutionTest, ShutdownDrainsRunningActionsAndRefusesNewOnes) {
-  Digest action = MakeAction("sleep 1; echo finished");
+  Digest action = MakeAction("sleep 2; echo finished");
   Execution running;
   std::thread client([&] { running = Execute(action); });
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   std::thread stopper([&] { worker_->Shutdown(absl::Seconds(20)); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   Execution late = Execute(MakeAction("echo too late"));
   EXPECT_EQ(late.call.error_code(), StatusCode::UNAVAILABLE) << late.call.error_message();
   // Health tells load balancers and probes to stop sending work here.

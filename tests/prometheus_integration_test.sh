@@ -33,10 +33,12 @@ PROMETHEUS_PID=$!
 
 mkdir -p "$WORK/in"
 run() { "$BIN_DIR/kiln" run --server="127.0.0.1:$GRPC_PORT" --input_root="$WORK/in" --env=PATH=/usr/bin:/bin "$@" > /dev/null 2>&1 || true; }
-run -- sh -c '(sleep 0.1 &); (sleep 0.1 &); (sleep 0.1 &); sleep 0.5'   # success, 3 orphans
+# Each (true &) leaves a process to PID 1 whether it exits before or after its
+# subshell; the final sleep gives PID 1 time to reap all three.
+run -- sh -c '(true &); (true &); (true &); sleep 1'                     # success, 3 orphans
 run -- sh -c 'echo ok'                                                   # success
 run -- sh -c 'exit 3'                                                    # nonzero_exit
-run --timeout=1s -- sh -c 'sleep 30'                                     # timeout
+run --timeout=1s -- sh -c 'exec sleep 30'                                # timeout, no child to orphan
 run -- sh -c 'echo ok'                                                   # cache hit
 
 query() {
