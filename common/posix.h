@@ -49,8 +49,10 @@ absl::Status FsyncDirectory(const std::string& path);
 absl::Status MakeDirectories(const std::string& path, mode_t mode = 0755);
 // Writes `data` to `path` atomically: temp file in `tmp_dir`, fsync, rename,
 // fsync of the parent. Readers see the old or the new content, never a mix.
+// With `durable` false the fsyncs are skipped: still atomic for readers, but
+// a machine crash may lose the file (for throwaway reports).
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view data,
-                                 const std::string& tmp_dir, mode_t mode);
+                                 const std::string& tmp_dir, mode_t mode, bool durable = true);
 // Removes a tree (like rm -rf); a missing path is not an error.
 absl::Status RemoveTree(const std::string& path);
 
