@@ -53,6 +53,26 @@ struct Arrival {
   double arrived = 0;
 };
 
+// Starts `argv` with its stdout on a pipe; returns the read end (-1 on error).
+int SpawnWithStdoutPipe(std::vector<std::string> argv, pid_t* pid) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return -1;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  int error = posix_spawn(pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(out[1]);
+  if (error != 0) {
+    close(out[0]);
+    return -1;
+  }
+  return out[0];
+}
+
 void CollectLines(std::string& pending, double now, std::vector<Arrival>* arrivals) {
   size_t newline;
   while ((newline = pending.find('\n')) != std::string::npos) {
@@ -165,28 +185,18 @@ void ExpectLive(const std::vector<Arrival>& arrivals, double finished_at) {
 }
 
 TEST_F(LiveLogsTest, KilnRunPrintsEachLineWithinASecond) {
-  std::vector<std::string> argv = KilnRun({}, kTicker);
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_addclose(&actions, out[0]);
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
   pid_t pid;
-  ASSERT_EQ(posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ), 0);
-  close(out[1]);
+  int out = SpawnWithStdoutPipe(KilnRun({}, kTicker), &pid);
+  ASSERT_GE(out, 0);
   std::vector<Arrival> arrivals;
   std::string pending;
   char buffer[4096];
-  for (ssize_t n; (n = read(out[0], buffer, sizeof buffer)) > 0;) {
+  for (ssize_t n; (n = read(out, buffer, sizeof buffer)) > 0;) {
     pending.append(buffer, n);
     CollectLines(pending, NowSeconds(), &arrivals);
   }
   double finished_at = NowSeconds();
-  close(out[0]);
+  close(out);
   int status = 0;
   waitpid(pid, &status, 0);
   EXPECT_EQ(WEXITSTATUS(status), 0);
@@ -255,30 +265,19 @@ int64_t PeakRssKiB(pid_t pid) {
 TEST_F(LiveLogsTest, TwoHundredMegabytesOfOutputKeepTheWorkerSmall) {
   int64_t before = PeakRssKiB(worker_->pid());
   ASSERT_GT(before, 0);
-  std::vector<std::string> argv =
-      KilnRun({}, "head -c 200000000 /dev/urandom | od -An -tx1 | head -c 200000000");
   // Stream kiln's stdout through a hash without keeping it.
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_addclose(&actions, out[0]);
-  std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
-  args.push_back(nullptr);
-  args.insert(args.begin() + 5, const_cast<char*>("--verbose"));
   pid_t pid;
-  ASSERT_EQ(posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ), 0);
-  close(out[1]);
+  int out = SpawnWithStdoutPipe(
+      KilnRun({}, "head -c 200000000 /dev/urandom | od -An -tx1 | head -c 200000000"), &pid);
+  ASSERT_GE(out, 0);
   Sha256 hash;
   int64_t received = 0;
   std::vector<char> buffer(1 << 20);
-  for (ssize_t n; (n = read(out[0], buffer.data(), buffer.size())) > 0;) {
+  for (ssize_t n; (n = read(out, buffer.data(), buffer.size())) > 0;) {
     hash.Update(absl::string_view(buffer.data(), n));
     received += n;
   }
-  close(out[0]);
+  close(out);
   int status = 0;
   waitpid(pid, &status, 0);
   ASSERT_EQ(WEXITSTATUS(status), 0);
