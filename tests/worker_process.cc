@@ -101,7 +101,10 @@ WorkerProcess::WorkerProcess(const std::vector<std::string>& flags,
   argv.insert(argv.end(), flags.begin(), flags.end());
   int out_fd, err_fd;
   // The worker's log goes to a file: a pipe nobody drains would block it.
-  pid_ = Spawn(argv, &out_fd, &err_fd, ::testing::TempDir() + "/kiln-worker.log");
+  static int instance = 0;
+  log_path_ = ::testing::TempDir() + "/kiln-worker-" + std::to_string(getpid()) + "-" +
+              std::to_string(instance++) + ".log";
+  pid_ = Spawn(argv, &out_fd, &err_fd, log_path_);
   if (pid_ < 0) return;
   close(err_fd);
   std::string line;
@@ -121,6 +124,7 @@ WorkerProcess::WorkerProcess(const std::vector<std::string>& flags,
 
 WorkerProcess::~WorkerProcess() {
   if (pid_ > 0) Stop(SIGKILL);
+  if (!log_path_.empty()) unlink(log_path_.c_str());
 }
 
 int WorkerProcess::Stop(int signal) {

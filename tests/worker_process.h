@@ -37,6 +37,7 @@ class WorkerProcess {
 
  private:
   int pid_ = -1;
+  std::string log_path_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
 };
