@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=$(mktemp -d /tmp/kiln-bench.XXXXXX)
-touch "$STATE.out" 2>/dev/null || true
+: > "$STATE.out"
 build/bin/kiln-worker --listen=127.0.0.1:0 --metrics_listen= --state_dir="$STATE" \
   --cas_max_bytes=8GiB > "$STATE.out" 2> "$STATE.log" &
 WORKER=$!

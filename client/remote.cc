@@ -52,7 +52,7 @@ absl::Status RemoteClient::CheckReachable(absl::Duration timeout) {
   rev2::ServerCapabilities capabilities;
   grpc::Status status = capabilities_->GetCapabilities(&context, request, &capabilities);
   if (!status.ok()) {
-    return absl::UnavailableError(absl::StrCat("cannot reach the server: ", status.error_message()));
+    return absl::UnavailableError(status.error_message());
   }
   return absl::OkStatus();
 }

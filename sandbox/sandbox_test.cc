@@ -352,6 +352,18 @@ TEST_P(SandboxLimitsTest, ConcurrentSandboxesGetDistinctBuildUsers) {
   EXPECT_NE(out[0], out[1]);
 }
 
+TEST_P(SandboxLimitsTest, AnExhaustedBuildUserPoolIsReportedAndNothingRuns) {
+  // A pool of one uid, held by a running sandbox: the second one must wait
+  // for nobody and run as nobody else.
+  std::thread holder([&] { Shell("sleep 1", {"--uid_pool_base=62000", "--uid_pool_size=1"}); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto r = Shell("touch /work/ran", {"--uid_pool_base=62000", "--uid_pool_size=1"});
+  holder.join();
+  EXPECT_EQ(r.exit_code, 75);
+  EXPECT_NE(r.stderr_text.find("in use"), std::string::npos) << r.stderr_text;
+  EXPECT_FALSE(std::filesystem::exists(work_ + "/ran"));
+}
+
 INSTANTIATE_TEST_SUITE_P(AsRoot, SandboxLimitsTest, ::testing::Values(Mode::kRoot));
 
 class SandboxUnprivilegedLimitsTest : public SandboxTest {};

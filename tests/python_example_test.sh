@@ -5,17 +5,10 @@ set -euo pipefail
 BIN_DIR=$(cd "${1:?usage: $0 BIN_DIR}" && pwd)
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/kiln-python-example.XXXXXX)
-WORKER=""
-trap '[[ -n "$WORKER" ]] && { kill $WORKER; wait $WORKER || true; }; rm -rf "$WORK"' EXIT
-: > "$WORK/out"
-"$BIN_DIR/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/state" \
-  --concurrency=1 > "$WORK/out" 2> "$WORK/log" &
-WORKER=$!
-for _ in $(seq 100); do
-  PORT=$(sed -n 's/^kiln-worker listening grpc_port=\([0-9]*\).*/\1/p' "$WORK/out")
-  [[ -n "$PORT" ]] && break
-  sleep 0.1
-done
+source "$ROOT/tests/start_worker.sh"
+trap 'stop_worker; rm -rf "$WORK"' EXIT
+start_worker "$WORK/w" --metrics_listen= --concurrency=1 || { echo "FAIL: worker did not start"; exit 1; }
+PORT=$GRPC_PORT
 set +e
 OUTPUT=$(TMPDIR="$WORK" /usr/bin/python3 "$ROOT/client/examples/remote_run.py" "127.0.0.1:$PORT" \
   sh -c 'echo hello from $(hostname); exit 3')

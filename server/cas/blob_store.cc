@@ -224,7 +224,7 @@ bool BlobStore::Contains(const Digest& digest) {
   return true;
 }
 
-absl::StatusOr<BlobPin> BlobStore::PinIfPresent(const Digest& digest) {
+absl::StatusOr<BlobPin> BlobStore::Pin(const Digest& digest) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(digest.hash);
   if (it == entries_.end() || it->second.size != digest.size) {
@@ -237,8 +237,6 @@ absl::StatusOr<BlobPin> BlobStore::PinIfPresent(const Digest& digest) {
   return BlobPin(this, digest.hash);
 }
 
-absl::StatusOr<BlobPin> BlobStore::Pin(const Digest& digest) { return PinIfPresent(digest); }
-
 void BlobStore::Unpin(const std::string& hash) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(hash);
@@ -248,7 +246,7 @@ void BlobStore::Unpin(const std::string& hash) {
 }
 
 absl::StatusOr<BlobReader> BlobStore::OpenBlob(const Digest& digest) {
-  ASSIGN_OR_RETURN(BlobPin pin, PinIfPresent(digest));
+  ASSIGN_OR_RETURN(BlobPin pin, Pin(digest));
   BlobReader reader;
   reader.path_ = BlobPath(digest.hash);
   ASSIGN_OR_RETURN(reader.fd_, OpenFile(reader.path_, O_RDONLY));

@@ -158,7 +158,6 @@ class BlobStore {
 
   explicit BlobStore(BlobStoreOptions options) : options_(std::move(options)) {}
   absl::Status Recover();
-  absl::StatusOr<BlobPin> PinIfPresent(const Digest& digest);
   // Renames a verified temp file into place (or drops it if the blob exists).
   absl::Status Publish(const Digest& digest, const std::string& temp_path);
   void Unpin(const std::string& hash);

@@ -101,10 +101,6 @@ absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_dig
   return loaded;
 }
 
-absl::Status ActionRunner::Validate(const Digest& action_digest) {
-  return Load(action_digest).status();
-}
-
 rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                         int slot, CancelToken* cancel,
                                         rev2::ExecutedActionMetadata metadata,

@@ -74,10 +74,6 @@ class ActionRunner {
                ExecOptions options)
       : cas_(cas), action_cache_(action_cache), stager_(stager), options_(std::move(options)) {}
 
-  // Checks what can be checked without running anything (for Execute to
-  // reject early); the same checks run again in Run.
-  absl::Status Validate(const Digest& action_digest);
-
   // `metadata` arrives with queued/worker-start timestamps and is completed.
   rev2::ExecuteResponse Run(const rev2::ExecuteRequest& request, const Digest& action_digest,
                             int slot, CancelToken* cancel, rev2::ExecutedActionMetadata metadata,
