@@ -268,6 +268,17 @@ absl::Status RemoveTreeAt(int dirfd, const std::string& name) {
   return absl::OkStatus();
 }
 
+bool IsDirectoryBeneath(int dirfd, absl::string_view relative) {
+  struct open_how how = {};
+  how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  const std::string path(relative);
+  int fd = static_cast<int>(syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof how));
+  if (fd < 0) return false;
+  close(fd);
+  return true;
+}
+
 void UseComponentWalkForTesting(bool enabled) { g_openat2_missing = enabled; }
 
 absl::Status RemoveTreeBeneathParent(const std::string& path) {

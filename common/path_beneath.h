@@ -76,6 +76,12 @@ absl::Status RemoveTreeAt(int dirfd, const std::string& name);
 // RemoveTreeAt for a whole path that Kiln itself chose (e.g. an exec dir).
 absl::Status RemoveTreeBeneathParent(const std::string& path);
 
+// True if `relative` names a directory once symlinks are followed, the
+// kernel keeping every step beneath `dirfd` (RESOLVE_BENEATH). For type
+// hints only (the legacy output_*_symlinks fields); false where openat2 is
+// missing or the path leaves `dirfd`.
+bool IsDirectoryBeneath(int dirfd, absl::string_view relative);
+
 // Tests: use the component walk even where openat2 exists.
 void UseComponentWalkForTesting(bool enabled);
 

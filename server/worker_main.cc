@@ -1,8 +1,10 @@
 // kiln-worker: a REAPI v2 endpoint with an embedded on-disk CAS and action
 // cache. See README.md for the flags in context.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -53,7 +55,23 @@ ABSL_FLAG(std::vector<std::string>, platform_ignore, {},
 ABSL_FLAG(std::vector<std::string>, sandbox_bind, {},
           "host dirs bound read-only into every sandbox (default: kiln-sandbox's /bin,/usr,/lib,/lib64)");
 ABSL_FLAG(std::string, worker_name, "", "name reported in ExecutedActionMetadata (default: hostname)");
-ABSL_FLAG(uint32_t, build_uid_base, 61000, "execution slot i runs actions as uid/gid build_uid_base+i");
+ABSL_FLAG(uint32_t, build_uid_base, 61000,
+          "first uid of the build-user pool; as root each action holds a free uid of the pool "
+          "(locked in /run/kiln-sandbox, shared with other workers on the host)");
+ABSL_FLAG(int, build_uid_pool_size, 64, "uids in the build-user pool; at least --concurrency");
+ABSL_FLAG(int64_t, max_input_files, 1000000, "files and symlinks an expanded input root may hold");
+ABSL_FLAG(int64_t, max_input_directories, 1000000, "directories an expanded input root may hold");
+ABSL_FLAG(kiln::ByteSize, max_input_bytes, (kiln::ByteSize{int64_t{64} << 30}),
+          "bytes of files an expanded input root may hold");
+ABSL_FLAG(int64_t, max_output_files, 100000,
+          "files, directories and symlinks an action's outputs may hold; beyond: RESOURCE_EXHAUSTED");
+ABSL_FLAG(kiln::ByteSize, max_output_bytes, (kiln::ByteSize{int64_t{16} << 30}),
+          "bytes of output files one action may produce; beyond: RESOURCE_EXHAUSTED");
+ABSL_FLAG(kiln::ByteSize, max_log_bytes, (kiln::ByteSize{int64_t{1} << 30}),
+          "stdout and stderr each keep at most this much; the response says when they were cut");
+ABSL_FLAG(bool, allow_nested_sandbox, false,
+          "let actions create namespaces (e.g. Bazel's own sandbox inside an action); weakens "
+          "isolation, see docs/security.md");
 ABSL_FLAG(std::string, sandbox_binary, "",
           "kiln-sandbox to launch actions with (default: next to kiln-worker)");
 
@@ -135,6 +153,21 @@ int main(int argc, char** argv) {
   }
   exec.build_uid_base = absl::GetFlag(FLAGS_build_uid_base);
   if (exec.build_uid_base == 0) Die("--build_uid_base cannot be 0 (root)");
+  exec.build_uid_pool_size = absl::GetFlag(FLAGS_build_uid_pool_size);
+  if (exec.build_uid_pool_size < std::max(1, options.concurrency)) {
+    Die("--build_uid_pool_size must be at least --concurrency (one uid per running action)");
+  }
+  exec.staging_limits.max_files = absl::GetFlag(FLAGS_max_input_files);
+  exec.staging_limits.max_directories = absl::GetFlag(FLAGS_max_input_directories);
+  exec.staging_limits.max_bytes = absl::GetFlag(FLAGS_max_input_bytes).bytes;
+  exec.output_limits.max_entries = absl::GetFlag(FLAGS_max_output_files);
+  exec.output_limits.max_bytes = absl::GetFlag(FLAGS_max_output_bytes).bytes;
+  exec.max_log_bytes = absl::GetFlag(FLAGS_max_log_bytes).bytes;
+  exec.allow_nested_sandbox = absl::GetFlag(FLAGS_allow_nested_sandbox);
+  if (exec.staging_limits.max_files < 1 || exec.staging_limits.max_directories < 1 ||
+      exec.output_limits.max_entries < 1 || exec.max_log_bytes < 1) {
+    Die("--max_input_*, --max_output_files and --max_log_bytes must be positive");
+  }
   exec.sandbox_binary = absl::GetFlag(FLAGS_sandbox_binary);
   if (exec.sandbox_binary.empty()) {
     std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
@@ -142,6 +175,14 @@ int main(int argc, char** argv) {
   }
   if (options.io_threads < 1 || options.io_threads > 256) {
     Die("--io_threads must be between 1 and 256");
+  }
+
+  // Staging and output collection hold a directory fd per level of a tree
+  // (up to 256 deep) in every slot, beside the gRPC connections.
+  struct rlimit files;
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
   }
 
   // SIGTERM and SIGINT are taken by a dedicated thread (sigwait), so they are

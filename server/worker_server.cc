@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -10,14 +11,43 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/path_beneath.h"
 #include "common/status_macros.h"
 #include "server/process_metrics.h"
 
 namespace kiln {
 namespace {
 
+// The state dir holds every tenant's blobs and results and the actions'
+// roots: only the worker may enter it. An existing dir is tightened to 0700,
+// never widened.
+absl::Status MakePrivateStateDir(const std::string& state_dir) {
+  if (mkdir(state_dir.c_str(), 0700) == 0) return absl::OkStatus();
+  if (errno == ENOENT) {
+    RETURN_IF_ERROR(MakeDirectories(state_dir, 0700));
+    return absl::OkStatus();
+  }
+  if (errno != EEXIST) return PosixError("mkdir " + state_dir, errno);
+  struct stat st;
+  if (lstat(state_dir.c_str(), &st) != 0) return PosixError("lstat " + state_dir, errno);
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat("--state_dir ", state_dir, " is not a directory"));
+  }
+  if (st.st_uid != geteuid()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--state_dir ", state_dir, " belongs to uid ", st.st_uid, ", not to this worker's uid ",
+        geteuid(), "; another user could read or change every blob in it"));
+  }
+  if ((st.st_mode & 077) != 0) {
+    spdlog::warn("state dir {} was mode {:o}; making it 0700 (only the worker may read it)",
+                 state_dir, st.st_mode & 07777);
+    if (chmod(state_dir.c_str(), 0700) != 0) return PosixError("chmod " + state_dir, errno);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<UniqueFd> LockStateDir(const std::string& state_dir) {
-  RETURN_IF_ERROR(MakeDirectories(state_dir, 0755));
+  RETURN_IF_ERROR(MakePrivateStateDir(state_dir));
   std::string path = state_dir + "/LOCK";
   ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDWR | O_CREAT, 0644));
   if (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
@@ -57,8 +87,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     exec::ExecOptions exec_options = options.exec;
     exec_options.exec_root = options.state_dir + "/exec";
     // Action directories of a previous run (a crash) are removed here.
-    RETURN_IF_ERROR(RemoveTree(exec_options.exec_root));
-    RETURN_IF_ERROR(MakeDirectories(exec_options.exec_root, 0711));
+    RETURN_IF_ERROR(RemoveTreeBeneathParent(exec_options.exec_root));
+    RETURN_IF_ERROR(MakeDirectories(exec_options.exec_root, 0700));
     if (access(exec_options.sandbox_binary.c_str(), X_OK) != 0) {
       return absl::FailedPreconditionError(absl::StrCat(
           "the sandbox binary ", exec_options.sandbox_binary, " is not executable (--sandbox_binary)"));

@@ -273,7 +273,7 @@ TEST_F(ExecutionTest, BadInputRootsAndCommandsAreRejectedBeforeRunning) {
   expect_invalid(MakeAction("true", {}, {}, 0, {}, &escaping), "outside the input root");
   escaping.mutable_symlinks(0)->set_target("/etc/passwd");
   expect_invalid(MakeAction("true", {}, {}, 0, {}, &escaping), "outside the input root");
-  expect_invalid(MakeAction("true", {}, {"../escape"}), "inside the working directory");
+  expect_invalid(MakeAction("true", {}, {"../escape"}), "must stay inside");
   expect_invalid(MakeAction("true", {}, {"/abs"}), "relative");
   expect_invalid(MakeAction("true", {}, {}, 0, {{"gpu", "yes"}}), "supported: OSFamily, ISA");
   expect_invalid(MakeAction("true", {}, {}, 0, {{"network", "on"}}), "--allow_network");

@@ -68,8 +68,18 @@ absl::Status ValidateDirectory(const rev2::Directory& directory, const std::stri
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> ReadMessageBlob(BlobStore& store, const Digest& digest,
+                                            absl::string_view what) {
+  if (digest.size > kMaxMessageBlobBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " blob ", digest.ToString(), " is ", digest.size, " bytes, above the ",
+        kMaxMessageBlobBytes, " bytes this worker reads into memory for one message"));
+  }
+  return store.ReadBlob(digest);
+}
+
 absl::StatusOr<rev2::Directory> ReadDirectory(BlobStore& store, const Digest& digest) {
-  ASSIGN_OR_RETURN(std::string data, store.ReadBlob(digest));
+  ASSIGN_OR_RETURN(std::string data, ReadMessageBlob(store, digest, "Directory"));
   rev2::Directory directory;
   if (!directory.ParseFromString(data)) {
     return absl::InvalidArgumentError(

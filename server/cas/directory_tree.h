@@ -18,6 +18,16 @@ namespace kiln::cas {
 // digest is well formed. INVALID_ARGUMENT names `where` and the entry.
 absl::Status ValidateDirectory(const rev2::Directory& directory, const std::string& where);
 
+// Directory, Action and Command blobs are read whole into memory; larger
+// ones are refused before a byte is read. (A Directory of 100,000 files is
+// about 10 MB.)
+inline constexpr int64_t kMaxMessageBlobBytes = int64_t{64} << 20;
+
+// Reads a blob meant to hold one message (`what`, e.g. "Command"):
+// INVALID_ARGUMENT above kMaxMessageBlobBytes, NOT_FOUND when absent.
+absl::StatusOr<std::string> ReadMessageBlob(BlobStore& store, const Digest& digest,
+                                            absl::string_view what);
+
 // Reads and parses a Directory blob, then validates it.
 absl::StatusOr<rev2::Directory> ReadDirectory(BlobStore& store, const Digest& digest);
 

@@ -5,16 +5,20 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <optional>
 
 #include <google/protobuf/util/time_util.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/path_beneath.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
 #include "kiln/v1/resource_usage.pb.h"
 #include "server/api/grpc_status.h"
+#include "sandbox/uid_pool.h"
+#include "server/cas/directory_tree.h"
 #include "server/exec/output_collector.h"
 
 namespace kiln::exec {
@@ -28,8 +32,12 @@ google::protobuf::Timestamp Now() {
   return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
 }
 
+// What `inline_stdout` / `inline_stderr` return at most: the rest is in the
+// CAS under stdout_digest / stderr_digest.
+constexpr int64_t kMaxInlineLogBytes = 1 << 20;
+
 absl::StatusOr<rev2::Action> ReadAction(cas::BlobStore& cas, const Digest& digest) {
-  absl::StatusOr<std::string> bytes = cas.ReadBlob(digest);
+  absl::StatusOr<std::string> bytes = cas::ReadMessageBlob(cas, digest, "Action");
   if (absl::IsNotFound(bytes.status())) return MissingBlobsError({digest});
   if (!bytes.ok()) return bytes.status();
   rev2::Action action;
@@ -72,7 +80,7 @@ absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_dig
   if (!root_digest.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("action.input_root_digest: ", root_digest.status().message()));
   }
-  absl::StatusOr<std::string> command_bytes = cas_->ReadBlob(*command_digest);
+  absl::StatusOr<std::string> command_bytes = cas::ReadMessageBlob(*cas_, *command_digest, "Command");
   if (absl::IsNotFound(command_bytes.status())) {
     std::vector<Digest> missing = {*command_digest};
     if (!cas_->Contains(*root_digest)) missing.push_back(*root_digest);
@@ -113,6 +121,7 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   std::string dir = absl::StrCat(options_.exec_root, "/", getpid(), "-", sequence_++);
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest));
+    RETURN_IF_ERROR(MakeDirectories(dir, 0700));
     RETURN_IF_ERROR(MakeDirectories(dir + "/root", 0755));
     return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &response, report);
   }();
@@ -121,7 +130,9 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
     report->outcome = RunReport::Outcome::kCancelled;
     *response.mutable_status() = api::ToRpcStatus(absl::CancelledError("the action was cancelled"));
   }
-  (void)RemoveTree(dir);
+  // Beneath its parent and without following the action's symlinks; modes
+  // the action set (000 directories) do not stop it.
+  (void)RemoveTreeBeneathParent(dir);
   meta->mutable_worker_completed_timestamp()->CopyFrom(Now());
   return response;
 }
@@ -132,21 +143,51 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
                                    rev2::ExecuteResponse* response, RunReport* report) {
   rev2::ActionResult* result = response->mutable_result();
   auto* meta = result->mutable_execution_metadata();
-  const uid_t uid = options_.build_uid_base + slot;
+  const bool privileged = geteuid() == 0;
+  std::optional<sandbox::UidLease> lease;
+  uid_t uid = options_.build_uid_base + slot;
+  if (privileged) {
+    absl::StatusOr<sandbox::UidLease> acquired = sandbox::AcquireBuildUid(
+        options_.uid_lock_dir, options_.build_uid_base, options_.build_uid_pool_size);
+    if (!acquired.ok()) {
+      return absl::UnavailableError(absl::StrCat(
+          "no free build uid in [", options_.build_uid_base, ", ",
+          options_.build_uid_base + options_.build_uid_pool_size, "): ", acquired.status().message(),
+          " (other workers or kiln-sandbox runs on this host hold them; see --build_uid_pool_size)"));
+    }
+    lease = *std::move(acquired);
+    uid = lease->uid();
+  }
   // Unprivileged, the sandbox maps the build user onto our own uid: the
   // files are already ours, and chown to another uid is not allowed.
-  const uid_t owner = geteuid() == 0 ? uid : static_cast<uid_t>(-1);
+  const uid_t owner = privileged ? uid : static_cast<uid_t>(-1);
   const std::string root = dir + "/root";
+  ASSIGN_OR_RETURN(UniqueFd root_fd, OpenFile(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
 
   *meta->mutable_input_fetch_start_timestamp() = Now();
-  RETURN_IF_ERROR(stager_->Stage(*ParseDigest(loaded.action.input_root_digest()), root, owner, owner));
-  std::string working_dir = root;
-  if (!loaded.command.working_directory().empty()) {
-    working_dir += "/" + loaded.command.working_directory();
-    RETURN_IF_ERROR(MakeDirectories(working_dir, 0755));
-    if (chown(working_dir.c_str(), owner, owner) != 0) return PosixError("chown " + working_dir, errno);
+  StageOptions staging;
+  staging.uid = owner;
+  staging.gid = owner;
+  // A hardlink shares its inode with the CAS: safe only when the action runs
+  // as another uid than the CAS files' owner (see input_stager.h).
+  staging.copy_files = !privileged;
+  staging.limits = options_.staging_limits;
+  staging.cancelled = [cancel] { return cancel->cancelled(); };
+  RETURN_IF_ERROR(stager_->Stage(*ParseDigest(loaded.action.input_root_digest()), root_fd.get(), staging));
+  const std::string& working_directory = loaded.command.working_directory();
+  UniqueFd working_dir_fd;
+  if (working_directory.empty()) {
+    ASSIGN_OR_RETURN(working_dir_fd, OpenBeneath(root_fd.get(), "", O_RDONLY | O_DIRECTORY));
+  } else {
+    absl::StatusOr<UniqueFd> made = MakeDirectoriesBeneath(root_fd.get(), working_directory, 0755, owner, owner);
+    if (!made.ok()) {
+      return absl::Status(made.status().code(),
+                          absl::StrCat("working_directory: ", made.status().message()));
+    }
+    working_dir_fd = *std::move(made);
   }
-  RETURN_IF_ERROR(CreateOutputParents(loaded.command, working_dir, owner, owner));
+  RETURN_IF_ERROR(CreateOutputParents(loaded.command, working_dir_fd.get(), owner, owner));
+  working_dir_fd.Reset();
   *meta->mutable_input_fetch_completed_timestamp() = Now();
 
   std::vector<std::string> argv = {
@@ -165,6 +206,7 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   if (loaded.limits.pids > 0) argv.push_back(absl::StrCat("--pids=", loaded.limits.pids));
   if (loaded.limits.cpus > 0) argv.push_back(absl::StrCat("--cpus=", loaded.limits.cpus));
   if (loaded.limits.linux32) argv.push_back("--linux32");
+  if (options_.allow_nested_sandbox) argv.push_back("--allow_nested_sandbox");
   for (const auto& variable : loaded.command.environment_variables()) {
     argv.push_back(absl::StrCat("--env=", variable.name(), "=", variable.value()));
   }
@@ -192,13 +234,27 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   *meta->mutable_execution_completed_timestamp() = Now();
 
   *meta->mutable_output_upload_start_timestamp() = Now();
-  ASSIGN_OR_RETURN(Digest stdout_digest, StoreFile(*cas_, dir + "/stdout"));
-  ASSIGN_OR_RETURN(Digest stderr_digest, StoreFile(*cas_, dir + "/stderr"));
-  *result->mutable_stdout_digest() = stdout_digest.ToProto();
-  *result->mutable_stderr_digest() = stderr_digest.ToProto();
+  // stdout and stderr over --max_log_bytes keep their beginning; the
+  // response says so, and the result is not lost.
+  std::string truncated_logs;
+  for (const char* name : {"stdout", "stderr"}) {
+    std::string path = absl::StrCat(dir, "/", name);
+    ASSIGN_OR_RETURN(Digest digest, StoreFile(*cas_, path, options_.max_log_bytes));
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0 && st.st_size > digest.size) {
+      absl::StrAppend(&truncated_logs, absl::StrFormat(
+          "; %s was truncated to its first %d of %d bytes (kiln-worker --max_log_bytes)", name,
+          digest.size, st.st_size));
+    }
+    *(std::string(name) == "stdout" ? result->mutable_stdout_digest() : result->mutable_stderr_digest()) =
+        digest.ToProto();
+  }
+  // Reads at most what it returns, whatever the file's size.
   auto read_small = [&](const std::string& path) {
-    absl::StatusOr<std::string> text = ReadFileToString(path);
-    return text.ok() ? text->substr(0, 1 << 20) : std::string();
+    absl::StatusOr<UniqueFd> fd = OpenFile(path, O_RDONLY);
+    if (!fd.ok()) return std::string();
+    absl::StatusOr<std::string> text = ReadAt(fd->get(), 0, kMaxInlineLogBytes, path);
+    return text.ok() ? *text : std::string();
   };
   if (request.inline_stdout()) result->set_stdout_raw(read_small(dir + "/stdout"));
   if (request.inline_stderr()) result->set_stderr_raw(read_small(dir + "/stderr"));
@@ -246,11 +302,13 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   *usage.mutable_sandbox_setup() = ToProtoDuration(report->sandbox_setup_seconds);
   meta->add_auxiliary_metadata()->PackFrom(usage);
 
-  RETURN_IF_ERROR(CollectOutputs(*cas_, loaded.command, working_dir, result));
+  RETURN_IF_ERROR(CollectOutputs(*cas_, loaded.command, root_fd.get(), working_directory,
+                                 options_.output_limits, result));
   *meta->mutable_output_upload_completed_timestamp() = Now();
 
   std::string message = absl::StrFormat("kiln: orphans reaped by the sandbox init: %d",
                                         report->orphans_reaped);
+  absl::StrAppend(&message, truncated_logs);
   if (report->killed_at_teardown > 0) {
     absl::StrAppend(&message, absl::StrFormat("; processes killed at teardown: %d",
                                               report->killed_at_teardown));

@@ -17,6 +17,7 @@
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
 #include "server/exec/input_stager.h"
+#include "server/exec/output_collector.h"
 #include "server/exec/platform.h"
 #include "server/exec/sandbox_process.h"
 
@@ -29,7 +30,19 @@ struct ExecOptions {
   absl::Duration default_timeout = absl::Minutes(15);
   absl::Duration max_timeout = absl::Hours(1);
   absl::Duration kill_grace = absl::Seconds(5);
-  uid_t build_uid_base = 61000;   // slot i runs as build_uid_base + i
+  // Build users: as root, each action holds one uid of
+  // [build_uid_base, build_uid_base + build_uid_pool_size) under an flock in
+  // uid_lock_dir, shared with kiln-sandbox and other workers on the host, so
+  // no two actions on one machine ever run as the same uid at once.
+  // Unprivileged, slot i is uid build_uid_base + i inside its own user
+  // namespace (the host sees the worker's uid).
+  uid_t build_uid_base = 61000;
+  int build_uid_pool_size = 64;
+  std::string uid_lock_dir = "/run/kiln-sandbox";
+  StagingLimits staging_limits;
+  OutputLimits output_limits;
+  int64_t max_log_bytes = int64_t{1} << 30;  // stdout and stderr each; the rest is dropped
+  bool allow_nested_sandbox = false;          // kiln-sandbox --allow_nested_sandbox
   PlatformPolicy platform;
   std::vector<std::string> sandbox_binds;  // host dirs bound read-only (empty: kiln-sandbox's default)
 };

@@ -1,5 +1,6 @@
 #include "server/exec/input_stager.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -8,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "common/path_beneath.h"
+#include "common/posix.h"
 #include "google/rpc/error_details.pb.h"
 #include "server/cas/test_util.h"
 
@@ -15,6 +18,7 @@ namespace kiln::exec {
 namespace {
 
 namespace fs = std::filesystem;
+
 
 class InputStagerTest : public ::testing::Test {
  protected:
@@ -31,6 +35,10 @@ class InputStagerTest : public ::testing::Test {
   std::string Read(const std::string& path) {
     std::ifstream in(path);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  absl::Status StageInto(const Digest& root, const std::string& dest, StageOptions options = {}) {
+    UniqueFd fd = *OpenFile(dest, O_RDONLY | O_DIRECTORY);
+    return stager_->Stage(root, fd.get(), options);
   }
   std::string Dest(const std::string& name) {
     std::string d = dir_.path() + "/" + name;
@@ -64,7 +72,7 @@ TEST_F(InputStagerTest, StagesFilesExecutablesDirectoriesAndSymlinks) {
   link->set_name("link");
   link->set_target("bin/tool");
   std::string dest = Dest("stage1");
-  ASSERT_TRUE(stager_->Stage(PutDir(root), dest, getuid(), getgid()).ok());
+  ASSERT_TRUE(StageInto(PutDir(root), dest).ok());
   EXPECT_EQ(Read(dest + "/data.txt"), "data");
   EXPECT_TRUE(fs::is_directory(dest + "/empty"));
   EXPECT_EQ(fs::read_symlink(dest + "/link").string(), "bin/tool");
@@ -85,7 +93,7 @@ TEST_F(InputStagerTest, CopiesWhereAHardlinkIsRefused) {
   auto* f = root.add_files();
   f->set_name("f");
   *f->mutable_digest() = Put("copied").ToProto();
-  absl::Status staged = stager_->Stage(PutDir(root), dest, getuid(), getgid());
+  absl::Status staged = StageInto(PutDir(root), dest);
   std::string content = Read(dest + "/f");
   struct stat st;
   stat((dest + "/f").c_str(), &st);
@@ -107,7 +115,7 @@ TEST_F(InputStagerTest, MissingBlobsAreListedAllAtOnceAndNothingIsWritten) {
   d->set_name("c");
   *d->mutable_digest() = Digest::Of("absent directory").ToProto();
   std::string dest = Dest("missing");
-  absl::Status status = stager_->Stage(PutDir(root), dest, getuid(), getgid());
+  absl::Status status = StageInto(PutDir(root), dest);
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   auto payload = status.GetPayload("type.googleapis.com/google.rpc.PreconditionFailure");
   ASSERT_TRUE(payload.has_value());
@@ -123,7 +131,7 @@ TEST_F(InputStagerTest, SymlinksThatEscapeAreRejected) {
     auto* link = root.add_symlinks();
     link->set_name("l");
     link->set_target(target);
-    EXPECT_EQ(stager_->Stage(PutDir(root), Dest("escape"), getuid(), getgid()).code(),
+    EXPECT_EQ(StageInto(PutDir(root), Dest("escape")).code(),
               absl::StatusCode::kInvalidArgument)
         << target;
   }
@@ -135,7 +143,87 @@ TEST_F(InputStagerTest, SymlinksThatEscapeAreRejected) {
   auto* d = root.add_directories();
   d->set_name("sub");
   *d->mutable_digest() = PutDir(sub).ToProto();
-  EXPECT_TRUE(stager_->Stage(PutDir(root), Dest("inside"), getuid(), getgid()).ok());
+  EXPECT_TRUE(StageInto(PutDir(root), Dest("inside")).ok());
+}
+
+TEST_F(InputStagerTest, AZipBombDagIsRefusedBeforeAnythingIsWritten) {
+  // Each level names the next one twice: 40 blobs that would expand to 2^40
+  // directories.
+  rev2::Directory level;
+  auto* f = level.add_files();
+  f->set_name("f");
+  *f->mutable_digest() = Put("leaf").ToProto();
+  Digest digest = PutDir(level);
+  for (int i = 0; i < 40; ++i) {
+    rev2::Directory parent;
+    for (const char* name : {"a", "b"}) {
+      auto* child = parent.add_directories();
+      child->set_name(name);
+      *child->mutable_digest() = digest.ToProto();
+    }
+    digest = PutDir(parent);
+  }
+  std::string dest = Dest("bomb");
+  absl::Status status = StageInto(digest, dest);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_NE(status.message().find("--max_input_"), absl::string_view::npos) << status;
+  EXPECT_TRUE(fs::is_empty(dest));
+
+  StageOptions small;
+  small.limits.max_files = 3;  // 4 leaves at two levels
+  rev2::Directory two;
+  for (const char* name : {"a", "b"}) {
+    auto* child = two.add_directories();
+    child->set_name(name);
+    *child->mutable_digest() = PutDir(level).ToProto();
+  }
+  rev2::Directory top;
+  for (const char* name : {"x", "y"}) {
+    auto* child = top.add_directories();
+    child->set_name(name);
+    *child->mutable_digest() = PutDir(two).ToProto();
+  }
+  EXPECT_EQ(StageInto(PutDir(top), Dest("small"), small).code(), absl::StatusCode::kResourceExhausted);
+  small.limits.max_files = 4;
+  EXPECT_TRUE(StageInto(PutDir(top), Dest("fits"), small).ok());
+}
+
+TEST_F(InputStagerTest, CopiedInputsDoNotShareTheCasInode) {
+  rev2::Directory root;
+  auto* f = root.add_files();
+  f->set_name("in.txt");
+  *f->mutable_digest() = Put("original").ToProto();
+  auto* tool = root.add_files();
+  tool->set_name("tool.sh");
+  *tool->mutable_digest() = Put("#!/bin/sh\necho original\n").ToProto();
+  tool->set_is_executable(true);
+  std::string dest = Dest("copies");
+  StageOptions copies;
+  copies.copy_files = true;
+  ASSERT_TRUE(StageInto(PutDir(root), dest, copies).ok());
+  // The action owns its copies and may change them; the CAS is untouched.
+  for (const char* name : {"/in.txt", "/tool.sh"}) {
+    ASSERT_EQ(chmod((dest + name).c_str(), 0644), 0);
+    std::ofstream(dest + name) << "poisoned";
+  }
+  EXPECT_EQ(*store_->ReadBlob(Digest::Of("original")), "original");
+  EXPECT_EQ(*store_->ReadBlob(Digest::Of("#!/bin/sh\necho original\n")), "#!/bin/sh\necho original\n");
+}
+
+TEST_F(InputStagerTest, ASymlinkedInputDirectoryIsNeverWrittenThrough) {
+  // An input root whose "d" is a symlink and which also names a directory
+  // "d" is not canonical; a symlink chain is created as data only.
+  rev2::Directory root;
+  for (int i = 0; i <= 8; ++i) {
+    auto* link = root.add_symlinks();
+    link->set_name("s" + std::to_string(i));
+    link->set_target(i == 0 ? "." : "s" + std::to_string(i - 1) + "/..");
+  }
+  std::string dest = Dest("chain");
+  ASSERT_TRUE(StageInto(PutDir(root), dest).ok());
+  EXPECT_EQ(fs::read_symlink(dest + "/s8").string(), "s7/..");
+  UniqueFd fd = *OpenFile(dest, O_RDONLY | O_DIRECTORY);
+  EXPECT_FALSE(OpenBeneath(fd.get(), "s8/etc/passwd", O_RDONLY).ok());
 }
 
 }  // namespace

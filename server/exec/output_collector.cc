@@ -6,31 +6,17 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <filesystem>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/path_beneath.h"
 #include "common/posix.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace kiln::exec {
 namespace {
-
-absl::Status CheckRelative(const std::string& path, const char* field) {
-  if (path.empty() || path[0] == '/') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, " \"", path, "\" must be a non-empty path relative to the working directory"));
-  }
-  for (absl::string_view part : absl::StrSplit(path, '/')) {
-    if (part.empty() || part == "." || part == "..") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, " \"", path, "\" has an empty, \".\" or \"..\" component; outputs must stay "
-          "inside the working directory"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 std::vector<std::string> AllOutputs(const rev2::Command& command) {
   std::vector<std::string> outputs(command.output_paths().begin(), command.output_paths().end());
@@ -42,42 +28,96 @@ std::vector<std::string> AllOutputs(const rev2::Command& command) {
   return outputs;
 }
 
-std::string ReadLink(const std::string& path) {
-  std::string target(4096, '\0');
-  ssize_t n = readlink(path.c_str(), target.data(), target.size());
-  target.resize(n < 0 ? 0 : n);
-  return target;
+// Running totals over all outputs of one action, checked as entries are
+// found and before any byte is hashed.
+class OutputBudget {
+ public:
+  explicit OutputBudget(const OutputLimits& limits) : limits_(limits) {}
+
+  absl::Status AddEntry(const std::string& output) {
+    if (++entries_ > limits_.max_entries) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the action's outputs hold more than ", limits_.max_entries, " files, directories and "
+          "symlinks (at ", output, "); this worker's limit is kiln-worker --max_output_files"));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status AddBytes(const std::string& output, int64_t size) {
+    bytes_ += size;
+    if (bytes_ > limits_.max_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the action's output files total more than ", limits_.max_bytes, " bytes (at ", output,
+          "); this worker's limit is kiln-worker --max_output_bytes"));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status CheckDepth(const std::string& output, int depth) const {
+    if (depth > limits_.max_depth) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "output directory ", output, " is nested more than ", limits_.max_depth, " levels deep"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const OutputLimits& limits_;
+  int64_t entries_ = 0;
+  int64_t bytes_ = 0;
+};
+
+// Walks a directory once without reading any file, so that a tree over the
+// limits is refused before its first byte is hashed.
+absl::Status MeasureDirectory(int dirfd, const std::string& output, int depth, OutputBudget* budget) {
+  RETURN_IF_ERROR(budget->CheckDepth(output, depth));
+  return ForEachEntry(dirfd, [&](const std::string& name) -> absl::Status {
+    RETURN_IF_ERROR(budget->AddEntry(output));
+    ASSIGN_OR_RETURN(struct stat st, StatAt(dirfd, name));
+    if (S_ISREG(st.st_mode)) return budget->AddBytes(output, st.st_size);
+    if (!S_ISDIR(st.st_mode)) return absl::OkStatus();
+    ASSIGN_OR_RETURN(UniqueFd child, OpenBeneath(dirfd, name, O_RDONLY | O_DIRECTORY));
+    return MeasureDirectory(child.get(), output, depth + 1, budget);
+  });
 }
 
-// Builds the Directory for `path`, appending every subdirectory (children
-// first) to `children`, and stores files along the way.
-absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, const std::string& path,
-                                               std::vector<rev2::Directory>* children) {
-  std::vector<std::string> names;
-  std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(path, error)) {
-    names.push_back(entry.path().filename());
+// An output file opened without following a symlink and without blocking
+// on a fifo; FAILED_PRECONDITION unless it is a regular file.
+absl::StatusOr<UniqueFd> OpenRegularFile(int dirfd, const std::string& name, struct stat* st) {
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenBeneath(dirfd, name, O_RDONLY | O_NONBLOCK));
+  if (fstat(fd.get(), st) != 0) return PosixError("fstat " + name, errno);
+  if (!S_ISREG(st->st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(name, " changed type while being collected"));
   }
-  if (error) return PosixError("list " + path, error.value());
+  return fd;
+}
+
+// Builds the Directory for the open directory `dirfd`, appending every
+// subdirectory's serialized Directory to `children`, and stores files.
+absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, int dirfd, const std::string& output,
+                                               std::vector<std::string>* children) {
+  std::vector<std::string> names;
+  RETURN_IF_ERROR(ForEachEntry(dirfd, [&](const std::string& name) {
+    names.push_back(name);
+    return absl::OkStatus();
+  }));
   std::sort(names.begin(), names.end());
   rev2::Directory directory;
   for (const std::string& name : names) {
-    std::string child = path + "/" + name;
-    struct stat st;
-    if (lstat(child.c_str(), &st) != 0) return PosixError("lstat " + child, errno);
+    ASSIGN_OR_RETURN(struct stat st, StatAt(dirfd, name));
     if (S_ISLNK(st.st_mode)) {
       auto* link = directory.add_symlinks();
       link->set_name(name);
-      link->set_target(ReadLink(child));
+      ASSIGN_OR_RETURN(*link->mutable_target(), ReadLinkAt(dirfd, name));
     } else if (S_ISDIR(st.st_mode)) {
-      ASSIGN_OR_RETURN(rev2::Directory sub, BuildDirectory(cas, child, children));
+      ASSIGN_OR_RETURN(UniqueFd child, OpenBeneath(dirfd, name, O_RDONLY | O_DIRECTORY));
+      ASSIGN_OR_RETURN(rev2::Directory sub, BuildDirectory(cas, child.get(), output, children));
       std::string bytes = sub.SerializeAsString();
       auto* node = directory.add_directories();
       node->set_name(name);
       *node->mutable_digest() = Digest::Of(bytes).ToProto();
-      children->push_back(std::move(sub));
+      children->push_back(std::move(bytes));
     } else if (S_ISREG(st.st_mode)) {
-      ASSIGN_OR_RETURN(Digest digest, StoreFile(cas, child));
+      ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(dirfd, name, &st));
+      ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(cas, fd.get(), INT64_MAX, output + "/.../" + name));
       auto* file = directory.add_files();
       file->set_name(name);
       *file->mutable_digest() = digest.ToProto();
@@ -88,127 +128,162 @@ absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, const std::s
   return directory;
 }
 
+absl::StatusOr<Digest> StoreTree(cas::BlobStore& cas, int dirfd, const std::string& output) {
+  std::vector<std::string> children;
+  ASSIGN_OR_RETURN(rev2::Directory root, BuildDirectory(cas, dirfd, output, &children));
+  rev2::Tree tree;
+  *tree.mutable_root() = std::move(root);
+  // Each child once, in a stable order, so equal outputs give equal Trees.
+  std::sort(children.begin(), children.end());
+  children.erase(std::unique(children.begin(), children.end()), children.end());
+  for (const std::string& bytes : children) {
+    if (!tree.add_children()->ParseFromString(bytes)) {
+      return absl::InternalError("a Directory Kiln serialized does not parse");
+    }
+  }
+  std::string tree_bytes = tree.SerializeAsString();
+  Digest tree_digest = Digest::Of(tree_bytes);
+  RETURN_IF_ERROR(cas.Put(tree_digest, tree_bytes));
+  return tree_digest;
+}
+
 }  // namespace
 
 absl::Status ValidateOutputPaths(const rev2::Command& command) {
-  for (const auto& p : command.output_paths()) RETURN_IF_ERROR(CheckRelative(p, "output path"));
-  for (const auto& p : command.output_files()) RETURN_IF_ERROR(CheckRelative(p, "output file"));
+  for (const auto& p : command.output_paths()) RETURN_IF_ERROR(CheckRelativePath(p, "output path"));
+  for (const auto& p : command.output_files()) RETURN_IF_ERROR(CheckRelativePath(p, "output file"));
   for (const auto& p : command.output_directories()) {
-    RETURN_IF_ERROR(CheckRelative(p, "output directory"));
+    RETURN_IF_ERROR(CheckRelativePath(p, "output directory"));
   }
   if (!command.working_directory().empty()) {
-    RETURN_IF_ERROR(CheckRelative(command.working_directory(), "working_directory"));
+    RETURN_IF_ERROR(CheckRelativePath(command.working_directory(), "working_directory"));
   }
   return absl::OkStatus();
 }
 
-absl::Status CreateOutputParents(const rev2::Command& command, const std::string& working_dir,
-                                 uid_t uid, gid_t gid) {
+absl::Status CreateOutputParents(const rev2::Command& command, int working_dir_fd, uid_t uid,
+                                 gid_t gid) {
   for (const std::string& output : AllOutputs(command)) {
-    std::string current = working_dir;
-    std::vector<std::string> parts = absl::StrSplit(output, '/');
-    parts.pop_back();
-    for (const std::string& part : parts) {
-      current += "/" + part;
-      if (mkdir(current.c_str(), 0755) == 0) {
-        if (chown(current.c_str(), uid, gid) != 0) return PosixError("chown " + current, errno);
-      } else if (errno != EEXIST) {
-        return PosixError("mkdir " + current, errno);
-      }
+    size_t slash = output.rfind('/');
+    if (slash == std::string::npos) continue;
+    absl::StatusOr<UniqueFd> parent =
+        MakeDirectoriesBeneath(working_dir_fd, output.substr(0, slash), 0755, uid, gid);
+    if (!parent.ok()) {
+      return absl::Status(parent.status().code(),
+                          absl::StrCat("output ", output, ": ", parent.status().message()));
     }
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path) {
-  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY | O_NOFOLLOW));
+absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_bytes,
+                                     const std::string& what) {
   struct stat st;
-  if (fstat(fd.get(), &st) != 0) return PosixError("fstat " + path, errno);
+  if (fstat(fd, &st) != 0) return PosixError("fstat " + what, errno);
+  const int64_t size = std::min<int64_t>(st.st_size, max_bytes);
   // Hash first (the digest names the blob), then stream the same bytes in;
   // a file changed in between fails the store's own hash check.
   Sha256 hash;
   constexpr int64_t kChunk = 1 << 20;
-  for (int64_t offset = 0; offset < st.st_size; offset += kChunk) {
-    ASSIGN_OR_RETURN(std::string chunk, ReadAt(fd.get(), offset, kChunk, path));
+  for (int64_t offset = 0; offset < size; offset += kChunk) {
+    ASSIGN_OR_RETURN(std::string chunk, ReadAt(fd, offset, std::min(kChunk, size - offset), what));
     hash.Update(chunk);
   }
-  Digest digest{hash.FinishHex(), st.st_size};
+  Digest digest{hash.FinishHex(), size};
   if (cas.Contains(digest)) return digest;
   ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWrite(digest));
-  for (int64_t offset = 0; offset < st.st_size; offset += kChunk) {
-    ASSIGN_OR_RETURN(std::string chunk, ReadAt(fd.get(), offset, kChunk, path));
+  for (int64_t offset = 0; offset < size; offset += kChunk) {
+    ASSIGN_OR_RETURN(std::string chunk, ReadAt(fd, offset, std::min(kChunk, size - offset), what));
     RETURN_IF_ERROR(writer->Append(chunk));
   }
   RETURN_IF_ERROR(writer->Commit());
   return digest;
 }
 
-absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command,
-                            const std::string& working_dir, rev2::ActionResult* result) {
+absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path, int64_t max_bytes) {
+  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY | O_NOFOLLOW));
+  return StoreOpenFile(cas, fd.get(), max_bytes, path);
+}
+
+absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, int root_fd,
+                            const std::string& working_directory, const OutputLimits& limits,
+                            rev2::ActionResult* result) {
   const bool v21 = command.output_paths_size() > 0;
-  auto collect = [&](const std::string& output, bool legacy_directory) -> absl::Status {
-    std::string path = working_dir + "/" + output;
+  ASSIGN_OR_RETURN(UniqueFd working_dir, OpenBeneath(root_fd, working_directory, O_RDONLY | O_DIRECTORY));
+  OutputBudget budget(limits);
+
+  struct Found {
+    std::string output;
+    bool legacy_directory;
+    ParentAndName location;
     struct stat st;
-    if (lstat(path.c_str(), &st) != 0) return absl::OkStatus();  // not produced: omitted
-    if (S_ISLNK(st.st_mode)) {
+  };
+  std::vector<Found> found;
+  auto locate = [&](const std::string& output, bool legacy_directory) -> absl::Status {
+    absl::StatusOr<ParentAndName> location = OpenParentBeneath(working_dir.get(), output);
+    if (absl::IsNotFound(location.status())) return absl::OkStatus();  // not produced: omitted
+    if (!location.ok()) {
+      return absl::Status(location.status().code(),
+                          absl::StrCat("output ", output, ": ", location.status().message()));
+    }
+    absl::StatusOr<struct stat> st = StatAt(location->parent.get(), location->name);
+    if (absl::IsNotFound(st.status())) return absl::OkStatus();
+    if (!st.ok()) return st.status();
+    RETURN_IF_ERROR(budget.AddEntry(output));
+    if (S_ISREG(st->st_mode)) RETURN_IF_ERROR(budget.AddBytes(output, st->st_size));
+    if (S_ISDIR(st->st_mode)) {
+      ASSIGN_OR_RETURN(UniqueFd dir, OpenBeneath(location->parent.get(), location->name,
+                                                 O_RDONLY | O_DIRECTORY));
+      RETURN_IF_ERROR(MeasureDirectory(dir.get(), output, 1, &budget));
+    }
+    found.push_back({output, legacy_directory, *std::move(location), *st});
+    return absl::OkStatus();
+  };
+  if (v21) {
+    for (const auto& output : command.output_paths()) RETURN_IF_ERROR(locate(output, false));
+  } else {
+    for (const auto& output : command.output_files()) RETURN_IF_ERROR(locate(output, false));
+    for (const auto& output : command.output_directories()) RETURN_IF_ERROR(locate(output, true));
+  }
+
+  // Everything fits: now read and store.
+  for (Found& entry : found) {
+    const std::string& output = entry.output;
+    const int parent = entry.location.parent.get();
+    const std::string& name = entry.location.name;
+    if (S_ISLNK(entry.st.st_mode)) {
       rev2::OutputSymlink link;
       link.set_path(output);
-      link.set_target(ReadLink(path));
+      ASSIGN_OR_RETURN(*link.mutable_target(), ReadLinkAt(parent, name));
       *result->add_output_symlinks() = link;
       if (!v21) {
-        struct stat target;
-        bool is_dir = stat(path.c_str(), &target) == 0 && S_ISDIR(target.st_mode);
-        *(is_dir ? result->add_output_directory_symlinks() : result->add_output_file_symlinks()) = link;
+        std::string from_root = working_directory.empty() ? output : working_directory + "/" + output;
+        *(IsDirectoryBeneath(root_fd, from_root) ? result->add_output_directory_symlinks()
+                                                 : result->add_output_file_symlinks()) = link;
       }
-      return absl::OkStatus();
-    }
-    if (S_ISDIR(st.st_mode)) {
-      if (!v21 && !legacy_directory) {
+    } else if (S_ISDIR(entry.st.st_mode)) {
+      if (!v21 && !entry.legacy_directory) {
         return absl::FailedPreconditionError(absl::StrCat(
             "output file ", output, " is a directory; declare it as an output directory"));
       }
-      std::vector<rev2::Directory> children;
-      ASSIGN_OR_RETURN(rev2::Directory root, BuildDirectory(cas, path, &children));
-      rev2::Tree tree;
-      *tree.mutable_root() = std::move(root);
-      // Store each child once, in a stable order, so equal outputs give equal Trees.
-      std::sort(children.begin(), children.end(), [](const auto& a, const auto& b) {
-        return a.SerializeAsString() < b.SerializeAsString();
-      });
-      std::string last;
-      for (auto& child : children) {
-        std::string bytes = child.SerializeAsString();
-        if (bytes == last) continue;
-        last = bytes;
-        *tree.add_children() = std::move(child);
-      }
-      std::string tree_bytes = tree.SerializeAsString();
-      Digest tree_digest = Digest::Of(tree_bytes);
-      RETURN_IF_ERROR(cas.Put(tree_digest, tree_bytes));
+      ASSIGN_OR_RETURN(UniqueFd dir, OpenBeneath(parent, name, O_RDONLY | O_DIRECTORY));
+      ASSIGN_OR_RETURN(Digest tree_digest, StoreTree(cas, dir.get(), output));
       auto* out = result->add_output_directories();
       out->set_path(output);
       *out->mutable_tree_digest() = tree_digest.ToProto();
-      return absl::OkStatus();
-    }
-    if (S_ISREG(st.st_mode)) {
-      if (!v21 && legacy_directory) {
+    } else if (S_ISREG(entry.st.st_mode)) {
+      if (!v21 && entry.legacy_directory) {
         return absl::FailedPreconditionError(
             absl::StrCat("output directory ", output, " is a regular file"));
       }
-      ASSIGN_OR_RETURN(Digest digest, StoreFile(cas, path));
+      struct stat st;
+      ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(parent, name, &st));
+      ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(cas, fd.get(), INT64_MAX, output));
       auto* file = result->add_output_files();
       file->set_path(output);
       *file->mutable_digest() = digest.ToProto();
       file->set_is_executable((st.st_mode & 0111) != 0);
-      return absl::OkStatus();
     }
-    return absl::OkStatus();
-  };
-  if (v21) {
-    for (const auto& output : command.output_paths()) RETURN_IF_ERROR(collect(output, false));
-  } else {
-    for (const auto& output : command.output_files()) RETURN_IF_ERROR(collect(output, false));
-    for (const auto& output : command.output_directories()) RETURN_IF_ERROR(collect(output, true));
   }
   return absl::OkStatus();
 }
