@@ -1,5 +1,6 @@
 // kiln: run a command on a Kiln (or any REAPI) server as if it were local,
 // and look at the CAS and the action cache. See `kiln --help`.
+#include <fcntl.h>
 #include <getopt.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,11 +17,21 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/remote.h"
+#include "common/path_beneath.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
 
 namespace {
 
+using kiln::CheckPathComponent;
+using kiln::CheckRelativePath;
+using kiln::MakeDirectoriesBeneath;
+using kiln::OpenBeneath;
+using kiln::OpenFile;
+using kiln::ParentAndName;
+using kiln::PosixError;
+using kiln::RemoveTreeAt;
+using kiln::UniqueFd;
 using kiln::Digest;
 using kiln::client::BlobSet;
 using kiln::client::Progress;
@@ -146,28 +157,95 @@ RemoteClient Connect(const CommonOptions& options) {
   return client;
 }
 
-// Writes an output directory's Tree under `path`.
-absl::Status MaterializeTree(RemoteClient& client, const rev2::Tree& tree, const std::string& path) {
+// A Tree deeper than this is refused rather than recursed into.
+constexpr int kMaxOutputTreeDepth = 256;
+
+// Writes an output directory's Tree into the open directory `dirfd`. Every
+// name is one checked component, every directory is opened without
+// following a symlink, and every file is verified against its digest.
+absl::Status MaterializeTree(RemoteClient& client, const rev2::Tree& tree, int dirfd) {
   std::map<std::string, rev2::Directory> children;
   for (const auto& child : tree.children()) children[Digest::Of(child.SerializeAsString()).hash] = child;
-  std::function<absl::Status(const rev2::Directory&, const std::string&)> write =
-      [&](const rev2::Directory& dir, const std::string& at) -> absl::Status {
-    std::filesystem::create_directories(at);
+  std::function<absl::Status(const rev2::Directory&, int, int)> write =
+      [&](const rev2::Directory& dir, int at, int depth) -> absl::Status {
+    if (depth > kMaxOutputTreeDepth) return absl::InvalidArgumentError("the output Tree is too deep");
     for (const auto& file : dir.files()) {
-      RETURN_IF_ERROR(client.DownloadFile(file.digest(), at + "/" + file.name(), file.is_executable(), nullptr));
+      RETURN_IF_ERROR(client.DownloadFileAt(file.digest(), at, file.name(), file.is_executable(), nullptr));
     }
     for (const auto& link : dir.symlinks()) {
-      std::filesystem::remove(at + "/" + link.name());
-      std::filesystem::create_symlink(link.target(), at + "/" + link.name());
+      RETURN_IF_ERROR(CheckPathComponent(link.name(), "symlink in an output Tree"));
+      RETURN_IF_ERROR(RemoveTreeAt(at, link.name()));
+      if (symlinkat(link.target().c_str(), at, link.name().c_str()) != 0) {
+        return PosixError("symlink " + link.name(), errno);
+      }
     }
     for (const auto& sub : dir.directories()) {
       auto it = children.find(sub.digest().hash());
       if (it == children.end()) return absl::DataLossError("the output Tree lacks a directory");
-      RETURN_IF_ERROR(write(it->second, at + "/" + sub.name()));
+      ASSIGN_OR_RETURN(UniqueFd sub_fd, MakeDirectoriesBeneath(at, sub.name(), 0755, -1, -1));
+      RETURN_IF_ERROR(write(it->second, sub_fd.get(), depth + 1));
     }
     return absl::OkStatus();
   };
-  return write(tree.root(), path);
+  return write(tree.root(), dirfd, 0);
+}
+
+// Every path of a result is checked before anything is written: a hostile
+// or broken server cannot make the client write outside --input_root.
+absl::Status CheckResultPaths(const rev2::ActionResult& result) {
+  for (const auto& file : result.output_files()) RETURN_IF_ERROR(CheckRelativePath(file.path(), "output file"));
+  for (const auto& dir : result.output_directories()) {
+    RETURN_IF_ERROR(CheckRelativePath(dir.path(), "output directory"));
+  }
+  for (const auto& link : result.output_symlinks()) {
+    RETURN_IF_ERROR(CheckRelativePath(link.path(), "output symlink"));
+  }
+  return absl::OkStatus();
+}
+
+// Puts the result's outputs in place under `root_fd` (the input root):
+// files, then directories, then symlinks, each parent created or opened
+// beneath the root without following a symlink.
+absl::Status PlaceOutputs(RemoteClient& client, const rev2::ActionResult& result, int root_fd) {
+  RETURN_IF_ERROR(CheckResultPaths(result));
+  auto parent_of = [&](const std::string& path) -> absl::StatusOr<ParentAndName> {
+    size_t slash = path.rfind('/');
+    ParentAndName at;
+    at.name = slash == std::string::npos ? path : path.substr(slash + 1);
+    if (slash == std::string::npos) {
+      ASSIGN_OR_RETURN(at.parent, OpenBeneath(root_fd, "", O_RDONLY | O_DIRECTORY));
+    } else {
+      ASSIGN_OR_RETURN(at.parent, MakeDirectoriesBeneath(root_fd, path.substr(0, slash), 0755, -1, -1));
+    }
+    return at;
+  };
+  int64_t download_bytes = 0;
+  for (const auto& file : result.output_files()) download_bytes += file.digest().size_bytes();
+  {
+    Progress progress("downloading", download_bytes);
+    for (const auto& file : result.output_files()) {
+      ASSIGN_OR_RETURN(ParentAndName at, parent_of(file.path()));
+      absl::Status s = client.DownloadFileAt(file.digest(), at.parent.get(), at.name, file.is_executable(), &progress);
+      if (!s.ok()) return absl::Status(s.code(), absl::StrCat("downloading ", file.path(), ": ", s.message()));
+    }
+  }
+  for (const auto& dir : result.output_directories()) {
+    absl::StatusOr<std::string> tree_bytes = client.ReadBlob(dir.tree_digest());
+    rev2::Tree tree;
+    if (!tree_bytes.ok()) return tree_bytes.status();
+    if (!tree.ParseFromString(*tree_bytes)) return absl::DataLossError("the Tree of " + dir.path() + " does not parse");
+    ASSIGN_OR_RETURN(UniqueFd target, MakeDirectoriesBeneath(root_fd, dir.path(), 0755, -1, -1));
+    absl::Status s = MaterializeTree(client, tree, target.get());
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat("downloading ", dir.path(), ": ", s.message()));
+  }
+  for (const auto& link : result.output_symlinks()) {
+    ASSIGN_OR_RETURN(ParentAndName at, parent_of(link.path()));
+    RETURN_IF_ERROR(RemoveTreeAt(at.parent.get(), at.name));
+    if (symlinkat(link.target().c_str(), at.parent.get(), at.name.c_str()) != 0) {
+      return PosixError("symlink " + link.path(), errno);
+    }
+  }
+  return absl::OkStatus();
 }
 
 int Run(int argc, char** argv) {
@@ -316,28 +394,10 @@ int Run(int argc, char** argv) {
                  response.message().empty() ? "" : (" — " + response.message()).c_str());
   }
   // Outputs go into place even when the command failed: a test report, say.
-  int64_t download_bytes = 0;
-  for (const auto& file : result.output_files()) download_bytes += file.digest().size_bytes();
   {
-    Progress progress("downloading", download_bytes);
-    for (const auto& file : result.output_files()) {
-      std::string path = input_root + "/" + file.path();
-      std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-      absl::Status s = client.DownloadFile(file.digest(), path, file.is_executable(), &progress);
-      if (!s.ok()) FailWith(s, "downloading " + file.path());
-    }
-  }
-  for (const auto& dir : result.output_directories()) {
-    absl::StatusOr<std::string> tree_bytes = client.ReadBlob(dir.tree_digest());
-    rev2::Tree tree;
-    if (!tree_bytes.ok() || !tree.ParseFromString(*tree_bytes)) Fail(kExitInternal, "cannot read the Tree of " + dir.path());
-    absl::Status s = MaterializeTree(client, tree, input_root + "/" + dir.path());
-    if (!s.ok()) FailWith(s, "downloading " + dir.path());
-  }
-  for (const auto& link : result.output_symlinks()) {
-    std::string path = input_root + "/" + link.path();
-    std::filesystem::remove(path);
-    std::filesystem::create_symlink(link.target(), path);
+    absl::StatusOr<UniqueFd> root_fd = OpenFile(input_root, O_RDONLY | O_DIRECTORY);
+    absl::Status placed = root_fd.ok() ? PlaceOutputs(client, result, root_fd->get()) : root_fd.status();
+    if (!placed.ok()) FailWith(placed, "placing the outputs");
   }
   const absl::StatusCode code = static_cast<absl::StatusCode>(response.status().code());
   if (code == absl::StatusCode::kDeadlineExceeded) {

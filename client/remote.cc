@@ -10,7 +10,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/path_beneath.h"
 #include "common/posix.h"
+#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace kiln::client {
@@ -150,32 +152,72 @@ absl::Status RemoteClient::WriteBlob(const Digest& digest, const BlobSource& sou
   return FromGrpc(writer->Finish());
 }
 
+namespace {
+
+std::string BlobName(const std::string& instance, const rev2::Digest& digest) {
+  return absl::StrCat(instance, instance.empty() ? "" : "/", "blobs/", digest.hash(), "/",
+                      digest.size_bytes());
+}
+
+// The server is not trusted with content: what it sends must hash to the
+// digest that was asked for.
+absl::Status CheckReceived(const rev2::Digest& digest, Sha256& hash, int64_t size) {
+  std::string got = hash.FinishHex();
+  if (got != digest.hash() || size != digest.size_bytes()) {
+    return absl::DataLossError(absl::StrCat(
+        "the server sent ", size, " bytes hashing to ", got, " for blob ", digest.hash(), "/",
+        digest.size_bytes(), "; nothing was written"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> RemoteClient::ReadBlob(const rev2::Digest& digest) {
   std::string out;
-  RETURN_IF_ERROR(FollowStream(
-      absl::StrCat(instance_, instance_.empty() ? "" : "/", "blobs/", digest.hash(), "/",
-                   digest.size_bytes()),
-      0, [&](absl::string_view chunk) { out.append(chunk.data(), chunk.size()); }));
+  RETURN_IF_ERROR(FollowStream(BlobName(instance_, digest), 0, [&](absl::string_view chunk) {
+    out.append(chunk.data(), chunk.size());
+  }));
+  Sha256 hash;
+  hash.Update(out);
+  RETURN_IF_ERROR(CheckReceived(digest, hash, static_cast<int64_t>(out.size())));
   return out;
+}
+
+absl::Status RemoteClient::DownloadFileAt(const rev2::Digest& digest, int dirfd, const std::string& name,
+                                          bool executable, Progress* progress) {
+  RETURN_IF_ERROR(CheckPathComponent(name, "output name"));
+  std::string temp = absl::StrCat(".", name, ".kiln-download-", UploadId());
+  int raw = openat(dirfd, temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                   executable ? 0755 : 0644);
+  if (raw < 0) return PosixError("create " + temp, errno);
+  UniqueFd fd(raw);
+  absl::Status written = absl::OkStatus();
+  Sha256 hash;
+  int64_t size = 0;
+  absl::Status streamed = FollowStream(BlobName(instance_, digest), 0, [&](absl::string_view chunk) {
+    hash.Update(chunk);
+    size += static_cast<int64_t>(chunk.size());
+    if (written.ok()) written = WriteAll(fd.get(), chunk, temp);
+    if (progress != nullptr) progress->Add(static_cast<int64_t>(chunk.size()));
+  });
+  fd.Reset();
+  if (streamed.ok()) streamed = written;
+  if (streamed.ok()) streamed = CheckReceived(digest, hash, size);
+  if (streamed.ok() && renameat(dirfd, temp.c_str(), dirfd, name.c_str()) != 0) {
+    streamed = PosixError("rename " + temp + " to " + name, errno);
+  }
+  if (!streamed.ok()) unlinkat(dirfd, temp.c_str(), 0);
+  return streamed;
 }
 
 absl::Status RemoteClient::DownloadFile(const rev2::Digest& digest, const std::string& path,
                                         bool executable, Progress* progress) {
-  std::string temp = path + ".kiln-download";
-  {
-    ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(temp, O_WRONLY | O_CREAT | O_TRUNC, executable ? 0755 : 0644));
-    absl::Status written = absl::OkStatus();
-    RETURN_IF_ERROR(FollowStream(
-        absl::StrCat(instance_, instance_.empty() ? "" : "/", "blobs/", digest.hash(), "/",
-                     digest.size_bytes()),
-        0, [&](absl::string_view chunk) {
-          if (written.ok()) written = WriteAll(fd.get(), chunk, temp);
-          if (progress != nullptr) progress->Add(static_cast<int64_t>(chunk.size()));
-        }));
-    RETURN_IF_ERROR(written);
-  }
-  if (rename(temp.c_str(), path.c_str()) != 0) return PosixError("rename " + temp, errno);
-  return absl::OkStatus();
+  size_t slash = path.rfind('/');
+  std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  ASSIGN_OR_RETURN(UniqueFd dir, OpenFile(parent, O_RDONLY | O_DIRECTORY));
+  return DownloadFileAt(digest, dir.get(), slash == std::string::npos ? path : path.substr(slash + 1),
+                        executable, progress);
 }
 
 absl::Status RemoteClient::FollowStream(const std::string& name, int64_t offset,

@@ -36,7 +36,15 @@ class RemoteClient {
   // FindMissingBlobs, then uploads only what is missing (batches for small
   // blobs, ByteStream for large ones).
   absl::StatusOr<UploadStats> UploadMissing(const BlobSet& blobs, Progress* progress);
+  // Reads a whole blob; DATA_LOSS unless its bytes hash to `digest`.
   absl::StatusOr<std::string> ReadBlob(const rev2::Digest& digest);
+  // Downloads a blob into a new entry `name` of the open directory `dirfd`
+  // (a temp file renamed into place, never following a symlink). The bytes
+  // are hashed on the way: DATA_LOSS, and nothing written, unless they match
+  // `digest`.
+  absl::Status DownloadFileAt(const rev2::Digest& digest, int dirfd, const std::string& name,
+                              bool executable, Progress* progress);
+  // DownloadFileAt for a path the user gave (kiln cas get).
   absl::Status DownloadFile(const rev2::Digest& digest, const std::string& path, bool executable,
                             Progress* progress);
   // Reads a ByteStream resource from `offset`, handing each chunk to `sink`,

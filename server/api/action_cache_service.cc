@@ -2,6 +2,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "common/path_beneath.h"
 #include "common/status_macros.h"
 #include "server/api/grpc_status.h"
 
@@ -16,12 +17,10 @@ absl::Status CheckDigestField(const rev2::Digest& proto, const std::string& fiel
   return absl::OkStatus();
 }
 
-absl::Status CheckRelativePath(const std::string& path, const std::string& field) {
-  if (!path.empty() && path[0] == '/') {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": path \"", path, "\" must be relative to the working directory"));
-  }
-  return absl::OkStatus();
+// As strict as output collection: a client that later downloads this result
+// writes each path beneath its own directory.
+absl::Status CheckOutputPath(const std::string& path, const std::string& field) {
+  return kiln::CheckRelativePath(path, field + ": path");
 }
 
 // Inlines a blob into `out` if it fits the remaining budget.
@@ -42,13 +41,19 @@ absl::Status ValidateActionResult(const rev2::ActionResult& result) {
     const auto& file = result.output_files(i);
     std::string field = absl::StrCat("action_result.output_files[", i, "]");
     RETURN_IF_ERROR(CheckDigestField(file.digest(), field));
-    RETURN_IF_ERROR(CheckRelativePath(file.path(), field));
+    RETURN_IF_ERROR(CheckOutputPath(file.path(), field));
   }
   for (int i = 0; i < result.output_directories_size(); ++i) {
     const auto& dir = result.output_directories(i);
     std::string field = absl::StrCat("action_result.output_directories[", i, "]");
     RETURN_IF_ERROR(CheckDigestField(dir.tree_digest(), field));
-    RETURN_IF_ERROR(CheckRelativePath(dir.path(), field));
+    RETURN_IF_ERROR(CheckOutputPath(dir.path(), field));
+  }
+  for (const auto* links : {&result.output_symlinks(), &result.output_file_symlinks(),
+                            &result.output_directory_symlinks()}) {
+    for (const auto& link : *links) {
+      RETURN_IF_ERROR(CheckOutputPath(link.path(), "action_result output symlink"));
+    }
   }
   if (result.has_stdout_digest()) {
     RETURN_IF_ERROR(CheckDigestField(result.stdout_digest(), "action_result.stdout_digest"));
