@@ -1,5 +1,7 @@
 #include "server/exec/platform.h"
 
+#include <cmath>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -50,7 +52,10 @@ absl::StatusOr<ActionLimits> ParsePlatform(const rev2::Action& action, const rev
     } else if (name == "pids") {
       if (!absl::SimpleAtoi(value, &limits.pids) || limits.pids < 2) return bad(p, "a number >= 2");
     } else if (name == "cpus") {
-      if (!absl::SimpleAtod(value, &limits.cpus) || limits.cpus < 0.01) return bad(p, "a number of cores >= 0.01");
+      if (!absl::SimpleAtod(value, &limits.cpus) || !std::isfinite(limits.cpus) || limits.cpus < 0.01 ||
+          limits.cpus > 4096) {
+        return bad(p, "a finite number of cores between 0.01 and 4096");
+      }
     } else if (name == "personality") {
       if (value != "linux" && value != "linux32") return bad(p, "linux or linux32");
       limits.linux32 = value == "linux32";

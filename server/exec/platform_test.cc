@@ -55,7 +55,8 @@ TEST(PlatformTest, UnknownPropertiesAreRejectedUnlessIgnored) {
 TEST(PlatformTest, BadValuesAreRejected) {
   for (auto [name, value] : std::vector<std::pair<std::string, std::string>>{
            {"OSFamily", "windows"}, {"ISA", "arm64"}, {"memory", "lots"}, {"memory", "1KiB"},
-           {"pids", "1"}, {"cpus", "0"}, {"personality", "linux16"}, {"network", "maybe"}}) {
+           {"pids", "1"}, {"cpus", "0"}, {"cpus", "nan"}, {"cpus", "inf"}, {"cpus", "-1"},
+           {"personality", "linux16"}, {"network", "maybe"}}) {
     EXPECT_EQ(ParsePlatform(WithProperties({{name, value}}), rev2::Command(), {}).status().code(),
               absl::StatusCode::kInvalidArgument)
         << name << "=" << value;
