@@ -1,5 +1,6 @@
 #include "server/api/bytestream_service.h"
 
+#include <algorithm>
 #include <deque>
 
 #include <grpcpp/alarm.h>
@@ -440,6 +441,14 @@ void ByteStreamService::ParkUpload(const std::string& name, std::unique_ptr<Uplo
   upload->parked_at = absl::Now();
   absl::MutexLock lock(&mu_);
   active_.erase(name);
+  // Each parked upload keeps a partial temp file: a client that opens and
+  // abandons uploads without end must not fill the disk. The oldest go first.
+  while (parked_.size() >= kMaxParkedUploads) {
+    auto oldest = std::min_element(parked_.begin(), parked_.end(), [](const auto& a, const auto& b) {
+      return a.second->parked_at < b.second->parked_at;
+    });
+    parked_.erase(oldest);
+  }
   parked_[name] = std::move(upload);
 }
 

@@ -41,6 +41,8 @@ class ByteStreamService final : public bs::ByteStream::CallbackService {
 
   static constexpr int64_t kReadChunkBytes = 1 << 20;
   static constexpr absl::Duration kParkedUploadLifetime = absl::Minutes(15);
+  // At most this many interrupted uploads wait to be resumed.
+  static constexpr size_t kMaxParkedUploads = 256;
 
   // One blob upload, owned by one Write stream at a time.
   struct Upload {
