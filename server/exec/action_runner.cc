@@ -95,6 +95,7 @@ absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_dig
   }
   RETURN_IF_ERROR(ValidateOutputPaths(loaded.command));
   ASSIGN_OR_RETURN(loaded.limits, ParsePlatform(loaded.action, loaded.command, options_.platform));
+  if (loaded.limits.memory_bytes == 0) loaded.limits.memory_bytes = options_.default_memory_bytes;
   loaded.timeout = options_.default_timeout;
   if (loaded.action.has_timeout()) {
     absl::Duration asked = ToDuration(loaded.action.timeout());
