@@ -143,7 +143,7 @@ class Worker:
     def __init__(self, test, flags=(), unprivileged=False, state_dir=None, concurrency=1):
         self.test = test
         self.base = temp_dir(test, "kiln-sec-worker-", owner=NOBODY if unprivileged else None,
-                             mode=0o755 if unprivileged else None)
+                             mode=0o755)  # like /var/lib: the state dir must protect itself
         self.state_dir = state_dir or os.path.join(self.base, "state")
         self.log_path = os.path.join(self.base, "worker.log")
         argv = [os.path.join(BIN_DIR, "kiln-worker"), "--listen=127.0.0.1:0", "--metrics_listen=",
