@@ -9,6 +9,7 @@ the test fails.
 """
 import hashlib
 import os
+import random
 import re as regex
 import shutil
 import signal
@@ -148,6 +149,10 @@ class Worker:
         self.log_path = os.path.join(self.base, "worker.log")
         argv = [os.path.join(BIN_DIR, "kiln-worker"), "--listen=127.0.0.1:0", "--metrics_listen=",
                 "--state_dir=" + self.state_dir, "--concurrency=%d" % concurrency] + list(flags)
+        if not any(f.startswith("--build_uid_base") for f in flags):
+            # Not the default 61000: other workers on this host (parallel ctest,
+            # other suites) must not share our build uids.
+            argv.append("--build_uid_base=%d" % random.randrange(62000, 63900, 16))
         if unprivileged:
             argv = as_nobody() + argv
         self.out_path = os.path.join(self.base, "worker.out")
