@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -90,9 +91,80 @@ unsigned long LockedFlags(const std::string& path) {
   return flags;
 }
 
-// Mounts `source` on `target` (created as a file or directory to match) and
-// makes it read-only unless `writable`.
-void MountBind(const std::string& source, const std::string& target, bool writable) {
+// Unescapes a path field of /proc/self/mountinfo (space, tab, newline and
+// backslash are written as \ooo octal).
+std::string UnescapeMountinfo(absl::string_view field) {
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size()) {
+      int value = 0;
+      bool octal = true;
+      for (size_t j = i + 1; j <= i + 3; ++j) {
+        if (field[j] < '0' || field[j] > '7') octal = false;
+        value = value * 8 + (field[j] - '0');
+      }
+      if (octal) {
+        out.push_back(static_cast<char>(value));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(field[i]);
+  }
+  return out;
+}
+
+// Fallback for kernels without mount_setattr (< 5.12): remounts `target`
+// and every mount below it, one by one, as listed in /proc/self/mountinfo.
+// Each remount keeps the flags the kernel locked in a user namespace.
+void RemountTreeOneByOne(const std::string& target, unsigned long flags) {
+  std::string text;
+  int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  CHECK_SYS(fd, "open /proc/self/mountinfo");
+  char buffer[8192];
+  for (ssize_t n; (n = read(fd, buffer, sizeof buffer)) > 0;) text.append(buffer, n);
+  close(fd);
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+    if (fields.size() < 5) continue;
+    std::string mount_point = UnescapeMountinfo(fields[4]);
+    if (mount_point != target && !absl::StartsWith(mount_point, target + "/")) continue;
+    CHECK_SYS(mount(nullptr, mount_point.c_str(), nullptr,
+                    MS_REMOUNT | MS_BIND | flags | LockedFlags(mount_point), nullptr),
+              "remount " + mount_point);
+  }
+}
+
+// Sets `attributes` (MOUNT_ATTR_*) on the mount at `target` and on every
+// mount below it: a bind with MS_REC copies the host's sub-mounts, and a
+// plain remount would only change the top one, leaving e.g. a tmpfs below a
+// read-only bind writable. mount_setattr only adds flags, so the ones the
+// kernel locked in a user namespace stay as they are.
+void SetMountTreeAttributes(const std::string& target, uint64_t attributes) {
+  struct mount_attr attr = {};
+  attr.attr_set = attributes;
+  if (mount_setattr(AT_FDCWD, target.c_str(), AT_RECURSIVE | AT_SYMLINK_NOFOLLOW, &attr,
+                    sizeof attr) == 0) {
+    return;
+  }
+  if (errno != ENOSYS) DieAt(__FILE__, __LINE__, "mount_setattr " + target);
+  unsigned long flags = 0;
+  if (attributes & MOUNT_ATTR_RDONLY) flags |= MS_RDONLY;
+  if (attributes & MOUNT_ATTR_NOSUID) flags |= MS_NOSUID;
+  if (attributes & MOUNT_ATTR_NODEV) flags |= MS_NODEV;
+  if (attributes & MOUNT_ATTR_NOEXEC) flags |= MS_NOEXEC;
+  RemountTreeOneByOne(target, flags);
+}
+
+enum class BindKind {
+  kReadOnly,  // host dirs: read-only, nosuid, nodev, sub-mounts included
+  kWritable,  // /work: writable, but nosuid and nodev, sub-mounts included
+  kDevice,    // a host device node (user namespace): must keep dev, so nosuid,noexec only
+};
+
+// Mounts `source` on `target` (created as a file or directory to match),
+// with the sub-mounts below it, and applies `kind`'s flags to all of them.
+void MountBind(const std::string& source, const std::string& target, BindKind kind) {
   struct stat st;
   CHECK_SYS(stat(source.c_str(), &st), "stat " + source);
   if (S_ISDIR(st.st_mode)) {
@@ -103,10 +175,16 @@ void MountBind(const std::string& source, const std::string& target, bool writab
   }
   CHECK_SYS(mount(source.c_str(), target.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
             "bind " + source + " on " + target);
-  if (!writable) {
-    CHECK_SYS(mount(nullptr, target.c_str(), nullptr,
-                    MS_REMOUNT | MS_BIND | MS_RDONLY | LockedFlags(source), nullptr),
-              "remount read-only " + target);
+  switch (kind) {
+    case BindKind::kReadOnly:
+      SetMountTreeAttributes(target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+      break;
+    case BindKind::kWritable:
+      SetMountTreeAttributes(target, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+      break;
+    case BindKind::kDevice:
+      SetMountTreeAttributes(target, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+      break;
   }
 }
 
@@ -143,7 +221,7 @@ void MountDev(const std::string& root, bool user_namespace) {
     std::string path = absl::StrCat(dev, "/", node.name);
     if (user_namespace) {
       // Device nodes cannot be created in a user namespace; the host's are bound.
-      MountBind(absl::StrCat("/dev/", node.name), path, /*writable=*/true);
+      MountBind(absl::StrCat("/dev/", node.name), path, BindKind::kDevice);
     } else {
       CHECK_SYS(mknod(path.c_str(), S_IFCHR | 0666, makedev(node.major, node.minor)),
                 "mknod " + path);
@@ -181,7 +259,7 @@ void WriteEtc(const std::string& root, const ChildConfig& config) {
                  0644);
   if (config.spec->share_network) {
     struct stat st;
-    if (stat("/etc/resolv.conf", &st) == 0) MountBind("/etc/resolv.conf", etc + "/resolv.conf", false);
+    if (stat("/etc/resolv.conf", &st) == 0) MountBind("/etc/resolv.conf", etc + "/resolv.conf", BindKind::kReadOnly);
   }
 }
 
@@ -206,7 +284,7 @@ void BuildRootAndPivot(const ChildConfig& config) {
       CHECK_SYS(symlink(link, target.c_str()), "symlink " + target);
       continue;
     }
-    MountBind(bind.source, target, bind.writable);
+    MountBind(bind.source, target, bind.writable ? BindKind::kWritable : BindKind::kReadOnly);
   }
   MountDev(root, config.user_namespace);
   MakeDirs(root + "/proc");
@@ -218,7 +296,7 @@ void BuildRootAndPivot(const ChildConfig& config) {
   WriteEtc(root, config);
   const std::string work = root + kWorkMountPoint;
   if (!spec.work_dir.empty()) {
-    MountBind(spec.work_dir, work, /*writable=*/true);
+    MountBind(spec.work_dir, work, BindKind::kWritable);
   } else {
     MakeDirs(work);
     std::string options = absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid);

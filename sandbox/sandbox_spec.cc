@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -73,7 +75,8 @@ absl::Status ValidateSpec(const SandboxSpec& spec, const SandboxPolicy& policy) 
     return absl::InvalidArgumentError(
         absl::StrCat("pids limit ", spec.pids, " is impossible: the init and the action need 2"));
   }
-  if (spec.cpus < 0 || (spec.cpus > 0 && spec.cpus < 0.01)) {
+  // NaN compares false with everything, so it must be refused explicitly.
+  if (!std::isfinite(spec.cpus) || spec.cpus < 0 || (spec.cpus > 0 && spec.cpus < 0.01)) {
     return absl::InvalidArgumentError(
         absl::StrCat("cpu limit ", spec.cpus, " is impossible; use at least 0.01"));
   }
@@ -87,7 +90,10 @@ absl::Status ValidateSpec(const SandboxSpec& spec, const SandboxPolicy& policy) 
     return absl::InvalidArgumentError("the build-user pool must have a non-root base and size >= 1");
   }
   if (spec.uid.has_value() && *spec.uid == 0) {
-    return absl::InvalidArgumentError("the build user cannot be root (uid 0)");
+    return absl::InvalidArgumentError("the build user cannot be root (--uid=0)");
+  }
+  if (spec.gid.has_value() && *spec.gid == 0) {
+    return absl::InvalidArgumentError("the build group cannot be root (--gid=0)");
   }
   return absl::OkStatus();
 }

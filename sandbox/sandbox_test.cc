@@ -6,7 +6,9 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/posix.h"
+#include "sandbox/sandbox_spec.h"
 #include "tests/worker_process.h"
 
 namespace kiln::sandbox {
@@ -43,7 +46,25 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
     mkdir(work_.c_str(), 0777);
     chmod(work_.c_str(), 0777);
   }
-  void TearDown() override { (void)RemoveTree(dir_); }
+  void TearDown() override {
+    // Host mounts a test made, innermost first, before the tree goes.
+    for (auto it = host_mounts_.rbegin(); it != host_mounts_.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
+    (void)RemoveTree(dir_);
+  }
+
+  // Mounts a tmpfs on `path` (created) on the host; TearDown unmounts it.
+  void MountHostTmpfs(const std::string& path) {
+    std::filesystem::create_directories(path);
+    ASSERT_EQ(mount("tmpfs", path.c_str(), "tmpfs", 0, "mode=1777,size=1m"), 0) << strerror(errno);
+    host_mounts_.push_back(path);
+  }
+
+  // --bind options for the default binds, to add more without losing them.
+  static std::vector<std::string> DefaultBindOptions() {
+    std::vector<std::string> options;
+    for (const BindMount& bind : DefaultBinds()) options.push_back("--bind=" + bind.source);
+    return options;
+  }
 
   bool Unprivileged() const { return GetParam() == Mode::kUnprivileged; }
 
@@ -76,6 +97,7 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
 
   std::string dir_;
   std::string work_;
+  std::vector<std::string> host_mounts_;
 };
 
 TEST_P(SandboxTest, ActionIsPid2UnderAnInitAtPid1AndSeesOnlyTheSandbox) {
@@ -314,6 +336,54 @@ TEST_P(SandboxTest, BadOptionsGetDistinctExitCodesAndNothingRuns) {
   EXPECT_EQ(network.exit_code, 64);
   EXPECT_NE(network.stderr_text.find("allow_host_network"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(work_ + "/ran"));
+}
+
+// "No way out" #1: a bind with MS_REC copies the host's sub-mounts; a plain
+// read-only remount changes only the top one and left them writable.
+TEST_P(SandboxTest, MountsBelowAReadOnlyBindAreReadOnlyToo) {
+  const std::string ro = dir_ + "/ro";
+  MountHostTmpfs(ro + "/sub");
+  std::vector<std::string> options = DefaultBindOptions();
+  options.push_back("--bind=" + ro + ":/ro");
+  auto r = Shell("echo x > /ro/sub/f && echo WROTE-SUB-MOUNT; echo x > /ro/f && echo WROTE-TOP; "
+                 "test -d /ro/sub && echo sub-visible", options);
+  EXPECT_EQ(r.stdout_text, "sub-visible\n") << r.stderr_text;
+  EXPECT_NE(r.stderr_text.find("Read-only file system"), std::string::npos) << r.stderr_text;
+  EXPECT_FALSE(std::filesystem::exists(ro + "/sub/f"));
+}
+
+// "No way out" #1: the writable /work bind is nosuid and nodev, sub-mounts
+// included. A device node or a setuid-root binary planted in the work dir
+// (inputs come from clients) must give the action nothing.
+TEST_P(SandboxTest, WorkDirIsNosuidAndNodev) {
+  ASSERT_EQ(mknod((work_ + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0) << strerror(errno);
+  chmod((work_ + "/null").c_str(), 0666);
+  std::filesystem::copy_file("/usr/bin/id", work_ + "/id");
+  ASSERT_EQ(chown((work_ + "/id").c_str(), 0, 0), 0);
+  ASSERT_EQ(chmod((work_ + "/id").c_str(), 04755), 0);
+  MountHostTmpfs(work_ + "/sub");
+  auto r = Shell("echo x > /work/null && echo DEVICE-OPENED; /work/id -u;"
+                 "grep -E '^([^ ]+ ){4}/work(/sub)? ' /proc/self/mountinfo | cut -d' ' -f5,6");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  auto lines = Lines(r.stdout_text);
+  ASSERT_EQ(lines.size(), 3u) << r.stdout_text;
+  EXPECT_NE(lines[0], "0") << "a setuid-root binary in /work gave euid 0";
+  EXPECT_NE(std::stoi(lines[0]), 0);
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_NE(lines[i].find("nosuid"), std::string::npos) << lines[i];
+    EXPECT_NE(lines[i].find("nodev"), std::string::npos) << lines[i];
+  }
+  EXPECT_NE(r.stderr_text.find("Permission denied"), std::string::npos) << r.stderr_text;
+}
+
+// "No way out" #5: the build user is never root, and limits are numbers.
+TEST_P(SandboxTest, RootIdsAndNonFiniteCpuLimitsAreRefused) {
+  for (const char* option : {"--uid=0", "--gid=0", "--cpus=nan", "--cpus=inf", "--cpus=-1"}) {
+    auto r = Shell("touch /work/ran", {option});
+    EXPECT_EQ(r.exit_code, 64) << option << ": " << r.stderr_text;
+    EXPECT_FALSE(r.stderr_text.empty()) << option;
+    EXPECT_FALSE(std::filesystem::exists(work_ + "/ran")) << option;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AsRootAndUnprivileged, SandboxTest,
