@@ -3,9 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/seccomp.h>
 #include <net/if.h>
-#include <seccomp.h>
 #include <signal.h>
 #include <sys/capability.h>
 #include <sys/ioctl.h>
@@ -30,6 +28,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "sandbox/seccomp_filter.h"
 
 namespace kiln::sandbox {
 namespace {
@@ -347,26 +346,6 @@ void DropPrivileges(const ChildConfig& config) {
   CHECK_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
 }
 
-// Blocks mounting, tracing, the kernel keyring and bpf. ptrace is blocked as
-// a whole: the PID namespace already hides every outside pid.
-void InstallSeccompFilter() {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == nullptr) DieAt(__FILE__, __LINE__, "seccomp_init");
-  for (const char* name : {"mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen",
-                           "fsconfig", "fsmount", "fspick", "mount_setattr", "ptrace",
-                           "process_vm_readv", "process_vm_writev", "keyctl", "add_key",
-                           "request_key", "bpf", "kexec_load", "init_module", "finit_module",
-                           "delete_module", "unshare", "setns"}) {
-    int number = seccomp_syscall_resolve_name(name);
-    if (number == __NR_SCMP_ERROR) continue;  // not on this architecture
-    if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), number, 0) != 0) {
-      DieAt(__FILE__, __LINE__, absl::StrCat("seccomp rule for ", name));
-    }
-  }
-  if (seccomp_load(ctx) != 0) DieAt(__FILE__, __LINE__, "seccomp_load");
-  seccomp_release(ctx);
-}
-
 std::string FindInPath(const std::string& program, const std::map<std::string, std::string>& env) {
   if (program.find('/') != std::string::npos) return program;
   auto path = env.find("PATH");
@@ -393,7 +372,13 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
   std::string cwd = spec.cwd.empty() ? kWorkMountPoint : absl::StrCat(kWorkMountPoint, "/", spec.cwd);
   CHECK_SYS(chdir(cwd.c_str()), "chdir " + cwd);
   DropPrivileges(config);
-  if (spec.seccomp) InstallSeccompFilter();
+  // Last, after no_new_privs: the filter binds the action and all it starts.
+  SeccompOptions seccomp;
+  seccomp.allow_nested_sandbox = spec.allow_nested_sandbox;
+  std::string seccomp_error;
+  if (!InstallSeccompFilter(seccomp, &seccomp_error)) {
+    DieAt(__FILE__, __LINE__, seccomp_error);
+  }
 
   std::vector<std::string> env_strings;
   for (const auto& [name, value] : spec.env) env_strings.push_back(name + "=" + value);

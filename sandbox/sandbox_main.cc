@@ -54,7 +54,10 @@ Options:
   --allow_host_network  operator policy: permit --share_network
   --linux32             32-bit personality
   --uname26             UNAME26 personality (uname reports 2.6.x)
-  --seccomp             block mount, ptrace, keyring, bpf and module syscalls
+  --allow_nested_sandbox  operator policy: let the action create namespaces (clone
+                        with CLONE_NEW*, unshare, setns), e.g. for a sandbox inside;
+                        the rest of the seccomp filter stays on
+  --seccomp             accepted for compatibility; the filter is always on
   --memory=SIZE         memory limit, e.g. 512MiB (needs a writable memory cgroup)
   --pids=N              process limit
   --cpus=X              CPU limit in cores, e.g. 1.5
@@ -120,7 +123,7 @@ int main(int argc, char** argv) {
   std::string stats_file;
   enum {
     kWorkDir = 1000, kCwd, kBind, kEnv, kHostname, kDomainname, kShareNetwork, kAllowHostNetwork,
-    kLinux32, kUname26, kSeccomp, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
+    kLinux32, kUname26, kSeccomp, kAllowNestedSandbox, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
     kUidPoolBase, kUidPoolSize, kStatsFile, kHelp,
   };
   static const struct option kOptions[] = {
@@ -135,6 +138,7 @@ int main(int argc, char** argv) {
       {"linux32", no_argument, nullptr, kLinux32},
       {"uname26", no_argument, nullptr, kUname26},
       {"seccomp", no_argument, nullptr, kSeccomp},
+      {"allow_nested_sandbox", no_argument, nullptr, kAllowNestedSandbox},
       {"memory", required_argument, nullptr, kMemory},
       {"pids", required_argument, nullptr, kPids},
       {"cpus", required_argument, nullptr, kCpus},
@@ -177,7 +181,8 @@ int main(int argc, char** argv) {
       case kAllowHostNetwork: policy.allow_host_network = true; break;
       case kLinux32: spec.personality_linux32 = true; break;
       case kUname26: spec.personality_uname26 = true; break;
-      case kSeccomp: spec.seccomp = true; break;
+      case kSeccomp: break;  // the filter is always on
+      case kAllowNestedSandbox: spec.allow_nested_sandbox = true; break;
       case kMemory: {
         kiln::ByteSize size;
         std::string error;

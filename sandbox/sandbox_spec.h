@@ -39,7 +39,9 @@ struct SandboxSpec {
   bool share_network = false;                   // needs SandboxPolicy::allow_host_network
   bool personality_linux32 = false;
   bool personality_uname26 = false;
-  bool seccomp = false;
+  // The seccomp filter (seccomp_filter.h) is always on; this operator opt-in
+  // lets the action create namespaces (a sandbox inside the sandbox).
+  bool allow_nested_sandbox = false;
   // Resource limits; 0 means unlimited. Any set limit needs a working cgroup.
   int64_t memory_bytes = 0;
   int64_t pids = 0;
