@@ -359,7 +359,10 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
 // PID 2: becomes the action. Never returns.
 [[noreturn]] void ExecAction(const ChildConfig& config, int exec_error_fd) {
   const SandboxSpec& spec = *config.spec;
-  setpgid(0, 0);
+  // A session of its own, not just a process group: the action then has no
+  // controlling terminal, so it cannot TIOCSTI keystrokes into the terminal
+  // kiln-sandbox was started from, nor get its SIGHUP/job-control signals.
+  CHECK_SYS(setsid(), "setsid");
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -6,9 +6,13 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,6 +75,9 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
 
   // Runs kiln-sandbox with `options` and the stats file, then `command`.
   ProcessResult Sandbox(std::vector<std::string> options, std::vector<std::string> command) {
+    return RunToCompletion(SandboxArgv(std::move(options), std::move(command)));
+  }
+  std::vector<std::string> SandboxArgv(std::vector<std::string> options, std::vector<std::string> command) {
     std::vector<std::string> argv;
     if (Unprivileged()) {
       argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
@@ -83,7 +90,7 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
     argv.insert(argv.end(), options.begin(), options.end());
     argv.push_back("--");
     argv.insert(argv.end(), command.begin(), command.end());
-    return RunToCompletion(argv);
+    return argv;
   }
   ProcessResult Shell(const std::string& script, std::vector<std::string> options = {}) {
     return Sandbox(std::move(options), {"/bin/sh", "-c", script});
@@ -96,13 +103,17 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
     return absl::StrSplit(absl::StripTrailingAsciiWhitespace(text), '\n');
   }
 
+  void CopyProbeToWork() {
+    std::filesystem::copy_file(KILN_SYSCALL_PROBE, work_ + "/syscall_probe",
+                               std::filesystem::copy_options::overwrite_existing);
+    chmod((work_ + "/syscall_probe").c_str(), 0755);
+  }
+
   // Runs the syscall probe once per name in one sandbox (copied into the
   // work dir) and expects each to exit with `expected`.
   void ExpectProbes(const std::vector<std::string>& names, int expected,
                     std::vector<std::string> options = {}) {
-    std::filesystem::copy_file(KILN_SYSCALL_PROBE, work_ + "/syscall_probe",
-                               std::filesystem::copy_options::overwrite_existing);
-    chmod((work_ + "/syscall_probe").c_str(), 0755);
+    CopyProbeToWork();
     std::string script;
     for (const std::string& name : names) {
       script += "/work/syscall_probe " + name + "; echo \"exit " + name + " $?\"; ";
@@ -461,6 +472,74 @@ TEST_P(SandboxTest, RootIdsAndNonFiniteCpuLimitsAreRefused) {
     EXPECT_FALSE(r.stderr_text.empty()) << option;
     EXPECT_FALSE(std::filesystem::exists(work_ + "/ran")) << option;
   }
+}
+
+// "No way out" #3: kiln-sandbox started from a terminal (its stderr here,
+// which is the caller's controlling terminal). The action must not be able
+// to push keystrokes into it: it runs in a session of its own, without a
+// controlling terminal (and the filter denies TIOCSTI as well). On this
+// kernel dev.tty.legacy_tiocsti=1, so TIOCSTI into one's own controlling
+// terminal would otherwise work.
+TEST_P(SandboxTest, ActionHasItsOwnSessionAndCannotInjectIntoTheCallersTerminal) {
+  CopyProbeToWork();
+  int master = -1, slave = -1;
+  ASSERT_EQ(openpty(&master, &slave, nullptr, nullptr, nullptr), 0) << strerror(errno);
+  UniqueFd master_fd(master), slave_fd(slave);
+  struct termios raw;
+  ASSERT_EQ(tcgetattr(slave, &raw), 0);
+  cfmakeraw(&raw);  // injected bytes are readable at once, without a newline
+  ASSERT_EQ(tcsetattr(slave, TCSANOW, &raw), 0);
+  int out[2];
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  UniqueFd out_read(out[0]), out_write(out[1]);
+
+  std::vector<std::string> args = SandboxArgv(
+      {}, {"/bin/sh", "-c",
+           "/work/syscall_probe tiocsti; /work/syscall_probe open_dev_tty;"
+           "read -r pid comm state ppid pgrp session rest < /proc/self/stat; echo session=$session"});
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The caller: a session whose controlling terminal is the pty.
+    setsid();
+    ioctl(slave, TIOCSCTTY, 0);
+    dup2(slave, 0);
+    dup2(out[1], 1);
+    dup2(slave, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+  } reaper{pid};
+  out_write.Reset();
+  std::string output;
+  char buffer[4096];
+  for (ssize_t n; (n = read(out_read.get(), buffer, sizeof buffer)) > 0;) output.append(buffer, n);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  reaper.pid = -1;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << " " << output;
+
+  EXPECT_NE(output.find("tiocsti denied EPERM"), std::string::npos) << output;
+  EXPECT_NE(output.find("open_dev_tty denied ENXIO"), std::string::npos) << output;
+  // The action (PID 2) leads its own session; the caller's is outside the
+  // PID namespace and would show as 0.
+  EXPECT_NE(output.find("session=2\n"), std::string::npos) << output;
+  // Nothing arrived on the terminal's input side.
+  fcntl(slave, F_SETFL, fcntl(slave, F_GETFL) | O_NONBLOCK);
+  char injected[16];
+  EXPECT_EQ(read(slave, injected, sizeof injected), -1);
+  EXPECT_EQ(errno, EAGAIN);
 }
 
 INSTANTIATE_TEST_SUITE_P(AsRootAndUnprivileged, SandboxTest,

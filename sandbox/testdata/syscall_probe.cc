@@ -1,6 +1,7 @@
 // syscall_probe NAME: tries one kind of call inside the sandbox and reports.
 // Prints "NAME denied <errno>" and exits 0 when the call failed with the
-// errno the seccomp filter returns for it (EPERM; ENOSYS for clone3), prints
+// errno the sandbox answers with (EPERM; ENOSYS for clone3; ENXIO for
+// open_dev_tty, the controlling terminal), prints
 // "NAME allowed" and exits 1 when it worked, and exits 2 on any other
 // failure. The arguments are chosen so that, without the filter, the kernel
 // answers something else than the filter would (ENOENT, EBADF, success...)
@@ -184,11 +185,16 @@ const std::map<std::string, std::function<Outcome()>>& Probes() {
       {"socket_netlink_sock_diag", [] { return Socket(AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG); }},
       {"socketpair_packet", [] { return SocketPair(AF_PACKET, SOCK_RAW); }},
       {"socketpair_netlink", [] { return SocketPair(AF_NETLINK, SOCK_RAW); }},
-      // Terminal input injection into the terminal on stdin.
+      // Terminal input injection into a terminal on stdin, stdout or stderr.
       {"tiocsti", [] {
-         char c = 'x';
-         return Call(ioctl(0, TIOCSTI, &c));
+         for (int fd = 0; fd < 3; ++fd) {
+           char c = 'x';
+           if (isatty(fd)) return Call(ioctl(fd, TIOCSTI, &c));
+         }
+         return Outcome{-1, ENOTTY};
        }},
+      // The controlling terminal: ENXIO when there is none.
+      {"open_dev_tty", [] { return Call(open("/dev/tty", O_RDWR)); }},
       // Must keep working.
       {"socket_netlink_route", [] { return Socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE); }},
       {"socket_inet", InetLoopback},
@@ -216,7 +222,7 @@ int main(int argc, char** argv) {
     std::printf("%s allowed\n", name.c_str());
     return 1;
   }
-  const int expected = name.rfind("clone3", 0) == 0 ? ENOSYS : EPERM;
+  const int expected = name.rfind("clone3", 0) == 0 ? ENOSYS : name == "open_dev_tty" ? ENXIO : EPERM;
   std::printf("%s %s %s\n", name.c_str(), outcome.error == expected ? "denied" : "failed",
               strerrorname_np(outcome.error));
   return outcome.error == expected ? 0 : 2;
