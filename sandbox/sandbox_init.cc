@@ -10,6 +10,7 @@
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -21,6 +22,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -206,7 +208,19 @@ void WriteIdMaps(const ChildConfig& config) {
   WriteFileOrDie("/proc/self/gid_map", absl::StrCat(config.gid, " ", config.outer_gid, " 1\n"), 0);
 }
 
-void MountDev(const std::string& root, bool user_namespace) {
+// Bytes per inode for the tmpfs inode limit: a build's temporary files are
+// rarely smaller, and without a limit a tmpfs takes inodes up to half of RAM.
+constexpr int64_t kTmpfsBytesPerInode = 4096;
+
+// tmpfs options with a size and an inode limit (0: unlimited, the tmpfs
+// default would be half of RAM for each mount).
+std::string TmpfsOptions(const std::string& base, int64_t size_bytes) {
+  const int64_t inodes = size_bytes == 0 ? 0 : std::max<int64_t>(1024, size_bytes / kTmpfsBytesPerInode);
+  return absl::StrCat(base, ",size=", size_bytes, ",nr_inodes=", inodes);
+}
+
+void MountDev(const std::string& root, const ChildConfig& config) {
+  const bool user_namespace = config.user_namespace;
   const std::string dev = root + "/dev";
   MakeDirs(dev);
   CHECK_SYS(mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k"),
@@ -232,7 +246,8 @@ void MountDev(const std::string& root, bool user_namespace) {
             "mount devpts");
   CHECK_SYS(symlink("pts/ptmx", (dev + "/ptmx").c_str()), "symlink /dev/ptmx");
   MakeDirs(dev + "/shm");
-  CHECK_SYS(mount("tmpfs", (dev + "/shm").c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+  CHECK_SYS(mount("tmpfs", (dev + "/shm").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+                  TmpfsOptions("mode=1777", config.spec->shm_size_bytes).c_str()),
             "mount /dev/shm");
   CHECK_SYS(symlink("/proc/self/fd", (dev + "/fd").c_str()), "symlink /dev/fd");
   CHECK_SYS(symlink("/proc/self/fd/0", (dev + "/stdin").c_str()), "symlink /dev/stdin");
@@ -285,12 +300,13 @@ void BuildRootAndPivot(const ChildConfig& config) {
     }
     MountBind(bind.source, target, bind.writable ? BindKind::kWritable : BindKind::kReadOnly);
   }
-  MountDev(root, config.user_namespace);
+  MountDev(root, config);
   MakeDirs(root + "/proc");
   CHECK_SYS(mount("proc", (root + "/proc").c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr),
             "mount /proc");
   MakeDirs(root + "/tmp");
-  CHECK_SYS(mount("tmpfs", (root + "/tmp").c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+  CHECK_SYS(mount("tmpfs", (root + "/tmp").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+                  TmpfsOptions("mode=1777", spec.tmp_size_bytes).c_str()),
             "mount /tmp");
   WriteEtc(root, config);
   const std::string work = root + kWorkMountPoint;
@@ -298,7 +314,8 @@ void BuildRootAndPivot(const ChildConfig& config) {
     MountBind(spec.work_dir, work, BindKind::kWritable);
   } else {
     MakeDirs(work);
-    std::string options = absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid);
+    std::string options = TmpfsOptions(absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid),
+                                       spec.tmp_size_bytes);
     CHECK_SYS(mount("tmpfs", work.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()),
               "mount tmpfs on /work");
   }
@@ -346,6 +363,31 @@ void DropPrivileges(const ChildConfig& config) {
   CHECK_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
 }
 
+// Limits that need no cgroup. RLIMIT_NPROC counts the processes of the
+// action's real uid: as root the build uid is leased to this sandbox alone,
+// and in a user namespace the kernel counts per (namespace, uid), i.e. only
+// this sandbox's processes, while the outer uid's own count is still held to
+// the launcher's limit. Set before the uid changes, while raising is allowed.
+void SetResourceLimits(const SandboxSpec& spec) {
+  if (spec.max_processes > 0) {
+    struct rlimit limit = {static_cast<rlim_t>(spec.max_processes), static_cast<rlim_t>(spec.max_processes)};
+    CHECK_SYS(setrlimit(RLIMIT_NPROC, &limit), "setrlimit RLIMIT_NPROC");
+  }
+  if (spec.max_file_size_bytes > 0) {
+    struct rlimit limit = {static_cast<rlim_t>(spec.max_file_size_bytes),
+                           static_cast<rlim_t>(spec.max_file_size_bytes)};
+    CHECK_SYS(setrlimit(RLIMIT_FSIZE, &limit), "setrlimit RLIMIT_FSIZE");
+  }
+}
+
+// True when the filesystem at `path` has no room or no inode left: the
+// action then saw ENOSPC there.
+bool IsFull(const char* path) {
+  struct statvfs st;
+  if (statvfs(path, &st) != 0) return false;
+  return st.f_bavail == 0 || (st.f_files > 0 && st.f_favail == 0);
+}
+
 std::string FindInPath(const std::string& program, const std::map<std::string, std::string>& env) {
   if (program.find('/') != std::string::npos) return program;
   auto path = env.find("PATH");
@@ -374,6 +416,7 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
   }
   std::string cwd = spec.cwd.empty() ? kWorkMountPoint : absl::StrCat(kWorkMountPoint, "/", spec.cwd);
   CHECK_SYS(chdir(cwd.c_str()), "chdir " + cwd);
+  SetResourceLimits(spec);
   DropPrivileges(config);
   // Last, after no_new_privs: the filter binds the action and all it starts.
   SeccompOptions seccomp;
@@ -512,7 +555,9 @@ int RunSandboxInit(void* arg) {
   int signal_number = WIFSIGNALED(action_status) ? WTERMSIG(action_status) : 0;
   int exit_code = WIFEXITED(action_status) ? WEXITSTATUS(action_status) : 128 + signal_number;
   Report(absl::StrCat("done orphans=", orphans, " remaining=", CountRemainingProcesses(),
-                      " exit=", exit_code, " signal=", signal_number));
+                      " exit=", exit_code, " signal=", signal_number,
+                      " tmp_full=", int{spec.tmp_size_bytes > 0 && IsFull("/tmp")},
+                      " shm_full=", int{spec.shm_size_bytes > 0 && IsFull("/dev/shm")}));
   if (WIFSIGNALED(action_status)) return 128 + WTERMSIG(action_status);
   return WEXITSTATUS(action_status);
 }

@@ -80,6 +80,13 @@ absl::Status ValidateSpec(const SandboxSpec& spec, const SandboxPolicy& policy) 
     return absl::InvalidArgumentError(
         absl::StrCat("cpu limit ", spec.cpus, " is impossible; use at least 0.01"));
   }
+  if (spec.tmp_size_bytes < 0 || spec.shm_size_bytes < 0 || spec.max_processes < 0 ||
+      spec.max_file_size_bytes < 0) {
+    return absl::InvalidArgumentError("tmp/shm sizes, max processes and max file size cannot be negative");
+  }
+  if (spec.max_processes == 1) {
+    return absl::InvalidArgumentError("max processes 1 is impossible: the action could not fork at all");
+  }
   if (spec.timeout < absl::ZeroDuration() || spec.kill_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeouts cannot be negative");
   }

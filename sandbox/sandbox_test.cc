@@ -542,6 +542,53 @@ TEST_P(SandboxTest, ActionHasItsOwnSessionAndCannotInjectIntoTheCallersTerminal)
   EXPECT_EQ(errno, EAGAIN);
 }
 
+// "No way out" #4: /tmp and /dev/shm are bounded tmpfs (they were half of
+// RAM each), also without a cgroup.
+TEST_P(SandboxTest, TmpAndShmAreBoundedBySizeFlags) {
+  auto defaults = Shell("grep -E '^([^ ]+ ){4}/(tmp|dev/shm) ' /proc/self/mountinfo | cut -d' ' -f5,10");
+  ASSERT_EQ(defaults.exit_code, 0) << defaults.stderr_text;
+  EXPECT_NE(defaults.stdout_text.find("/tmp rw,size=1048576k,nr_inodes=262144"), std::string::npos)
+      << defaults.stdout_text;
+  EXPECT_NE(defaults.stdout_text.find("/dev/shm rw,size=262144k,nr_inodes=65536"), std::string::npos)
+      << defaults.stdout_text;
+
+  auto tmp = Shell("head -c 6000000 /dev/zero > /tmp/big || echo tmp-full", {"--tmp_size=4MiB"});
+  EXPECT_EQ(tmp.stdout_text, "tmp-full\n");
+  EXPECT_NE(tmp.stderr_text.find("No space left on device"), std::string::npos) << tmp.stderr_text;
+  EXPECT_TRUE(Stats()["tmp_full"].get<bool>());
+  EXPECT_NE(tmp.stderr_text.find("/tmp was full"), std::string::npos) << tmp.stderr_text;
+
+  auto shm = Shell("head -c 6000000 /dev/zero > /dev/shm/big || echo shm-full", {"--shm_size=4MiB"});
+  EXPECT_EQ(shm.stdout_text, "shm-full\n");
+  EXPECT_TRUE(Stats()["shm_full"].get<bool>());
+  EXPECT_FALSE(Stats()["tmp_full"].get<bool>());
+}
+
+// RLIMIT_NPROC of the build user: a fork bomb stops without any cgroup.
+TEST_P(SandboxTest, ForkingMoreThanMaxProcessesFails) {
+  CopyProbeToWork();
+  auto limited = Sandbox({"--max_processes=20"}, {"/work/syscall_probe", "fork_many"});
+  EXPECT_EQ(limited.exit_code, 0) << limited.stdout_text << limited.stderr_text;
+  EXPECT_NE(limited.stdout_text.find("fork_many denied EAGAIN"), std::string::npos) << limited.stdout_text;
+  int forked = 0;
+  sscanf(limited.stdout_text.c_str(), "forked %d", &forked);
+  EXPECT_GT(forked, 10) << limited.stdout_text;
+  EXPECT_LT(forked, 20) << limited.stdout_text;
+  // 0 lifts the limit; the default (4096) is far above 100.
+  EXPECT_EQ(Sandbox({"--max_processes=0"}, {"/work/syscall_probe", "fork_many"}).exit_code, 1);
+  EXPECT_EQ(Sandbox({}, {"/work/syscall_probe", "fork_many"}).exit_code, 1);
+}
+
+TEST_P(SandboxTest, MaxFileSizeStopsABigWrite) {
+  auto r = Shell("trap '' XFSZ; head -c 3000000 /dev/zero > /work/big || echo too-big", {"--max_file_size=1MiB"});
+  EXPECT_EQ(r.stdout_text, "too-big\n") << r.stderr_text;
+  EXPECT_EQ(std::filesystem::file_size(work_ + "/big"), 1u << 20);
+  // Without the trap the writer dies of SIGXFSZ, which the stats name.
+  auto killed = Shell("exec head -c 3000000 /dev/zero > /work/big2", {"--max_file_size=1MiB"});
+  EXPECT_EQ(killed.exit_code, 128 + SIGXFSZ);
+  EXPECT_TRUE(Stats()["file_size_exceeded"].get<bool>());
+}
+
 INSTANTIATE_TEST_SUITE_P(AsRootAndUnprivileged, SandboxTest,
                          ::testing::Values(Mode::kRoot, Mode::kUnprivileged),
                          [](const auto& info) {

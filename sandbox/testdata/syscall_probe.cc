@@ -28,6 +28,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -124,6 +125,29 @@ Outcome InetLoopback() {
   return Call(connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address));
 }
 
+// Forks up to 100 children that wait; prints how many it got. Denied means
+// fork failed with EAGAIN first (a process limit).
+Outcome ForkMany() {
+  std::vector<pid_t> children;
+  Outcome outcome{0, 0};
+  for (int i = 0; i < 100; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      pause();
+      _exit(0);
+    }
+    if (pid < 0) {
+      outcome = Call(-1);
+      break;
+    }
+    children.push_back(pid);
+  }
+  std::printf("forked %zu\n", children.size());
+  for (pid_t pid : children) kill(pid, SIGKILL);
+  for (pid_t pid : children) waitpid(pid, nullptr, 0);
+  return outcome;
+}
+
 const std::map<std::string, std::function<Outcome()>>& Probes() {
   static const auto* probes = new std::map<std::string, std::function<Outcome()>>{
       // Namespaces. Each with CLONE_NEWUSER, which an unprivileged process
@@ -195,6 +219,7 @@ const std::map<std::string, std::function<Outcome()>>& Probes() {
        }},
       // The controlling terminal: ENXIO when there is none.
       {"open_dev_tty", [] { return Call(open("/dev/tty", O_RDWR)); }},
+      {"fork_many", ForkMany},
       // Must keep working.
       {"socket_netlink_route", [] { return Socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE); }},
       {"socket_inet", InetLoopback},
@@ -222,7 +247,9 @@ int main(int argc, char** argv) {
     std::printf("%s allowed\n", name.c_str());
     return 1;
   }
-  const int expected = name.rfind("clone3", 0) == 0 ? ENOSYS : name == "open_dev_tty" ? ENXIO : EPERM;
+  const int expected = name.rfind("clone3", 0) == 0 ? ENOSYS : name == "open_dev_tty" ? ENXIO
+                       : name == "fork_many"    ? EAGAIN
+                                                : EPERM;
   std::printf("%s %s %s\n", name.c_str(), outcome.error == expected ? "denied" : "failed",
               strerrorname_np(outcome.error));
   return outcome.error == expected ? 0 : 2;
