@@ -459,6 +459,19 @@ void ForwardSignal(int signal_number) {
   if (g_action_pid > 0) kill(-g_action_pid, signal_number);
 }
 
+// /proc/1/cmdline is readable by the action; it would show the launcher's
+// arguments, host paths included. PID 1 has its own copy of that memory (no
+// CLONE_VM), so it blanks it, keeping only a name. The argv strings must not
+// be used afterwards: everything was copied into the spec.
+void WipeLauncherArgv(const SandboxSpec& spec) {
+  char* begin = spec.launcher_argv_begin;
+  char* end = spec.launcher_argv_end;
+  if (begin == nullptr || end <= begin) return;
+  memset(begin, 0, end - begin);
+  static constexpr char kName[] = "kiln-sandbox";
+  if (static_cast<size_t>(end - begin) > sizeof kName) memcpy(begin, kName, sizeof kName);
+}
+
 // Counts the processes still in this PID namespace besides PID 1; they die
 // with PID 1.
 int CountRemainingProcesses() {
@@ -479,6 +492,7 @@ int RunSandboxInit(void* arg) {
   const ChildConfig& config = *static_cast<ChildConfig*>(arg);
   const SandboxSpec& spec = *config.spec;
   g_report_fd = config.report_fd;
+  WipeLauncherArgv(spec);
   if (getpid() != 1) {
     errno = EINVAL;
     DieAt(__FILE__, __LINE__, "the init is not PID 1 of its namespace");

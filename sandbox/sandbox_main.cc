@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -225,6 +226,9 @@ int main(int argc, char** argv) {
   for (int i = optind; i < argc; ++i) spec.argv.push_back(argv[i]);
   if (spec.argv.empty()) Fail(kExitUsage, "no command given; usage: kiln-sandbox [options] -- CMD [ARGS...]");
 
+  // Everything is copied into `spec`: PID 1 may wipe its copy of argv.
+  spec.launcher_argv_begin = argv[0];
+  spec.launcher_argv_end = argv[argc - 1] + std::strlen(argv[argc - 1]) + 1;
   absl::StatusOr<kiln::sandbox::SandboxResult> result = kiln::sandbox::RunSandbox(spec, policy);
   if (!result.ok()) Fail(ExitCodeFor(result.status().code()), std::string(result.status().message()));
   if (!stats_file.empty()) {

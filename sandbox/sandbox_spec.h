@@ -56,6 +56,12 @@ struct SandboxSpec {
   // The build user; chosen from the pool when unset.
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
+  // The launcher's own argv strings, from argv[0] to the end of the last one
+  // (contiguous, as the kernel lays them out), or null. PID 1 starts as a
+  // copy of the launcher's memory and zeroes its copy, so that
+  // /proc/1/cmdline inside shows no host paths (the work dir's, say).
+  char* launcher_argv_begin = nullptr;
+  char* launcher_argv_end = nullptr;
   // Descriptors the action gets as 0, 1 and 2 (-1: /dev/null for stdin,
   // inherit for stdout/stderr).
   int stdin_fd = -1;

@@ -589,6 +589,17 @@ TEST_P(SandboxTest, MaxFileSizeStopsABigWrite) {
   EXPECT_TRUE(Stats()["file_size_exceeded"].get<bool>());
 }
 
+// "No way out" #5: PID 1 is a copy of the launcher, whose argv names host
+// paths (the worker's state dir through --work_dir).
+TEST_P(SandboxTest, ProcOneCmdlineDoesNotShowTheLaunchersArguments) {
+  auto r = Shell("tr '\\0' ' ' < /proc/1/cmdline; echo");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  EXPECT_EQ(r.stdout_text.find(work_), std::string::npos) << r.stdout_text;
+  EXPECT_EQ(r.stdout_text.find("--work_dir"), std::string::npos) << r.stdout_text;
+  // The zeroed rest of the area reads as NULs (spaces here).
+  EXPECT_EQ(absl::StripTrailingAsciiWhitespace(r.stdout_text), "kiln-sandbox");
+}
+
 INSTANTIATE_TEST_SUITE_P(AsRootAndUnprivileged, SandboxTest,
                          ::testing::Values(Mode::kRoot, Mode::kUnprivileged),
                          [](const auto& info) {
