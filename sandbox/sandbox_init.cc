@@ -3,15 +3,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/seccomp.h>
 #include <net/if.h>
-#include <seccomp.h>
 #include <signal.h>
 #include <sys/capability.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -23,12 +22,15 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "sandbox/seccomp_filter.h"
 
 namespace kiln::sandbox {
 namespace {
@@ -90,9 +92,80 @@ unsigned long LockedFlags(const std::string& path) {
   return flags;
 }
 
-// Mounts `source` on `target` (created as a file or directory to match) and
-// makes it read-only unless `writable`.
-void MountBind(const std::string& source, const std::string& target, bool writable) {
+// Unescapes a path field of /proc/self/mountinfo (space, tab, newline and
+// backslash are written as \ooo octal).
+std::string UnescapeMountinfo(absl::string_view field) {
+  std::string out;
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size()) {
+      int value = 0;
+      bool octal = true;
+      for (size_t j = i + 1; j <= i + 3; ++j) {
+        if (field[j] < '0' || field[j] > '7') octal = false;
+        value = value * 8 + (field[j] - '0');
+      }
+      if (octal) {
+        out.push_back(static_cast<char>(value));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(field[i]);
+  }
+  return out;
+}
+
+// Fallback for kernels without mount_setattr (< 5.12): remounts `target`
+// and every mount below it, one by one, as listed in /proc/self/mountinfo.
+// Each remount keeps the flags the kernel locked in a user namespace.
+void RemountTreeOneByOne(const std::string& target, unsigned long flags) {
+  std::string text;
+  int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  CHECK_SYS(fd, "open /proc/self/mountinfo");
+  char buffer[8192];
+  for (ssize_t n; (n = read(fd, buffer, sizeof buffer)) > 0;) text.append(buffer, n);
+  close(fd);
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+    if (fields.size() < 5) continue;
+    std::string mount_point = UnescapeMountinfo(fields[4]);
+    if (mount_point != target && !absl::StartsWith(mount_point, target + "/")) continue;
+    CHECK_SYS(mount(nullptr, mount_point.c_str(), nullptr,
+                    MS_REMOUNT | MS_BIND | flags | LockedFlags(mount_point), nullptr),
+              "remount " + mount_point);
+  }
+}
+
+// Sets `attributes` (MOUNT_ATTR_*) on the mount at `target` and on every
+// mount below it: a bind with MS_REC copies the host's sub-mounts, and a
+// plain remount would only change the top one, leaving e.g. a tmpfs below a
+// read-only bind writable. mount_setattr only adds flags, so the ones the
+// kernel locked in a user namespace stay as they are.
+void SetMountTreeAttributes(const std::string& target, uint64_t attributes) {
+  struct mount_attr attr = {};
+  attr.attr_set = attributes;
+  if (mount_setattr(AT_FDCWD, target.c_str(), AT_RECURSIVE | AT_SYMLINK_NOFOLLOW, &attr,
+                    sizeof attr) == 0) {
+    return;
+  }
+  if (errno != ENOSYS) DieAt(__FILE__, __LINE__, "mount_setattr " + target);
+  unsigned long flags = 0;
+  if (attributes & MOUNT_ATTR_RDONLY) flags |= MS_RDONLY;
+  if (attributes & MOUNT_ATTR_NOSUID) flags |= MS_NOSUID;
+  if (attributes & MOUNT_ATTR_NODEV) flags |= MS_NODEV;
+  if (attributes & MOUNT_ATTR_NOEXEC) flags |= MS_NOEXEC;
+  RemountTreeOneByOne(target, flags);
+}
+
+enum class BindKind {
+  kReadOnly,  // host dirs: read-only, nosuid, nodev, sub-mounts included
+  kWritable,  // /work: writable, but nosuid and nodev, sub-mounts included
+  kDevice,    // a host device node (user namespace): must keep dev, so nosuid,noexec only
+};
+
+// Mounts `source` on `target` (created as a file or directory to match),
+// with the sub-mounts below it, and applies `kind`'s flags to all of them.
+void MountBind(const std::string& source, const std::string& target, BindKind kind) {
   struct stat st;
   CHECK_SYS(stat(source.c_str(), &st), "stat " + source);
   if (S_ISDIR(st.st_mode)) {
@@ -103,10 +176,16 @@ void MountBind(const std::string& source, const std::string& target, bool writab
   }
   CHECK_SYS(mount(source.c_str(), target.c_str(), nullptr, MS_BIND | MS_REC, nullptr),
             "bind " + source + " on " + target);
-  if (!writable) {
-    CHECK_SYS(mount(nullptr, target.c_str(), nullptr,
-                    MS_REMOUNT | MS_BIND | MS_RDONLY | LockedFlags(source), nullptr),
-              "remount read-only " + target);
+  switch (kind) {
+    case BindKind::kReadOnly:
+      SetMountTreeAttributes(target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+      break;
+    case BindKind::kWritable:
+      SetMountTreeAttributes(target, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+      break;
+    case BindKind::kDevice:
+      SetMountTreeAttributes(target, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+      break;
   }
 }
 
@@ -129,7 +208,19 @@ void WriteIdMaps(const ChildConfig& config) {
   WriteFileOrDie("/proc/self/gid_map", absl::StrCat(config.gid, " ", config.outer_gid, " 1\n"), 0);
 }
 
-void MountDev(const std::string& root, bool user_namespace) {
+// Bytes per inode for the tmpfs inode limit: a build's temporary files are
+// rarely smaller, and without a limit a tmpfs takes inodes up to half of RAM.
+constexpr int64_t kTmpfsBytesPerInode = 4096;
+
+// tmpfs options with a size and an inode limit (0: unlimited, the tmpfs
+// default would be half of RAM for each mount).
+std::string TmpfsOptions(const std::string& base, int64_t size_bytes) {
+  const int64_t inodes = size_bytes == 0 ? 0 : std::max<int64_t>(1024, size_bytes / kTmpfsBytesPerInode);
+  return absl::StrCat(base, ",size=", size_bytes, ",nr_inodes=", inodes);
+}
+
+void MountDev(const std::string& root, const ChildConfig& config) {
+  const bool user_namespace = config.user_namespace;
   const std::string dev = root + "/dev";
   MakeDirs(dev);
   CHECK_SYS(mount("tmpfs", dev.c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k"),
@@ -143,7 +234,7 @@ void MountDev(const std::string& root, bool user_namespace) {
     std::string path = absl::StrCat(dev, "/", node.name);
     if (user_namespace) {
       // Device nodes cannot be created in a user namespace; the host's are bound.
-      MountBind(absl::StrCat("/dev/", node.name), path, /*writable=*/true);
+      MountBind(absl::StrCat("/dev/", node.name), path, BindKind::kDevice);
     } else {
       CHECK_SYS(mknod(path.c_str(), S_IFCHR | 0666, makedev(node.major, node.minor)),
                 "mknod " + path);
@@ -155,7 +246,8 @@ void MountDev(const std::string& root, bool user_namespace) {
             "mount devpts");
   CHECK_SYS(symlink("pts/ptmx", (dev + "/ptmx").c_str()), "symlink /dev/ptmx");
   MakeDirs(dev + "/shm");
-  CHECK_SYS(mount("tmpfs", (dev + "/shm").c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+  CHECK_SYS(mount("tmpfs", (dev + "/shm").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+                  TmpfsOptions("mode=1777", config.spec->shm_size_bytes).c_str()),
             "mount /dev/shm");
   CHECK_SYS(symlink("/proc/self/fd", (dev + "/fd").c_str()), "symlink /dev/fd");
   CHECK_SYS(symlink("/proc/self/fd/0", (dev + "/stdin").c_str()), "symlink /dev/stdin");
@@ -181,7 +273,7 @@ void WriteEtc(const std::string& root, const ChildConfig& config) {
                  0644);
   if (config.spec->share_network) {
     struct stat st;
-    if (stat("/etc/resolv.conf", &st) == 0) MountBind("/etc/resolv.conf", etc + "/resolv.conf", false);
+    if (stat("/etc/resolv.conf", &st) == 0) MountBind("/etc/resolv.conf", etc + "/resolv.conf", BindKind::kReadOnly);
   }
 }
 
@@ -206,22 +298,24 @@ void BuildRootAndPivot(const ChildConfig& config) {
       CHECK_SYS(symlink(link, target.c_str()), "symlink " + target);
       continue;
     }
-    MountBind(bind.source, target, bind.writable);
+    MountBind(bind.source, target, bind.writable ? BindKind::kWritable : BindKind::kReadOnly);
   }
-  MountDev(root, config.user_namespace);
+  MountDev(root, config);
   MakeDirs(root + "/proc");
   CHECK_SYS(mount("proc", (root + "/proc").c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr),
             "mount /proc");
   MakeDirs(root + "/tmp");
-  CHECK_SYS(mount("tmpfs", (root + "/tmp").c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"),
+  CHECK_SYS(mount("tmpfs", (root + "/tmp").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+                  TmpfsOptions("mode=1777", spec.tmp_size_bytes).c_str()),
             "mount /tmp");
   WriteEtc(root, config);
   const std::string work = root + kWorkMountPoint;
   if (!spec.work_dir.empty()) {
-    MountBind(spec.work_dir, work, /*writable=*/true);
+    MountBind(spec.work_dir, work, BindKind::kWritable);
   } else {
     MakeDirs(work);
-    std::string options = absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid);
+    std::string options = TmpfsOptions(absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid),
+                                       spec.tmp_size_bytes);
     CHECK_SYS(mount("tmpfs", work.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()),
               "mount tmpfs on /work");
   }
@@ -269,24 +363,29 @@ void DropPrivileges(const ChildConfig& config) {
   CHECK_SYS(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs");
 }
 
-// Blocks mounting, tracing, the kernel keyring and bpf. ptrace is blocked as
-// a whole: the PID namespace already hides every outside pid.
-void InstallSeccompFilter() {
-  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-  if (ctx == nullptr) DieAt(__FILE__, __LINE__, "seccomp_init");
-  for (const char* name : {"mount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen",
-                           "fsconfig", "fsmount", "fspick", "mount_setattr", "ptrace",
-                           "process_vm_readv", "process_vm_writev", "keyctl", "add_key",
-                           "request_key", "bpf", "kexec_load", "init_module", "finit_module",
-                           "delete_module", "unshare", "setns"}) {
-    int number = seccomp_syscall_resolve_name(name);
-    if (number == __NR_SCMP_ERROR) continue;  // not on this architecture
-    if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), number, 0) != 0) {
-      DieAt(__FILE__, __LINE__, absl::StrCat("seccomp rule for ", name));
-    }
+// Limits that need no cgroup. RLIMIT_NPROC counts the processes of the
+// action's real uid: as root the build uid is leased to this sandbox alone,
+// and in a user namespace the kernel counts per (namespace, uid), i.e. only
+// this sandbox's processes, while the outer uid's own count is still held to
+// the launcher's limit. Set before the uid changes, while raising is allowed.
+void SetResourceLimits(const SandboxSpec& spec) {
+  if (spec.max_processes > 0) {
+    struct rlimit limit = {static_cast<rlim_t>(spec.max_processes), static_cast<rlim_t>(spec.max_processes)};
+    CHECK_SYS(setrlimit(RLIMIT_NPROC, &limit), "setrlimit RLIMIT_NPROC");
   }
-  if (seccomp_load(ctx) != 0) DieAt(__FILE__, __LINE__, "seccomp_load");
-  seccomp_release(ctx);
+  if (spec.max_file_size_bytes > 0) {
+    struct rlimit limit = {static_cast<rlim_t>(spec.max_file_size_bytes),
+                           static_cast<rlim_t>(spec.max_file_size_bytes)};
+    CHECK_SYS(setrlimit(RLIMIT_FSIZE, &limit), "setrlimit RLIMIT_FSIZE");
+  }
+}
+
+// True when the filesystem at `path` has no room or no inode left: the
+// action then saw ENOSPC there.
+bool IsFull(const char* path) {
+  struct statvfs st;
+  if (statvfs(path, &st) != 0) return false;
+  return st.f_bavail == 0 || (st.f_files > 0 && st.f_favail == 0);
 }
 
 std::string FindInPath(const std::string& program, const std::map<std::string, std::string>& env) {
@@ -302,7 +401,10 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
 // PID 2: becomes the action. Never returns.
 [[noreturn]] void ExecAction(const ChildConfig& config, int exec_error_fd) {
   const SandboxSpec& spec = *config.spec;
-  setpgid(0, 0);
+  // A session of its own, not just a process group: the action then has no
+  // controlling terminal, so it cannot TIOCSTI keystrokes into the terminal
+  // kiln-sandbox was started from, nor get its SIGHUP/job-control signals.
+  CHECK_SYS(setsid(), "setsid");
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -314,8 +416,15 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
   }
   std::string cwd = spec.cwd.empty() ? kWorkMountPoint : absl::StrCat(kWorkMountPoint, "/", spec.cwd);
   CHECK_SYS(chdir(cwd.c_str()), "chdir " + cwd);
+  SetResourceLimits(spec);
   DropPrivileges(config);
-  if (spec.seccomp) InstallSeccompFilter();
+  // Last, after no_new_privs: the filter binds the action and all it starts.
+  SeccompOptions seccomp;
+  seccomp.allow_nested_sandbox = spec.allow_nested_sandbox;
+  std::string seccomp_error;
+  if (!InstallSeccompFilter(seccomp, &seccomp_error)) {
+    DieAt(__FILE__, __LINE__, seccomp_error);
+  }
 
   std::vector<std::string> env_strings;
   for (const auto& [name, value] : spec.env) env_strings.push_back(name + "=" + value);
@@ -350,6 +459,19 @@ void ForwardSignal(int signal_number) {
   if (g_action_pid > 0) kill(-g_action_pid, signal_number);
 }
 
+// /proc/1/cmdline is readable by the action; it would show the launcher's
+// arguments, host paths included. PID 1 has its own copy of that memory (no
+// CLONE_VM), so it blanks it, keeping only a name. The argv strings must not
+// be used afterwards: everything was copied into the spec.
+void WipeLauncherArgv(const SandboxSpec& spec) {
+  char* begin = spec.launcher_argv_begin;
+  char* end = spec.launcher_argv_end;
+  if (begin == nullptr || end <= begin) return;
+  memset(begin, 0, end - begin);
+  static constexpr char kName[] = "kiln-sandbox";
+  if (static_cast<size_t>(end - begin) > sizeof kName) memcpy(begin, kName, sizeof kName);
+}
+
 // Counts the processes still in this PID namespace besides PID 1; they die
 // with PID 1.
 int CountRemainingProcesses() {
@@ -370,6 +492,7 @@ int RunSandboxInit(void* arg) {
   const ChildConfig& config = *static_cast<ChildConfig*>(arg);
   const SandboxSpec& spec = *config.spec;
   g_report_fd = config.report_fd;
+  WipeLauncherArgv(spec);
   if (getpid() != 1) {
     errno = EINVAL;
     DieAt(__FILE__, __LINE__, "the init is not PID 1 of its namespace");
@@ -446,7 +569,9 @@ int RunSandboxInit(void* arg) {
   int signal_number = WIFSIGNALED(action_status) ? WTERMSIG(action_status) : 0;
   int exit_code = WIFEXITED(action_status) ? WEXITSTATUS(action_status) : 128 + signal_number;
   Report(absl::StrCat("done orphans=", orphans, " remaining=", CountRemainingProcesses(),
-                      " exit=", exit_code, " signal=", signal_number));
+                      " exit=", exit_code, " signal=", signal_number,
+                      " tmp_full=", int{spec.tmp_size_bytes > 0 && IsFull("/tmp")},
+                      " shm_full=", int{spec.shm_size_bytes > 0 && IsFull("/dev/shm")}));
   if (WIFSIGNALED(action_status)) return 128 + WTERMSIG(action_status);
   return WEXITSTATUS(action_status);
 }

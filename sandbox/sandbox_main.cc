@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -54,7 +55,16 @@ Options:
   --allow_host_network  operator policy: permit --share_network
   --linux32             32-bit personality
   --uname26             UNAME26 personality (uname reports 2.6.x)
-  --seccomp             block mount, ptrace, keyring, bpf and module syscalls
+  --allow_nested_sandbox  operator policy: let the action create namespaces (clone
+                        with CLONE_NEW*, unshare, setns), e.g. for a sandbox inside;
+                        the rest of the seccomp filter stays on
+  --seccomp             accepted for compatibility; the filter is always on
+  --tmp_size=SIZE       size of the /tmp tmpfs (and of /work without --work_dir), with
+                        an inode per 4 KiB; default 1GiB, 0 unlimited
+  --shm_size=SIZE       size of the /dev/shm tmpfs, likewise; default 256MiB, 0 unlimited
+  --max_processes=N     RLIMIT_NPROC of the build user (fork fails with EAGAIN);
+                        needs no cgroup; default 4096, 0 unlimited
+  --max_file_size=SIZE  RLIMIT_FSIZE (SIGXFSZ, then EFBIG); default 0, unlimited
   --memory=SIZE         memory limit, e.g. 512MiB (needs a writable memory cgroup)
   --pids=N              process limit
   --cpus=X              CPU limit in cores, e.g. 1.5
@@ -97,6 +107,13 @@ T ParseNumber(const char* option, const char* text) {
   return value;
 }
 
+int64_t ParseSize(const char* option, const char* text) {
+  kiln::ByteSize size;
+  std::string error;
+  if (!AbslParseFlag(text, &size, &error)) Fail(kExitUsage, absl::StrCat("--", option, ": ", error));
+  return static_cast<int64_t>(size.bytes);
+}
+
 absl::Duration ParseDuration(const char* option, const char* text) {
   absl::Duration d;
   double seconds;
@@ -120,8 +137,8 @@ int main(int argc, char** argv) {
   std::string stats_file;
   enum {
     kWorkDir = 1000, kCwd, kBind, kEnv, kHostname, kDomainname, kShareNetwork, kAllowHostNetwork,
-    kLinux32, kUname26, kSeccomp, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
-    kUidPoolBase, kUidPoolSize, kStatsFile, kHelp,
+    kLinux32, kUname26, kSeccomp, kAllowNestedSandbox, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
+    kUidPoolBase, kUidPoolSize, kStatsFile, kHelp, kTmpSize, kShmSize, kMaxProcesses, kMaxFileSize,
   };
   static const struct option kOptions[] = {
       {"work_dir", required_argument, nullptr, kWorkDir},
@@ -135,7 +152,12 @@ int main(int argc, char** argv) {
       {"linux32", no_argument, nullptr, kLinux32},
       {"uname26", no_argument, nullptr, kUname26},
       {"seccomp", no_argument, nullptr, kSeccomp},
+      {"allow_nested_sandbox", no_argument, nullptr, kAllowNestedSandbox},
       {"memory", required_argument, nullptr, kMemory},
+      {"tmp_size", required_argument, nullptr, kTmpSize},
+      {"shm_size", required_argument, nullptr, kShmSize},
+      {"max_processes", required_argument, nullptr, kMaxProcesses},
+      {"max_file_size", required_argument, nullptr, kMaxFileSize},
       {"pids", required_argument, nullptr, kPids},
       {"cpus", required_argument, nullptr, kCpus},
       {"timeout", required_argument, nullptr, kTimeout},
@@ -177,14 +199,13 @@ int main(int argc, char** argv) {
       case kAllowHostNetwork: policy.allow_host_network = true; break;
       case kLinux32: spec.personality_linux32 = true; break;
       case kUname26: spec.personality_uname26 = true; break;
-      case kSeccomp: spec.seccomp = true; break;
-      case kMemory: {
-        kiln::ByteSize size;
-        std::string error;
-        if (!AbslParseFlag(optarg, &size, &error)) Fail(kExitUsage, "--memory: " + error);
-        spec.memory_bytes = size.bytes;
-        break;
-      }
+      case kSeccomp: break;  // the filter is always on
+      case kAllowNestedSandbox: spec.allow_nested_sandbox = true; break;
+      case kMemory: spec.memory_bytes = ParseSize("memory", optarg); break;
+      case kTmpSize: spec.tmp_size_bytes = ParseSize("tmp_size", optarg); break;
+      case kShmSize: spec.shm_size_bytes = ParseSize("shm_size", optarg); break;
+      case kMaxProcesses: spec.max_processes = ParseNumber<int64_t>("max_processes", optarg); break;
+      case kMaxFileSize: spec.max_file_size_bytes = ParseSize("max_file_size", optarg); break;
       case kPids: spec.pids = ParseNumber<int64_t>("pids", optarg); break;
       case kCpus:
         if (!absl::SimpleAtod(optarg, &spec.cpus)) Fail(kExitUsage, absl::StrCat("--cpus=", optarg, ": not a number"));
@@ -205,6 +226,9 @@ int main(int argc, char** argv) {
   for (int i = optind; i < argc; ++i) spec.argv.push_back(argv[i]);
   if (spec.argv.empty()) Fail(kExitUsage, "no command given; usage: kiln-sandbox [options] -- CMD [ARGS...]");
 
+  // Everything is copied into `spec`: PID 1 may wipe its copy of argv.
+  spec.launcher_argv_begin = argv[0];
+  spec.launcher_argv_end = argv[argc - 1] + std::strlen(argv[argc - 1]) + 1;
   absl::StatusOr<kiln::sandbox::SandboxResult> result = kiln::sandbox::RunSandbox(spec, policy);
   if (!result.ok()) Fail(ExitCodeFor(result.status().code()), std::string(result.status().message()));
   if (!stats_file.empty()) {
@@ -219,6 +243,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln-sandbox: cannot execute %s\n", result->exec_error.c_str());
   }
   if (result->timed_out) std::fprintf(stderr, "kiln-sandbox: timed out after %s\n", absl::FormatDuration(spec.timeout).c_str());
+  if (result->tmp_full) std::fprintf(stderr, "kiln-sandbox: /tmp was full (--tmp_size=%lld bytes)\n", static_cast<long long>(spec.tmp_size_bytes));
+  if (result->shm_full) std::fprintf(stderr, "kiln-sandbox: /dev/shm was full (--shm_size=%lld bytes)\n", static_cast<long long>(spec.shm_size_bytes));
+  if (result->file_size_exceeded) std::fprintf(stderr, "kiln-sandbox: a file exceeded --max_file_size=%lld bytes\n", static_cast<long long>(spec.max_file_size_bytes));
   if (result->oom_killed) std::fprintf(stderr, "kiln-sandbox: killed by the OOM killer (memory limit %lld bytes)\n", static_cast<long long>(spec.memory_bytes));
   return result->exit_code;
 }

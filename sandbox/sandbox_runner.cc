@@ -44,7 +44,7 @@ struct Report {
   std::string exec_error;
   std::optional<int64_t> namespaces_ns, root_ns, network_ns, exec_ns;
   bool done = false;
-  int orphans = 0, remaining = 0, exit_code = -1, signal = 0;
+  int orphans = 0, remaining = 0, exit_code = -1, signal = 0, tmp_full = 0, shm_full = 0;
 };
 
 Report ParseReport(const std::string& text) {
@@ -72,6 +72,8 @@ Report ParseReport(const std::string& text) {
         if (kv.first == "remaining") report.remaining = value;
         if (kv.first == "exit") report.exit_code = value;
         if (kv.first == "signal") report.signal = value;
+        if (kv.first == "tmp_full") report.tmp_full = value;
+        if (kv.first == "shm_full") report.shm_full = value;
       }
     }
   }
@@ -239,11 +241,14 @@ absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxP
   if (report.done) {
     result.exit_code = report.exit_code;
     result.signal = report.signal;
+    result.tmp_full = report.tmp_full != 0;
+    result.shm_full = report.shm_full != 0;
   } else {
     // PID 1 itself was killed (timeout or OOM): so was the action.
     result.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
     result.exit_code = WIFSIGNALED(status) ? 128 + result.signal : WEXITSTATUS(status);
   }
+  result.file_size_exceeded = result.signal == SIGXFSZ;
   if (cgroup != nullptr) {
     result.oom_killed = cgroup->OomKilled();
     result.peak_memory_bytes = cgroup->PeakMemoryBytes();

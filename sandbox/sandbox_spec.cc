@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -73,9 +75,17 @@ absl::Status ValidateSpec(const SandboxSpec& spec, const SandboxPolicy& policy) 
     return absl::InvalidArgumentError(
         absl::StrCat("pids limit ", spec.pids, " is impossible: the init and the action need 2"));
   }
-  if (spec.cpus < 0 || (spec.cpus > 0 && spec.cpus < 0.01)) {
+  // NaN compares false with everything, so it must be refused explicitly.
+  if (!std::isfinite(spec.cpus) || spec.cpus < 0 || (spec.cpus > 0 && spec.cpus < 0.01)) {
     return absl::InvalidArgumentError(
         absl::StrCat("cpu limit ", spec.cpus, " is impossible; use at least 0.01"));
+  }
+  if (spec.tmp_size_bytes < 0 || spec.shm_size_bytes < 0 || spec.max_processes < 0 ||
+      spec.max_file_size_bytes < 0) {
+    return absl::InvalidArgumentError("tmp/shm sizes, max processes and max file size cannot be negative");
+  }
+  if (spec.max_processes == 1) {
+    return absl::InvalidArgumentError("max processes 1 is impossible: the action could not fork at all");
   }
   if (spec.timeout < absl::ZeroDuration() || spec.kill_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("timeouts cannot be negative");
@@ -87,7 +97,10 @@ absl::Status ValidateSpec(const SandboxSpec& spec, const SandboxPolicy& policy) 
     return absl::InvalidArgumentError("the build-user pool must have a non-root base and size >= 1");
   }
   if (spec.uid.has_value() && *spec.uid == 0) {
-    return absl::InvalidArgumentError("the build user cannot be root (uid 0)");
+    return absl::InvalidArgumentError("the build user cannot be root (--uid=0)");
+  }
+  if (spec.gid.has_value() && *spec.gid == 0) {
+    return absl::InvalidArgumentError("the build group cannot be root (--gid=0)");
   }
   return absl::OkStatus();
 }

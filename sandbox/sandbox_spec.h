@@ -39,16 +39,29 @@ struct SandboxSpec {
   bool share_network = false;                   // needs SandboxPolicy::allow_host_network
   bool personality_linux32 = false;
   bool personality_uname26 = false;
-  bool seccomp = false;
+  // The seccomp filter (seccomp_filter.h) is always on; this operator opt-in
+  // lets the action create namespaces (a sandbox inside the sandbox).
+  bool allow_nested_sandbox = false;
   // Resource limits; 0 means unlimited. Any set limit needs a working cgroup.
   int64_t memory_bytes = 0;
   int64_t pids = 0;
   double cpus = 0;                              // CPU time per wall second, e.g. 1.5
+  // Limits that need no cgroup, on by default; 0 means unlimited.
+  int64_t tmp_size_bytes = int64_t{1} << 30;    // tmpfs /tmp (and /work when no work_dir)
+  int64_t shm_size_bytes = int64_t{256} << 20;  // tmpfs /dev/shm
+  int64_t max_processes = 4096;                 // RLIMIT_NPROC of the build user
+  int64_t max_file_size_bytes = 0;              // RLIMIT_FSIZE (SIGXFSZ, then EFBIG)
   absl::Duration timeout = absl::ZeroDuration();  // zero: none
   absl::Duration kill_grace = absl::Seconds(5);   // SIGTERM to SIGKILL
   // The build user; chosen from the pool when unset.
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
+  // The launcher's own argv strings, from argv[0] to the end of the last one
+  // (contiguous, as the kernel lays them out), or null. PID 1 starts as a
+  // copy of the launcher's memory and zeroes its copy, so that
+  // /proc/1/cmdline inside shows no host paths (the work dir's, say).
+  char* launcher_argv_begin = nullptr;
+  char* launcher_argv_end = nullptr;
   // Descriptors the action gets as 0, 1 and 2 (-1: /dev/null for stdin,
   // inherit for stdout/stderr).
   int stdin_fd = -1;
@@ -88,6 +101,10 @@ struct SandboxResult {
   uid_t uid = 0;              // the build user that ran the action
   std::string exec_error;     // set when the command could not be executed
   bool user_namespace = false;
+  // Limits the action ran into, as far as they can be seen afterwards.
+  bool tmp_full = false;             // /tmp had no free space or inodes left at the end
+  bool shm_full = false;             // the same for /dev/shm
+  bool file_size_exceeded = false;   // the action died of SIGXFSZ
 };
 
 // The kind of problem, for kiln-sandbox's exit code.

@@ -6,13 +6,20 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <pty.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <termios.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -23,6 +30,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/posix.h"
+#include "sandbox/sandbox_spec.h"
 #include "tests/worker_process.h"
 
 namespace kiln::sandbox {
@@ -43,12 +51,33 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
     mkdir(work_.c_str(), 0777);
     chmod(work_.c_str(), 0777);
   }
-  void TearDown() override { (void)RemoveTree(dir_); }
+  void TearDown() override {
+    // Host mounts a test made, innermost first, before the tree goes.
+    for (auto it = host_mounts_.rbegin(); it != host_mounts_.rend(); ++it) umount2(it->c_str(), MNT_DETACH);
+    (void)RemoveTree(dir_);
+  }
+
+  // Mounts a tmpfs on `path` (created) on the host; TearDown unmounts it.
+  void MountHostTmpfs(const std::string& path) {
+    std::filesystem::create_directories(path);
+    ASSERT_EQ(mount("tmpfs", path.c_str(), "tmpfs", 0, "mode=1777,size=1m"), 0) << strerror(errno);
+    host_mounts_.push_back(path);
+  }
+
+  // --bind options for the default binds, to add more without losing them.
+  static std::vector<std::string> DefaultBindOptions() {
+    std::vector<std::string> options;
+    for (const BindMount& bind : DefaultBinds()) options.push_back("--bind=" + bind.source);
+    return options;
+  }
 
   bool Unprivileged() const { return GetParam() == Mode::kUnprivileged; }
 
   // Runs kiln-sandbox with `options` and the stats file, then `command`.
   ProcessResult Sandbox(std::vector<std::string> options, std::vector<std::string> command) {
+    return RunToCompletion(SandboxArgv(std::move(options), std::move(command)));
+  }
+  std::vector<std::string> SandboxArgv(std::vector<std::string> options, std::vector<std::string> command) {
     std::vector<std::string> argv;
     if (Unprivileged()) {
       argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
@@ -61,7 +90,7 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
     argv.insert(argv.end(), options.begin(), options.end());
     argv.push_back("--");
     argv.insert(argv.end(), command.begin(), command.end());
-    return RunToCompletion(argv);
+    return argv;
   }
   ProcessResult Shell(const std::string& script, std::vector<std::string> options = {}) {
     return Sandbox(std::move(options), {"/bin/sh", "-c", script});
@@ -74,8 +103,37 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
     return absl::StrSplit(absl::StripTrailingAsciiWhitespace(text), '\n');
   }
 
+  void CopyProbeToWork() {
+    std::filesystem::copy_file(KILN_SYSCALL_PROBE, work_ + "/syscall_probe",
+                               std::filesystem::copy_options::overwrite_existing);
+    chmod((work_ + "/syscall_probe").c_str(), 0755);
+  }
+
+  // Runs the syscall probe once per name in one sandbox (copied into the
+  // work dir) and expects each to exit with `expected`.
+  void ExpectProbes(const std::vector<std::string>& names, int expected,
+                    std::vector<std::string> options = {}) {
+    CopyProbeToWork();
+    std::string script;
+    for (const std::string& name : names) {
+      script += "/work/syscall_probe " + name + "; echo \"exit " + name + " $?\"; ";
+    }
+    auto r = Shell(script, std::move(options));
+    ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+    std::map<std::string, int> codes;
+    for (const std::string& line : Lines(r.stdout_text)) {
+      std::vector<std::string> parts = absl::StrSplit(line, ' ');
+      if (parts.size() == 3 && parts[0] == "exit") codes[parts[1]] = std::stoi(parts[2]);
+    }
+    for (const std::string& name : names) {
+      ASSERT_TRUE(codes.count(name)) << name << "\n" << r.stdout_text << r.stderr_text;
+      EXPECT_EQ(codes[name], expected) << name << ":\n" << r.stdout_text << r.stderr_text;
+    }
+  }
+
   std::string dir_;
   std::string work_;
+  std::vector<std::string> host_mounts_;
 };
 
 TEST_P(SandboxTest, ActionIsPid2UnderAnInitAtPid1AndSeesOnlyTheSandbox) {
@@ -270,15 +328,67 @@ TEST_P(SandboxTest, PersonalityOptions) {
   EXPECT_EQ(lines[1], "i686");
 }
 
-TEST_P(SandboxTest, SeccompBlocksNamespaceAndMountCalls) {
-  // Creating a user namespace works inside by default, so the filter is what
-  // makes the second run fail.
-  auto plain = Shell("unshare --user true && echo allowed");
-  EXPECT_EQ(plain.stdout_text, "allowed\n") << plain.stderr_text;
-  auto filtered = Shell("unshare --user true && echo allowed", {"--seccomp"});
-  EXPECT_EQ(filtered.stdout_text, "");
-  EXPECT_NE(filtered.stderr_text.find("Operation not permitted"), std::string::npos)
-      << filtered.stderr_text;
+// "No way out" #2: the seccomp filter is on by default. Each test runs
+// testdata/syscall_probe inside: exit 0 = denied with the filter's errno,
+// 1 = allowed, 2 = failed some other way (the unfiltered kernel's answer).
+TEST_P(SandboxTest, SeccompDeniesNestedNamespaces) {
+  // The reproduced bypass: a nested user namespace has every capability over
+  // its own network namespace (nf_tables, AF_PACKET).
+  auto shell = Shell("unshare -Ur true && echo allowed; unshare -Urn true && echo allowed");
+  EXPECT_EQ(shell.stdout_text, "") << shell.stderr_text;
+  EXPECT_NE(shell.stderr_text.find("Operation not permitted"), std::string::npos) << shell.stderr_text;
+  ExpectProbes({"clone_newuser", "clone_newuser_newnet", "clone_newns", "clone_newpid", "clone_newipc",
+                "clone_newuts", "clone_newcgroup", "clone3_newuser", "unshare_newuser",
+                "unshare_newtime", "setns"},
+               0);
+}
+
+TEST_P(SandboxTest, AllowNestedSandboxPermitsOnlyNamespaceCreation) {
+  auto shell = Shell("unshare -Ur true && echo allowed", {"--allow_nested_sandbox"});
+  EXPECT_EQ(shell.stdout_text, "allowed\n") << shell.stderr_text;
+  ExpectProbes({"clone_newuser_newnet", "unshare_newuser"}, 1, {"--allow_nested_sandbox"});
+  ExpectProbes({"clone3_newuser", "mount", "open_tree", "keyctl", "socket_packet", "socket_netlink_netfilter"},
+               0, {"--allow_nested_sandbox"});
+}
+
+TEST_P(SandboxTest, SeccompDeniesMountCalls) {
+  ExpectProbes({"mount", "umount2", "open_tree", "mount_setattr", "pivot_root", "move_mount", "fsopen",
+                "fsconfig", "fsmount", "fspick"},
+               0);
+}
+
+TEST_P(SandboxTest, SeccompDeniesKeyrings) {
+  ExpectProbes({"keyctl", "add_key", "request_key"}, 0);
+}
+
+TEST_P(SandboxTest, SeccompDeniesBpfPerfUserfaultfdAndIoUring) {
+  ExpectProbes({"bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+                "io_uring_register"},
+               0);
+}
+
+TEST_P(SandboxTest, SeccompDeniesLoadingKernelCode) {
+  ExpectProbes({"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module"}, 0);
+}
+
+TEST_P(SandboxTest, SeccompDeniesPacketAndNetlinkSocketsButRoute) {
+  ExpectProbes({"socket_packet", "socket_packet_high_bits", "socket_netlink_netfilter",
+                "socket_netlink_audit", "socket_netlink_uevent", "socket_netlink_sock_diag",
+                "socketpair_packet", "socketpair_netlink"},
+               0);
+  ExpectProbes({"socket_netlink_route"}, 1);
+}
+
+// What builds do must survive the filter, also in 32-bit personality. (No
+// 32-bit binaries exist on the test machine; --linux32 runs 64-bit ones.)
+TEST_P(SandboxTest, OrdinaryCallsWorkUnderSeccomp) {
+  const std::vector<std::string> ordinary = {"fork_exec", "thread", "getaddrinfo", "socket_inet",
+                                             "socketpair_unix", "socket_netlink_route",
+                                             "ptrace_traceme"};
+  ExpectProbes(ordinary, 1);
+  ExpectProbes(ordinary, 1, {"--linux32"});
+  // The old opt-in flag is still accepted (the filter is always on).
+  ExpectProbes({"mount"}, 0, {"--seccomp"});
 }
 
 TEST_P(SandboxTest, StatsFileHasStageTimesAndRusage) {
@@ -314,6 +424,180 @@ TEST_P(SandboxTest, BadOptionsGetDistinctExitCodesAndNothingRuns) {
   EXPECT_EQ(network.exit_code, 64);
   EXPECT_NE(network.stderr_text.find("allow_host_network"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(work_ + "/ran"));
+}
+
+// "No way out" #1: a bind with MS_REC copies the host's sub-mounts; a plain
+// read-only remount changes only the top one and left them writable.
+TEST_P(SandboxTest, MountsBelowAReadOnlyBindAreReadOnlyToo) {
+  const std::string ro = dir_ + "/ro";
+  MountHostTmpfs(ro + "/sub");
+  std::vector<std::string> options = DefaultBindOptions();
+  options.push_back("--bind=" + ro + ":/ro");
+  auto r = Shell("echo x > /ro/sub/f && echo WROTE-SUB-MOUNT; echo x > /ro/f && echo WROTE-TOP; "
+                 "test -d /ro/sub && echo sub-visible", options);
+  EXPECT_EQ(r.stdout_text, "sub-visible\n") << r.stderr_text;
+  EXPECT_NE(r.stderr_text.find("Read-only file system"), std::string::npos) << r.stderr_text;
+  EXPECT_FALSE(std::filesystem::exists(ro + "/sub/f"));
+}
+
+// "No way out" #1: the writable /work bind is nosuid and nodev, sub-mounts
+// included. A device node or a setuid-root binary planted in the work dir
+// (inputs come from clients) must give the action nothing.
+TEST_P(SandboxTest, WorkDirIsNosuidAndNodev) {
+  ASSERT_EQ(mknod((work_ + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0) << strerror(errno);
+  chmod((work_ + "/null").c_str(), 0666);
+  std::filesystem::copy_file("/usr/bin/id", work_ + "/id");
+  ASSERT_EQ(chown((work_ + "/id").c_str(), 0, 0), 0);
+  ASSERT_EQ(chmod((work_ + "/id").c_str(), 04755), 0);
+  MountHostTmpfs(work_ + "/sub");
+  auto r = Shell("echo x > /work/null && echo DEVICE-OPENED; /work/id -u;"
+                 "grep -E '^([^ ]+ ){4}/work(/sub)? ' /proc/self/mountinfo | cut -d' ' -f5,6");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  auto lines = Lines(r.stdout_text);
+  ASSERT_EQ(lines.size(), 3u) << r.stdout_text;
+  EXPECT_NE(lines[0], "0") << "a setuid-root binary in /work gave euid 0";
+  EXPECT_NE(std::stoi(lines[0]), 0);
+  for (int i = 1; i < 3; ++i) {
+    EXPECT_NE(lines[i].find("nosuid"), std::string::npos) << lines[i];
+    EXPECT_NE(lines[i].find("nodev"), std::string::npos) << lines[i];
+  }
+  EXPECT_NE(r.stderr_text.find("Permission denied"), std::string::npos) << r.stderr_text;
+}
+
+// "No way out" #5: the build user is never root, and limits are numbers.
+TEST_P(SandboxTest, RootIdsAndNonFiniteCpuLimitsAreRefused) {
+  for (const char* option : {"--uid=0", "--gid=0", "--cpus=nan", "--cpus=inf", "--cpus=-1"}) {
+    auto r = Shell("touch /work/ran", {option});
+    EXPECT_EQ(r.exit_code, 64) << option << ": " << r.stderr_text;
+    EXPECT_FALSE(r.stderr_text.empty()) << option;
+    EXPECT_FALSE(std::filesystem::exists(work_ + "/ran")) << option;
+  }
+}
+
+// "No way out" #3: kiln-sandbox started from a terminal (its stderr here,
+// which is the caller's controlling terminal). The action must not be able
+// to push keystrokes into it: it runs in a session of its own, without a
+// controlling terminal (and the filter denies TIOCSTI as well). On this
+// kernel dev.tty.legacy_tiocsti=1, so TIOCSTI into one's own controlling
+// terminal would otherwise work.
+TEST_P(SandboxTest, ActionHasItsOwnSessionAndCannotInjectIntoTheCallersTerminal) {
+  CopyProbeToWork();
+  int master = -1, slave = -1;
+  ASSERT_EQ(openpty(&master, &slave, nullptr, nullptr, nullptr), 0) << strerror(errno);
+  UniqueFd master_fd(master), slave_fd(slave);
+  struct termios raw;
+  ASSERT_EQ(tcgetattr(slave, &raw), 0);
+  cfmakeraw(&raw);  // injected bytes are readable at once, without a newline
+  ASSERT_EQ(tcsetattr(slave, TCSANOW, &raw), 0);
+  int out[2];
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  UniqueFd out_read(out[0]), out_write(out[1]);
+
+  std::vector<std::string> args = SandboxArgv(
+      {}, {"/bin/sh", "-c",
+           "/work/syscall_probe tiocsti; /work/syscall_probe open_dev_tty;"
+           "read -r pid comm state ppid pgrp session rest < /proc/self/stat; echo session=$session"});
+  std::vector<char*> argv;
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // The caller: a session whose controlling terminal is the pty.
+    setsid();
+    ioctl(slave, TIOCSCTTY, 0);
+    dup2(slave, 0);
+    dup2(out[1], 1);
+    dup2(slave, 2);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, nullptr, 0);
+      }
+    }
+  } reaper{pid};
+  out_write.Reset();
+  std::string output;
+  char buffer[4096];
+  for (ssize_t n; (n = read(out_read.get(), buffer, sizeof buffer)) > 0;) output.append(buffer, n);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  reaper.pid = -1;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << " " << output;
+
+  EXPECT_NE(output.find("tiocsti denied EPERM"), std::string::npos) << output;
+  EXPECT_NE(output.find("open_dev_tty denied ENXIO"), std::string::npos) << output;
+  // The action (PID 2) leads its own session; the caller's is outside the
+  // PID namespace and would show as 0.
+  EXPECT_NE(output.find("session=2\n"), std::string::npos) << output;
+  // Nothing arrived on the terminal's input side.
+  fcntl(slave, F_SETFL, fcntl(slave, F_GETFL) | O_NONBLOCK);
+  char injected[16];
+  EXPECT_EQ(read(slave, injected, sizeof injected), -1);
+  EXPECT_EQ(errno, EAGAIN);
+}
+
+// "No way out" #4: /tmp and /dev/shm are bounded tmpfs (they were half of
+// RAM each), also without a cgroup.
+TEST_P(SandboxTest, TmpAndShmAreBoundedBySizeFlags) {
+  auto defaults = Shell("grep -E '^([^ ]+ ){4}/(tmp|dev/shm) ' /proc/self/mountinfo | cut -d' ' -f5,10");
+  ASSERT_EQ(defaults.exit_code, 0) << defaults.stderr_text;
+  EXPECT_NE(defaults.stdout_text.find("/tmp rw,size=1048576k,nr_inodes=262144"), std::string::npos)
+      << defaults.stdout_text;
+  EXPECT_NE(defaults.stdout_text.find("/dev/shm rw,size=262144k,nr_inodes=65536"), std::string::npos)
+      << defaults.stdout_text;
+
+  auto tmp = Shell("head -c 6000000 /dev/zero > /tmp/big || echo tmp-full", {"--tmp_size=4MiB"});
+  EXPECT_EQ(tmp.stdout_text, "tmp-full\n");
+  EXPECT_NE(tmp.stderr_text.find("No space left on device"), std::string::npos) << tmp.stderr_text;
+  EXPECT_TRUE(Stats()["tmp_full"].get<bool>());
+  EXPECT_NE(tmp.stderr_text.find("/tmp was full"), std::string::npos) << tmp.stderr_text;
+
+  auto shm = Shell("head -c 6000000 /dev/zero > /dev/shm/big || echo shm-full", {"--shm_size=4MiB"});
+  EXPECT_EQ(shm.stdout_text, "shm-full\n");
+  EXPECT_TRUE(Stats()["shm_full"].get<bool>());
+  EXPECT_FALSE(Stats()["tmp_full"].get<bool>());
+}
+
+// RLIMIT_NPROC of the build user: a fork bomb stops without any cgroup.
+TEST_P(SandboxTest, ForkingMoreThanMaxProcessesFails) {
+  CopyProbeToWork();
+  auto limited = Sandbox({"--max_processes=20"}, {"/work/syscall_probe", "fork_many"});
+  EXPECT_EQ(limited.exit_code, 0) << limited.stdout_text << limited.stderr_text;
+  EXPECT_NE(limited.stdout_text.find("fork_many denied EAGAIN"), std::string::npos) << limited.stdout_text;
+  int forked = 0;
+  sscanf(limited.stdout_text.c_str(), "forked %d", &forked);
+  EXPECT_GT(forked, 10) << limited.stdout_text;
+  EXPECT_LT(forked, 20) << limited.stdout_text;
+  // 0 lifts the limit; the default (4096) is far above 100.
+  EXPECT_EQ(Sandbox({"--max_processes=0"}, {"/work/syscall_probe", "fork_many"}).exit_code, 1);
+  EXPECT_EQ(Sandbox({}, {"/work/syscall_probe", "fork_many"}).exit_code, 1);
+}
+
+TEST_P(SandboxTest, MaxFileSizeStopsABigWrite) {
+  auto r = Shell("trap '' XFSZ; head -c 3000000 /dev/zero > /work/big || echo too-big", {"--max_file_size=1MiB"});
+  EXPECT_EQ(r.stdout_text, "too-big\n") << r.stderr_text;
+  EXPECT_EQ(std::filesystem::file_size(work_ + "/big"), 1u << 20);
+  // Without the trap the writer dies of SIGXFSZ, which the stats name.
+  auto killed = Shell("exec head -c 3000000 /dev/zero > /work/big2", {"--max_file_size=1MiB"});
+  EXPECT_EQ(killed.exit_code, 128 + SIGXFSZ);
+  EXPECT_TRUE(Stats()["file_size_exceeded"].get<bool>());
+}
+
+// "No way out" #5: PID 1 is a copy of the launcher, whose argv names host
+// paths (the worker's state dir through --work_dir).
+TEST_P(SandboxTest, ProcOneCmdlineDoesNotShowTheLaunchersArguments) {
+  auto r = Shell("tr '\\0' ' ' < /proc/1/cmdline; echo");
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  EXPECT_EQ(r.stdout_text.find(work_), std::string::npos) << r.stdout_text;
+  EXPECT_EQ(r.stdout_text.find("--work_dir"), std::string::npos) << r.stdout_text;
+  // The zeroed rest of the area reads as NULs (spaces here).
+  EXPECT_EQ(absl::StripTrailingAsciiWhitespace(r.stdout_text), "kiln-sandbox");
 }
 
 INSTANTIATE_TEST_SUITE_P(AsRootAndUnprivileged, SandboxTest,

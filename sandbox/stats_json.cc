@@ -21,6 +21,9 @@ std::string ResultToJson(const SandboxResult& r) {
   out["wall_time_seconds"] = absl::ToDoubleSeconds(r.wall_time);
   out["uid"] = r.uid;
   out["user_namespace"] = r.user_namespace;
+  out["tmp_full"] = r.tmp_full;
+  out["shm_full"] = r.shm_full;
+  out["file_size_exceeded"] = r.file_size_exceeded;
   if (!r.exec_error.empty()) out["exec_error"] = r.exec_error;
   // Each stage's end, in seconds after clone() was called (cgroup_setup is
   // before it, from the start of the run).

@@ -1,0 +1,147 @@
+#include "sandbox/seccomp_filter.h"
+
+#include <linux/netlink.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <initializer_list>
+
+#include "absl/strings/str_cat.h"
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+namespace kiln::sandbox {
+namespace {
+
+// The CLONE_NEW* flags. CLONE_NEWTIME shares its bit with the exit-signal
+// byte of clone(), where no real signal (< 65) ever sets it.
+constexpr uint64_t kNamespaceFlags[] = {CLONE_NEWUSER, CLONE_NEWNS,  CLONE_NEWNET,
+                                        CLONE_NEWPID,  CLONE_NEWIPC, CLONE_NEWUTS,
+                                        CLONE_NEWCGROUP, CLONE_NEWTIME};
+
+// Denied with EPERM, whatever the arguments.
+constexpr const char* kDeniedCalls[] = {
+    // The mount API, old and new: a process that could mount could undo the
+    // read-only binds or hide files from the outputs.
+    "mount", "umount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsconfig",
+    "fsmount", "fspick", "mount_setattr",
+    // Keyrings are per uid and outlive the action: they would leak between
+    // actions that get the same build uid.
+    "keyctl", "add_key", "request_key",
+    // Large kernel attack surface no build needs.
+    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+    "io_uring_register",
+    // Loading code into the kernel.
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+};
+
+// A libseccomp call failed: its result is -errno.
+bool Failed(int rc, const std::string& what, std::string* error) {
+  if (rc == 0) return false;
+  errno = -rc;
+  *error = what;
+  return true;
+}
+
+// Adds `rule` for every architecture in the filter; libseccomp resolves the
+// syscall number per architecture and skips calls an architecture lacks
+// (`name` returns __NR_SCMP_ERROR only if no architecture knows it).
+int AddRule(scmp_filter_ctx ctx, uint32_t action, const char* name,
+            std::initializer_list<scmp_arg_cmp> args) {
+  int number = seccomp_syscall_resolve_name(name);
+  if (number == __NR_SCMP_ERROR) return 0;
+  return seccomp_rule_add_array(ctx, action, number, args.size(), args.begin());
+}
+
+// Domain and protocol are ints: the kernel ignores the upper half of the
+// 64-bit register, so the filter must ignore it too, or socket(AF_PACKET |
+// 1ull << 32, ...) would slip through.
+scmp_arg_cmp IntArgIs(unsigned arg, uint32_t value) {
+  return scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, 0xffffffffu, value};
+}
+
+}  // namespace
+
+bool InstallSeccompFilter(const SeccompOptions& options, std::string* error) {
+  scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+  if (ctx == nullptr) {
+    errno = ENOMEM;
+    *error = "seccomp_init";
+    return false;
+  }
+  struct Release {
+    scmp_filter_ctx ctx;
+    ~Release() { seccomp_release(ctx); }
+  } release{ctx};
+  const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
+
+  // 32-bit (x86) and x32 programs enter the kernel through other syscall
+  // tables; without their architectures here the kernel would kill them
+  // (the default for a foreign architecture), with them the same rules hold.
+  if (seccomp_arch_native() == SCMP_ARCH_X86_64) {
+    for (uint32_t arch : {SCMP_ARCH_X86, SCMP_ARCH_X32}) {
+      if (Failed(seccomp_arch_add(ctx, arch), absl::StrCat("seccomp_arch_add ", arch), error)) return false;
+    }
+  } else if (seccomp_arch_native() == SCMP_ARCH_AARCH64) {
+    if (Failed(seccomp_arch_add(ctx, SCMP_ARCH_ARM), "seccomp_arch_add arm", error)) return false;
+  }
+
+  for (const char* name : kDeniedCalls) {
+    if (Failed(AddRule(ctx, eperm, name, {}), absl::StrCat("seccomp rule for ", name), error)) return false;
+  }
+
+  // New namespaces: with a user namespace an action gets every capability
+  // over fresh namespaces and reaches nf_tables, AF_PACKET and mount code.
+  if (!options.allow_nested_sandbox) {
+    for (uint64_t flag : kNamespaceFlags) {
+      if (Failed(AddRule(ctx, eperm, "clone", {SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)}),
+                 absl::StrCat("seccomp rule for clone flag ", flag), error)) {
+        return false;
+      }
+    }
+    for (const char* name : {"unshare", "setns"}) {
+      if (Failed(AddRule(ctx, eperm, name, {}), absl::StrCat("seccomp rule for ", name), error)) return false;
+    }
+  }
+  // clone3 passes its flags in memory, out of a filter's reach. ENOSYS makes
+  // glibc fall back to clone(), whose flags are checked above.
+  if (Failed(AddRule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", {}), "seccomp rule for clone3", error)) {
+    return false;
+  }
+
+  // Raw packets, and netlink except NETLINK_ROUTE (getaddrinfo and
+  // if_nameindex use it): the other families reach nf_tables, audit,
+  // uevents and socket diagnostics.
+  if (Failed(AddRule(ctx, eperm, "socket", {IntArgIs(0, AF_PACKET)}), "seccomp rule for socket(AF_PACKET)", error) ||
+      Failed(AddRule(ctx, eperm, "socket", {IntArgIs(0, AF_NETLINK), SCMP_A2(SCMP_CMP_NE, NETLINK_ROUTE)}),
+             "seccomp rule for socket(AF_NETLINK)", error)) {
+    return false;
+  }
+  // socketpair() of either family is never valid; deny it whatever the protocol.
+  for (int family : {AF_PACKET, AF_NETLINK}) {
+    if (Failed(AddRule(ctx, eperm, "socketpair", {IntArgIs(0, family)}),
+               absl::StrCat("seccomp rule for socketpair(", family, ")"), error)) {
+      return false;
+    }
+  }
+
+  // Faking terminal input (TIOCSTI) or using the console's TIOCLINUX, as
+  // bubblewrap blocks them. The action also runs in a session of its own,
+  // without a controlling terminal.
+  for (uint32_t request : {TIOCSTI, TIOCLINUX}) {
+    if (Failed(AddRule(ctx, eperm, "ioctl", {IntArgIs(1, request)}),
+               absl::StrCat("seccomp rule for ioctl ", request), error)) {
+      return false;
+    }
+  }
+
+  return !Failed(seccomp_load(ctx), "seccomp_load", error);
+}
+
+}  // namespace kiln::sandbox
