@@ -56,8 +56,8 @@ Options:
   --linux32             32-bit personality
   --uname26             UNAME26 personality (uname reports 2.6.x)
   --allow_nested_sandbox  operator policy: let the action create namespaces (clone
-                        with CLONE_NEW*, unshare, setns), e.g. for a sandbox inside;
-                        the rest of the seccomp filter stays on
+                        with CLONE_NEW*, unshare, setns) and mount in them, e.g. for
+                        a sandbox inside; the rest of the seccomp filter stays on
   --seccomp             accepted for compatibility; the filter is always on
   --tmp_size=SIZE       size of the /tmp tmpfs (and of /work without --work_dir), with
                         an inode per 4 KiB; default 1GiB, 0 unlimited

@@ -25,12 +25,18 @@ constexpr uint64_t kNamespaceFlags[] = {CLONE_NEWUSER, CLONE_NEWNS,  CLONE_NEWNE
                                         CLONE_NEWPID,  CLONE_NEWIPC, CLONE_NEWUTS,
                                         CLONE_NEWCGROUP, CLONE_NEWTIME};
 
-// Denied with EPERM, whatever the arguments.
-constexpr const char* kDeniedCalls[] = {
-    // The mount API, old and new: a process that could mount could undo the
-    // read-only binds or hide files from the outputs.
+// The mount API, old and new: a process that could mount could undo the
+// read-only binds or hide files from the outputs. With
+// --allow_nested_sandbox they are allowed, because a nested sandbox mounts
+// in the namespaces it creates; in the sandbox's own namespaces the action
+// holds no capability, so the kernel still refuses them there.
+constexpr const char* kMountCalls[] = {
     "mount", "umount", "umount2", "pivot_root", "move_mount", "open_tree", "fsopen", "fsconfig",
     "fsmount", "fspick", "mount_setattr",
+};
+
+// Denied with EPERM, whatever the arguments.
+constexpr const char* kDeniedCalls[] = {
     // Keyrings are per uid and outlive the action: they would leak between
     // actions that get the same build uid.
     "keyctl", "add_key", "request_key",
@@ -99,6 +105,9 @@ bool InstallSeccompFilter(const SeccompOptions& options, std::string* error) {
   // New namespaces: with a user namespace an action gets every capability
   // over fresh namespaces and reaches nf_tables, AF_PACKET and mount code.
   if (!options.allow_nested_sandbox) {
+    for (const char* name : kMountCalls) {
+      if (Failed(AddRule(ctx, eperm, name, {}), absl::StrCat("seccomp rule for ", name), error)) return false;
+    }
     for (uint64_t flag : kNamespaceFlags) {
       if (Failed(AddRule(ctx, eperm, "clone", {SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)}),
                  absl::StrCat("seccomp rule for clone flag ", flag), error)) {

@@ -72,6 +72,12 @@ ABSL_FLAG(kiln::ByteSize, max_log_bytes, (kiln::ByteSize{int64_t{1} << 30}),
 ABSL_FLAG(kiln::ByteSize, default_action_memory, (kiln::ByteSize{0}),
           "memory limit (a cgroup) of actions whose platform sets no 'memory'; 0: none. Costs "
           "about 6 ms per action on cgroup v1");
+ABSL_FLAG(kiln::ByteSize, action_tmp_size, (kiln::ByteSize{int64_t{1} << 30}),
+          "size of each action's /tmp tmpfs (0: unlimited, half of RAM)");
+ABSL_FLAG(kiln::ByteSize, action_shm_size, (kiln::ByteSize{int64_t{256} << 20}),
+          "size of each action's /dev/shm tmpfs (0: unlimited, half of RAM)");
+ABSL_FLAG(int64_t, max_action_processes, 4096,
+          "processes an action may run at once (its build user's RLIMIT_NPROC; 0: unlimited)");
 ABSL_FLAG(bool, allow_nested_sandbox, false,
           "let actions create namespaces (e.g. Bazel's own sandbox inside an action); weakens "
           "isolation, see docs/security.md");
@@ -168,6 +174,12 @@ int main(int argc, char** argv) {
   exec.max_log_bytes = absl::GetFlag(FLAGS_max_log_bytes).bytes;
   exec.allow_nested_sandbox = absl::GetFlag(FLAGS_allow_nested_sandbox);
   exec.default_memory_bytes = absl::GetFlag(FLAGS_default_action_memory).bytes;
+  exec.tmp_size_bytes = absl::GetFlag(FLAGS_action_tmp_size).bytes;
+  exec.shm_size_bytes = absl::GetFlag(FLAGS_action_shm_size).bytes;
+  exec.max_processes = absl::GetFlag(FLAGS_max_action_processes);
+  if (exec.max_processes < 0 || exec.max_processes == 1) {
+    Die("--max_action_processes must be 0 (unlimited) or at least 2");
+  }
   if (exec.default_memory_bytes != 0 && exec.default_memory_bytes < (1 << 20)) {
     Die("--default_action_memory must be 0 or at least 1MiB");
   }

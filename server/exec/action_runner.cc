@@ -208,6 +208,9 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   if (loaded.limits.cpus > 0) argv.push_back(absl::StrCat("--cpus=", loaded.limits.cpus));
   if (loaded.limits.linux32) argv.push_back("--linux32");
   if (options_.allow_nested_sandbox) argv.push_back("--allow_nested_sandbox");
+  if (options_.tmp_size_bytes >= 0) argv.push_back(absl::StrCat("--tmp_size=", options_.tmp_size_bytes));
+  if (options_.shm_size_bytes >= 0) argv.push_back(absl::StrCat("--shm_size=", options_.shm_size_bytes));
+  if (options_.max_processes >= 0) argv.push_back(absl::StrCat("--max_processes=", options_.max_processes));
   for (const auto& variable : loaded.command.environment_variables()) {
     argv.push_back(absl::StrCat("--env=", variable.name(), "=", variable.value()));
   }

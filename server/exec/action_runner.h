@@ -46,6 +46,10 @@ struct ExecOptions {
   // Memory limit of actions whose platform sets none (0: none). Off by
   // default: a memory cgroup per action costs ~6 ms on cgroup v1.
   int64_t default_memory_bytes = 0;
+  // Passed to kiln-sandbox; -1 keeps kiln-sandbox's own default.
+  int64_t tmp_size_bytes = -1;   // --tmp_size
+  int64_t shm_size_bytes = -1;   // --shm_size
+  int64_t max_processes = -1;    // --max_processes
   PlatformPolicy platform;
   std::vector<std::string> sandbox_binds;  // host dirs bound read-only (empty: kiln-sandbox's default)
 };

@@ -72,6 +72,22 @@ class ResourceLimitsTest(h.SecurityTest):
         self.assertLessEqual(r.stdout_digest.size_bytes, MiB)
         self.assertIn("truncat", result.response.message.lower(), "ExecuteResponse.message: %r" % result.message)
 
+    def test_sandbox_limits_set_by_the_worker(self):
+        """Attack 12: default limits an operator sets on the worker reach the sandbox: /tmp and
+        /dev/shm are bounded tmpfs and the number of processes is capped."""
+        w = self.worker(flags=["--action_tmp_size=1MiB", "--action_shm_size=1MiB",
+                               "--max_action_processes=20"])
+        for target in ("/tmp/big", "/dev/shm/big"):
+            result = w.execute(["sh", "-c", "head -c 4000000 /dev/zero > %s && echo wrote" % target])
+            self.assertEqual(result.code, h.OK, result)
+            self.assertNotEqual(result.result.exit_code, 0, "wrote 4 MB into a 1 MiB " + target)
+            self.assertNotIn(b"wrote", w.read(result.result.stdout_digest))
+        result = w.execute(["sh", "-c", "for i in $(seq 40); do sleep 5 & done; wait; echo forked"],
+                           deadline=60)
+        self.assertEqual(result.code, h.OK, result)
+        self.assertNotEqual(result.result.exit_code, 0, "40 processes ran under a limit of 20")
+        self.assertNotIn(b"forked", w.read(result.result.stdout_digest))
+
     def test_inline_stdout_of_300mb(self):
         """Attack 14d: inline_stdout with 300 MB of stdout: stdout_raw <= 1 MiB, worker VmHWM < 200 MiB."""
         w = self.worker()
