@@ -187,7 +187,7 @@ absl::Status BlobStore::Recover() {
 void BlobStore::IndexLocked(const std::string& hash, int64_t size) {
   lru_.push_back(hash);
   entries_[hash] = Entry{size, 0, std::prev(lru_.end())};
-  total_bytes_ += size;
+  total_bytes_ += DiskBytes(size);
 }
 
 void BlobStore::TouchLocked(Entry& entry) {
@@ -205,7 +205,7 @@ void BlobStore::EvictLocked(absl::string_view keep) {
     // unlink under the lock: a concurrent Publish of the same hash must not
     // rename a fresh copy in between our index update and the unlink.
     unlink(BlobPath(*it).c_str());
-    total_bytes_ -= entry->second.size;
+    total_bytes_ -= DiskBytes(entry->second.size);
     ++evictions_;
     entries_.erase(entry);
     it = lru_.erase(it);

@@ -39,7 +39,7 @@ namespace kiln::cas {
 
 struct BlobStoreOptions {
   std::string root;             // directory owned by the store
-  int64_t max_bytes = 0;        // cap on the total size of stored blobs
+  int64_t max_bytes = 0;        // cap on the disk space of stored blobs (see DiskBytes)
   int64_t max_blob_bytes = 0;   // largest single blob accepted (<= max_bytes)
 };
 
@@ -141,6 +141,14 @@ class BlobStore {
   absl::Status Put(const Digest& digest, absl::string_view data);
 
   int64_t max_blob_bytes() const { return options_.max_blob_bytes; }
+
+  // What one blob of `size` bytes costs on disk, as counted toward the cap:
+  // whole 4 KiB blocks, as ext4 and xfs allocate them. 200,000 one-byte
+  // blobs are 819 MB, not 200 KB. (The one empty blob takes no block.)
+  static constexpr int64_t kBlockBytes = 4096;
+  static int64_t DiskBytes(int64_t size) {
+    return (size + kBlockBytes - 1) / kBlockBytes * kBlockBytes;
+  }
   // Where a blob's file is. Only meaningful while the blob is pinned; the
   // file is read-only and may be hardlinked (it then outlives eviction).
   std::string BlobPath(absl::string_view hash) const;
@@ -151,7 +159,7 @@ class BlobStore {
   friend class BlobReader;
   friend class BlobWriter;
   struct Entry {
-    int64_t size = 0;
+    int64_t size = 0;  // the blob's size; DiskBytes(size) counts toward the cap
     int pins = 0;
     std::list<std::string>::iterator lru_position;
   };

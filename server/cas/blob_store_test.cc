@@ -95,7 +95,7 @@ TEST_F(BlobStoreTest, RejectsBlobsOverTheMaximum) {
 }
 
 TEST_F(BlobStoreTest, EvictsLeastRecentlyUsedWhenOverCap) {
-  auto store = OpenStore(300);
+  auto store = OpenStore(3 * BlobStore::kBlockBytes);
   Digest a = Digest::Of(std::string(100, 'a'));
   Digest b = Digest::Of(std::string(100, 'b'));
   Digest c = Digest::Of(std::string(100, 'c'));
@@ -110,12 +110,21 @@ TEST_F(BlobStoreTest, EvictsLeastRecentlyUsedWhenOverCap) {
   EXPECT_TRUE(store->Contains(a));
   EXPECT_TRUE(store->Contains(c));
   EXPECT_TRUE(store->Contains(d));
-  EXPECT_EQ(store->GetStats().bytes, 300);
+  EXPECT_EQ(store->GetStats().bytes, 3 * BlobStore::kBlockBytes);
   EXPECT_EQ(store->GetStats().evictions, 1);
 }
 
+TEST_F(BlobStoreTest, TheCapCountsDiskBlocksNotBytes) {
+  // Tiny blobs each take a whole block on disk: 10 one-byte blobs under a
+  // cap of 5 blocks cannot all stay.
+  auto store = OpenStore(5 * BlobStore::kBlockBytes);
+  for (char c : std::string("0123456789")) ASSERT_TRUE(store->Put(Digest::Of(std::string(1, c)), std::string(1, c)).ok());
+  EXPECT_EQ(store->GetStats().bytes, 5 * BlobStore::kBlockBytes);
+  EXPECT_EQ(store->GetStats().evictions, 5);
+}
+
 TEST_F(BlobStoreTest, PinnedBlobsAreNeverEvicted) {
-  auto store = OpenStore(200);
+  auto store = OpenStore(2 * BlobStore::kBlockBytes);
   Digest a = Digest::Of(std::string(100, 'a'));
   Digest b = Digest::Of(std::string(100, 'b'));
   Digest c = Digest::Of(std::string(100, 'c'));
@@ -133,7 +142,7 @@ TEST_F(BlobStoreTest, PinnedBlobsAreNeverEvicted) {
     EXPECT_EQ(*reader->Read(0, 100), std::string(100, 'a'));
   }
   // Released: the cap is enforced again.
-  EXPECT_LE(store->GetStats().bytes, 200);
+  EXPECT_LE(store->GetStats().bytes, 2 * BlobStore::kBlockBytes);
 }
 
 TEST_F(BlobStoreTest, RecoveryRemovesHalfWrittenFilesAndKeepsCommittedBlobs) {
@@ -164,18 +173,18 @@ TEST_F(BlobStoreTest, RecoveryRemovesHalfWrittenFilesAndKeepsCommittedBlobs) {
 TEST_F(BlobStoreTest, RecoveryKeepsRecencyOrderAndEnforcesALowerCap) {
   std::vector<Digest> blobs;
   {
-    auto store = OpenStore(1000);
+    auto store = OpenStore(10 * BlobStore::kBlockBytes);
     for (char c : std::string("abcde")) {
       std::string data(100, c);
       blobs.push_back(Digest::Of(data));
       ASSERT_TRUE(store->Put(blobs.back(), data).ok());
     }
   }
-  auto store = OpenStore(300);
+  auto store = OpenStore(3 * BlobStore::kBlockBytes);
   EXPECT_FALSE(store->Contains(blobs[0]));
   EXPECT_FALSE(store->Contains(blobs[1]));
   EXPECT_TRUE(store->Contains(blobs[4]));
-  EXPECT_EQ(store->GetStats().bytes, 300);
+  EXPECT_EQ(store->GetStats().bytes, 3 * BlobStore::kBlockBytes);
 }
 
 TEST_F(BlobStoreTest, ConcurrentWritersOfTheSameBlobAllSucceed) {
