@@ -459,6 +459,32 @@ TEST_F(StorageTest, ByteStreamWriteResumesAfterAnInterruptedStream) {
   EXPECT_NE(wrong.error_message().find("QueryWriteStatus"), std::string::npos);
 }
 
+TEST_F(StorageTest, AbandonedUploadsAreBoundedOldestFirst) {
+  // A client that starts and abandons uploads without end: only the newest
+  // 256 stay resumable; older ones are dropped with their temp files.
+  // The committed size of a parked upload, or -1 when there is none.
+  auto committed_of = [&](const std::string& name) -> int64_t {
+    bs::QueryWriteStatusRequest query;
+    query.set_resource_name(name);
+    bs::QueryWriteStatusResponse status;
+    ClientContext context;
+    grpc::Status answer = bytestream_->QueryWriteStatus(&context, query, &status);
+    if (answer.error_code() == StatusCode::NOT_FOUND) return -1;
+    EXPECT_TRUE(answer.ok()) << answer.error_message();
+    return status.committed_size();
+  };
+  std::vector<std::string> names;
+  for (int i = 0; i < 300; ++i) {
+    std::string data = absl::StrCat("abandoned upload ", i, std::string(100, 'x'));
+    names.push_back(UploadName(Digest::Of(data), absl::StrCat("abandoned-", i)));
+    EXPECT_FALSE(Write(names.back(), {data.substr(0, 10)}, nullptr, 0, /*finish=*/false).ok());
+  }
+  EXPECT_EQ(committed_of(names.front()), -1);  // dropped
+  EXPECT_EQ(committed_of(names.back()), 10);  // still resumable
+  EXPECT_EQ(committed_of(names[300 - 256]), 10);
+  EXPECT_EQ(committed_of(names[300 - 257]), -1);
+}
+
 TEST_F(StorageTest, ByteStreamResumeContinuesFromTheCommittedOffset) {
   std::string data(600000, 't');
   Digest d = Digest::Of(data);
