@@ -67,6 +67,9 @@ ABSL_FLAG(int64_t, max_output_files, 100000,
           "files, directories and symlinks an action's outputs may hold; beyond: RESOURCE_EXHAUSTED");
 ABSL_FLAG(kiln::ByteSize, max_output_bytes, (kiln::ByteSize{int64_t{16} << 30}),
           "bytes of output files one action may produce; beyond: RESOURCE_EXHAUSTED");
+ABSL_FLAG(kiln::ByteSize, max_action_disk_bytes, (kiln::ByteSize{int64_t{64} << 30}),
+          "disk an action may fill while it runs (its /work and stdout/stderr, checked about every "
+          "second); beyond: the action is stopped with RESOURCE_EXHAUSTED. 0: unwatched");
 ABSL_FLAG(kiln::ByteSize, max_log_bytes, (kiln::ByteSize{int64_t{1} << 30}),
           "stdout and stderr each keep at most this much; the response says when they were cut");
 ABSL_FLAG(kiln::ByteSize, default_action_memory, (kiln::ByteSize{0}),
@@ -172,6 +175,7 @@ int main(int argc, char** argv) {
   exec.output_limits.max_entries = absl::GetFlag(FLAGS_max_output_files);
   exec.output_limits.max_bytes = absl::GetFlag(FLAGS_max_output_bytes).bytes;
   exec.max_log_bytes = absl::GetFlag(FLAGS_max_log_bytes).bytes;
+  exec.max_disk_bytes = absl::GetFlag(FLAGS_max_action_disk_bytes).bytes;
   exec.allow_nested_sandbox = absl::GetFlag(FLAGS_allow_nested_sandbox);
   exec.default_memory_bytes = absl::GetFlag(FLAGS_default_action_memory).bytes;
   exec.tmp_size_bytes = absl::GetFlag(FLAGS_action_tmp_size).bytes;

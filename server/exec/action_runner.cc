@@ -19,6 +19,7 @@
 #include "server/api/grpc_status.h"
 #include "sandbox/uid_pool.h"
 #include "server/cas/directory_tree.h"
+#include "server/exec/disk_watchdog.h"
 #include "server/exec/output_collector.h"
 
 namespace kiln::exec {
@@ -228,9 +229,23 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   absl::StatusOr<std::unique_ptr<SandboxProcess>> process =
       SandboxProcess::Start(argv, dir + "/stdout", dir + "/stderr");
   int sandbox_exit = -1;
+  std::string disk_exceeded;  // written by the watchdog's thread, read after it is joined
   if (process.ok()) {
     cancel->SetProcess(process->get());
-    sandbox_exit = (*process)->Wait();
+    {
+      std::optional<DiskWatchdog> watchdog;
+      if (options_.max_disk_bytes > 0) {
+        SandboxProcess* running = process->get();
+        watchdog.emplace(root, privileged ? geteuid() : static_cast<uid_t>(-1),
+                         std::vector<std::string>{dir + "/stdout", dir + "/stderr"},
+                         options_.max_disk_bytes, options_.disk_check_interval,
+                         [&disk_exceeded, running](const std::string& why) {
+                           disk_exceeded = why;
+                           running->Terminate();
+                         });
+      }
+      sandbox_exit = (*process)->Wait();
+    }
     cancel->SetProcess(nullptr);
   }
   if (observer != nullptr) observer->OnSandboxExited();
@@ -306,6 +321,12 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   *usage.mutable_sandbox_setup() = ToProtoDuration(report->sandbox_setup_seconds);
   meta->add_auxiliary_metadata()->PackFrom(usage);
 
+  if (!disk_exceeded.empty()) {
+    // Like a timeout: the partial stdout/stderr are attached, the outputs
+    // (whatever filled the disk) are not collected, nothing is cached.
+    response->set_message(absl::StrCat("kiln: the action was stopped: ", disk_exceeded, truncated_logs));
+    return absl::ResourceExhaustedError(absl::StrCat(disk_exceeded, "; the action was stopped"));
+  }
   RETURN_IF_ERROR(CollectOutputs(*cas_, loaded.command, root_fd.get(), working_directory,
                                  options_.output_limits, result));
   *meta->mutable_output_upload_completed_timestamp() = Now();

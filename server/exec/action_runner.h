@@ -42,6 +42,10 @@ struct ExecOptions {
   StagingLimits staging_limits;
   OutputLimits output_limits;
   int64_t max_log_bytes = int64_t{1} << 30;  // stdout and stderr each; the rest is dropped
+  // Disk an action may fill while it runs (its /work and its stdout/stderr),
+  // watched by a DiskWatchdog; 0: unwatched.
+  int64_t max_disk_bytes = int64_t{64} << 30;
+  absl::Duration disk_check_interval = absl::Seconds(1);
   bool allow_nested_sandbox = false;          // kiln-sandbox --allow_nested_sandbox
   // Memory limit of actions whose platform sets none (0: none). Off by
   // default: a memory cgroup per action costs ~6 ms on cgroup v1.

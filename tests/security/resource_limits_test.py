@@ -88,6 +88,21 @@ class ResourceLimitsTest(h.SecurityTest):
         self.assertNotEqual(result.result.exit_code, 0, "40 processes ran under a limit of 20")
         self.assertNotIn(b"forked", w.read(result.result.stdout_digest))
 
+    def test_disk_filled_while_the_action_runs(self):
+        """Attack 12: an action fills /work, or floods stdout, without end: stopped with
+        RESOURCE_EXHAUSTED naming --max_action_disk_bytes, and the worker keeps serving."""
+        w = self.worker(flags=["--max_action_disk_bytes=20MiB"])
+        fill = ("i=0; while [ $i -lt 400 ]; do head -c 1000000 /dev/zero > f$i; i=$((i+1)); "
+                "sleep 0.02; done; echo finished")
+        for argv in (["sh", "-c", fill], ["sh", "-c", "yes kiln; echo finished"]):
+            result = w.execute(argv, deadline=120)
+            self.assertEqual(result.code, h.RESOURCE_EXHAUSTED, result)
+            self.assertIn("--max_action_disk_bytes", result.message)
+            self.assertLess(result.seconds, 60, result)
+            self.assertNotIn(b"finished", w.read(result.result.stdout_digest)[-100:])
+        self.assertStillServes(w)
+        self.assertEqual(w.exec_leftovers(), [], "exec dirs left behind")
+
     def test_inline_stdout_of_300mb(self):
         """Attack 14d: inline_stdout with 300 MB of stdout: stdout_raw <= 1 MiB, worker VmHWM < 200 MiB."""
         w = self.worker()
