@@ -19,7 +19,7 @@ start_worker() {  # BIN_DIR NAME [runuser user]
   shift 2
   mkdir -p "$STATE/$name"
   : > "$STATE/$name/out"
-  [[ $# -gt 0 ]] && chown "$2" "$STATE/$name"
+  [[ $# -gt 0 ]] && chown "$3" "$STATE/$name"  # runuser -u USER --
   "$@" "$bin/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$STATE/$name/state" \
     --concurrency=1 --log_level=warn > "$STATE/$name/out" 2> "$STATE/$name/log" &
   WORKER=$!
