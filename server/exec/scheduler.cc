@@ -30,8 +30,13 @@ rev2::ExecuteResponse ErrorResponse(const absl::Status& status) {
   return response;
 }
 
+// Milliseconds from a to b; 0 when the stage did not finish (an action that
+// failed before it leaves the later timestamp unset).
 double Between(const google::protobuf::Timestamp& a, const google::protobuf::Timestamp& b) {
-  return (TimeUtil::TimestampToNanoseconds(b) - TimeUtil::TimestampToNanoseconds(a)) / 1e6;
+  const int64_t from = TimeUtil::TimestampToNanoseconds(a);
+  const int64_t to = TimeUtil::TimestampToNanoseconds(b);
+  if (from == 0 || to == 0) return 0;
+  return (to - from) / 1e6;
 }
 
 }  // namespace
