@@ -21,8 +21,17 @@ class OperationStreamReactor final : public ManagedReactor<grpc::ServerWriteReac
   // Either Follow an operation, or FinishWith a one-off result or error.
   // Call them from the handler or from a task run by RunOnPool.
   void Follow(std::shared_ptr<exec::Operation> operation) {
-    operation_ = std::move(operation);
-    subscription_ = operation_->Subscribe([this] { OnOperationChanged(); });
+    // Subscribe outside mu_: Notify holds the operation's subscriber lock
+    // when it calls MaybeWrite, which takes mu_. Until operation_ is set,
+    // MaybeWrite does nothing, so no Finish (and no OnDone) can happen
+    // before subscription_ is known to OnCallDone; the MaybeWrite below
+    // then sends whatever changed meanwhile.
+    int subscription = operation->Subscribe([this] { OnOperationChanged(); });
+    {
+      absl::MutexLock lock(&mu_);
+      operation_ = std::move(operation);
+      subscription_ = subscription;
+    }
     MaybeWrite();
   }
   void FinishWithOperation(lro::Operation operation) {
@@ -62,17 +71,24 @@ class OperationStreamReactor final : public ManagedReactor<grpc::ServerWriteReac
   }
 
   // Unsubscribe waits out a running notification, so none can reach a
-  // deleted reactor. operation_ was set before any Finish could be sent:
-  // Follow runs in the handler or under a task's hold.
+  // deleted reactor, and none can delete it from inside Notify (done is
+  // not yet recorded while it runs). Called without mu_ (lock order above).
   void OnCallDone() override {
-    if (operation_ != nullptr) operation_->Unsubscribe(subscription_);
+    std::shared_ptr<exec::Operation> operation;
+    int subscription;
+    {
+      absl::MutexLock lock(&mu_);
+      operation = operation_;
+      subscription = subscription_;
+    }
+    if (operation != nullptr) operation->Unsubscribe(subscription);
   }
 
   void MaybeWrite() {
     bool last = false;
     {
       absl::MutexLock lock(&mu_);
-      if (writing_ || finishing()) return;
+      if (operation_ == nullptr || writing_ || finishing()) return;
       int64_t version = 0;
       lro::Operation snapshot = operation_->Snapshot(&version);
       if (version == sent_version_) return;
@@ -89,9 +105,9 @@ class OperationStreamReactor final : public ManagedReactor<grpc::ServerWriteReac
     }
   }
 
-  std::shared_ptr<exec::Operation> operation_;
-  int subscription_ = -1;
   absl::Mutex mu_;
+  std::shared_ptr<exec::Operation> operation_ ABSL_GUARDED_BY(mu_);  // set by Follow
+  int subscription_ ABSL_GUARDED_BY(mu_) = -1;
   // The message being written; changed only under mu_ while writing_ is false.
   lro::Operation current_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
