@@ -16,7 +16,9 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <future>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -256,12 +258,24 @@ void FindMissingOnce(Storm* storm, grpc::Channel* channel, std::mt19937& random)
   *request.add_blob_digests() = storm->big_blob.ToProto();
   *request.add_blob_digests() = random() % 4 == 0 ? Garbage(random) : storm->action.ToProto();
   rev2::FindMissingBlobsResponse response;
-  // The callback API, so the call can be cancelled after it started.
-  std::promise<grpc::Status> done;
-  stub->async()->FindMissingBlobs(&context, &request, &response,
-                                  [&done](grpc::Status status) { done.set_value(status); });
+  // The callback API, so the call can be cancelled after it started. A
+  // plain mutex and condition variable: TSan sees them (not std::future's
+  // futex inside libstdc++).
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<grpc::Status> result;
+  // Publishes `result`'s (reused) stack memory to the callback's thread
+  // through `mu`; gRPC's own ordering is invisible to TSan.
+  { std::lock_guard<std::mutex> lock(mu); }
+  stub->async()->FindMissingBlobs(&context, &request, &response, [&](grpc::Status status) {
+    std::lock_guard<std::mutex> lock(mu);
+    result = std::move(status);
+    cv.notify_one();
+  });
   if (cancel_now) context.TryCancel();
-  Count(storm, done.get_future().get());
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return result.has_value(); });
+  Count(storm, *result);
 }
 
 void StormThread(Storm* storm, grpc::Channel* channel, int seed) {

@@ -18,8 +18,8 @@ namespace {
 // or one write at a time, so the members below need no lock.
 class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::ReadResponse>> {
  public:
-  ReadReactor(Storage storage, const bs::ReadRequest* request)
-      : storage_(storage), request_(request) {
+  ReadReactor(Storage storage, const bs::ReadRequest* request, LiveReactors* live)
+      : ManagedReactor(live), storage_(storage), request_(request) {
     RunOnPool(storage_.io, [this] { Start(); });
   }
 
@@ -124,7 +124,8 @@ class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::Rea
 // never cancelled from another thread.
 class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::ReadResponse>> {
  public:
-  LogReadReactor(Storage storage, const bs::ReadRequest* request) : storage_(storage) {
+  LogReadReactor(Storage storage, const bs::ReadRequest* request, LiveReactors* live)
+      : ManagedReactor(live), storage_(storage) {
     if (request->read_offset() < 0) {
       FinishOnce(grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
                               absl::StrCat("read_offset ", request->read_offset(), " is negative")));
@@ -216,8 +217,15 @@ class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::
 class WriteReactor final : public ManagedReactor<grpc::ServerReadReactor<bs::WriteRequest>> {
  public:
   WriteReactor(ByteStreamService* service, bs::WriteResponse* response)
-      : service_(service), response_(response) {
-    reading_ = StartReadHeld(&incoming_);
+      : ManagedReactor(service->live_reactors()), service_(service), response_(response) {
+    {
+      // Under mu_ so that OnReadDone, on another thread, is ordered after
+      // the members' construction through a lock (gRPC's own ordering is
+      // invisible to ThreadSanitizer).
+      absl::MutexLock lock(&mu_);
+      reading_ = true;
+    }
+    StartReadHeld(&incoming_);  // cannot fail: nothing is decided yet
   }
 
   void OnReadDone(bool ok) override {
@@ -421,9 +429,9 @@ void ByteStreamService::DropExpiredLocked() {
 grpc::ServerWriteReactor<bs::ReadResponse>* ByteStreamService::Read(
     grpc::CallbackServerContext* context, const bs::ReadRequest* request) {
   if (exec::LogRegistry::IsStreamName(request->resource_name())) {
-    return new LogReadReactor(storage_, request);
+    return new LogReadReactor(storage_, request, &live_reactors_);
   }
-  return new ReadReactor(storage_, request);
+  return new ReadReactor(storage_, request, &live_reactors_);
 }
 
 grpc::ServerReadReactor<bs::WriteRequest>* ByteStreamService::Write(

@@ -121,8 +121,8 @@ namespace {
 // need no lock. Lifetime and cancellation follow ManagedReactor.
 class GetTreeReactor final : public ManagedReactor<grpc::ServerWriteReactor<rev2::GetTreeResponse>> {
  public:
-  GetTreeReactor(Storage storage, const rev2::GetTreeRequest* request)
-      : storage_(storage), request_(request) {
+  GetTreeReactor(Storage storage, const rev2::GetTreeRequest* request, LiveReactors* live)
+      : ManagedReactor(live), storage_(storage), request_(request) {
     RunOnPool(storage_.io, [this] { Start(); });
   }
 
@@ -200,7 +200,7 @@ class GetTreeReactor final : public ManagedReactor<grpc::ServerWriteReactor<rev2
 
 grpc::ServerWriteReactor<rev2::GetTreeResponse>* CasService::GetTree(
     grpc::CallbackServerContext* context, const rev2::GetTreeRequest* request) {
-  return new GetTreeReactor(storage_, request);
+  return new GetTreeReactor(storage_, request, &live_reactors_);
 }
 
 }  // namespace kiln::api

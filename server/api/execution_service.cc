@@ -16,7 +16,7 @@ namespace {
 // cancellation follow ManagedReactor.
 class OperationStreamReactor final : public ManagedReactor<grpc::ServerWriteReactor<lro::Operation>> {
  public:
-  OperationStreamReactor() = default;
+  explicit OperationStreamReactor(LiveReactors* live) : ManagedReactor(live) {}
 
   // Either Follow an operation, or FinishWith a one-off result or error.
   // Call them from the handler or from a task run by RunOnPool.
@@ -133,7 +133,7 @@ lro::Operation CachedOperation(const Digest& action_digest, rev2::ActionResult r
 
 grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
     grpc::CallbackServerContext* context, const rev2::ExecuteRequest* request) {
-  auto* reactor = new OperationStreamReactor();
+  auto* reactor = new OperationStreamReactor(&live_reactors_);
   // The task's hold keeps `request` and `reactor` alive until it returns,
   // even when the client cancels first; it is skipped if it cancelled first.
   reactor->RunOnPool(storage_.io, [this, reactor, request] {
@@ -168,7 +168,7 @@ grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
 
 grpc::ServerWriteReactor<lro::Operation>* ExecutionService::WaitExecution(
     grpc::CallbackServerContext* context, const rev2::WaitExecutionRequest* request) {
-  auto* reactor = new OperationStreamReactor();
+  auto* reactor = new OperationStreamReactor(&live_reactors_);
   std::shared_ptr<exec::Operation> operation = scheduler_->Find(request->name());
   if (operation == nullptr) {
     reactor->FinishWithError(absl::NotFoundError(absl::StrCat(

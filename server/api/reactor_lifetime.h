@@ -38,6 +38,7 @@
 #ifndef KILN_SERVER_API_REACTOR_LIFETIME_H_
 #define KILN_SERVER_API_REACTOR_LIFETIME_H_
 
+#include <cassert>
 #include <functional>
 #include <optional>
 #include <utility>
@@ -51,6 +52,37 @@
 #include "server/api/grpc_status.h"
 
 namespace kiln::api {
+
+// Counts a service's live reactors; the destructor waits for the last one to
+// be deleted. gRPC already deletes every reactor before Server::Shutdown
+// returns, but reactors point into their service and its stores: this makes
+// that ordering Kiln's own, and visible to ThreadSanitizer (gRPC's is inside
+// libgrpc, which is not instrumented). Declare it as the service's last
+// member, so it is destroyed first.
+class LiveReactors {
+ public:
+  LiveReactors() = default;
+  LiveReactors(const LiveReactors&) = delete;
+  LiveReactors& operator=(const LiveReactors&) = delete;
+  ~LiveReactors() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &LiveReactors::NoneLive));
+  }
+  void Add() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    ++count_;
+  }
+  void Remove() ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    --count_;
+  }
+
+ private:
+  bool NoneLive() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_ == 0; }
+
+  absl::Mutex mu_;
+  int count_ ABSL_GUARDED_BY(mu_) = 0;
+};
 
 // What a pool task does when the call's outcome was decided before it ran.
 enum class AfterFinish {
@@ -108,6 +140,10 @@ class ManagedReactor : public R {
   }
 
   void OnDone() final {
+    // Finish was sent right after an unlock of lifetime_mu_: locking it here
+    // orders this thread after everything done before Finish, in a way
+    // ThreadSanitizer can see (gRPC's own ordering is not instrumented).
+    { absl::MutexLock lock(&lifetime_mu_); }
     OnCallDone();
     bool last;
     {
@@ -119,8 +155,13 @@ class ManagedReactor : public R {
   }
 
  protected:
-  ManagedReactor() = default;
-  virtual ~ManagedReactor() = default;
+  // `live` (may be null) counts this reactor until it is deleted.
+  explicit ManagedReactor(LiveReactors* live) : live_(live) {
+    if (live_ != nullptr) live_->Add();
+  }
+  virtual ~ManagedReactor() {
+    if (live_ != nullptr) live_->Remove();  // last: the service may go now
+  }
 
   // Runs in OnDone before the reactor may be deleted; nothing of the call is
   // usable any more. Holds may still be outstanding.
@@ -160,7 +201,7 @@ class ManagedReactor : public R {
   // OnWriteDone / OnReadDone, whose op was started with a hold.
   class ScopedRelease {
    public:
-    explicit ScopedRelease(ManagedReactor* reactor) : reactor_(reactor) {}
+    explicit ScopedRelease(ManagedReactor* reactor) : reactor_(reactor) { reactor_->CheckHeld(); }
     ~ScopedRelease() { reactor_->Release(); }
     ScopedRelease(const ScopedRelease&) = delete;
     ScopedRelease& operator=(const ScopedRelease&) = delete;
@@ -195,6 +236,15 @@ class ManagedReactor : public R {
   }
 
  private:
+  // The op whose completion is running was started under a hold. Taking
+  // the lock also orders this callback after the thread that started the
+  // op in a way ThreadSanitizer can see (gRPC's own ordering is inside
+  // libgrpc, which is not instrumented).
+  void CheckHeld() ABSL_LOCKS_EXCLUDED(lifetime_mu_) {
+    absl::MutexLock lock(&lifetime_mu_);
+    assert(holds_ > 0);
+  }
+
   bool HoldUnlessDecided() ABSL_LOCKS_EXCLUDED(lifetime_mu_) {
     absl::MutexLock lock(&lifetime_mu_);
     if (decided_) return false;
@@ -202,6 +252,7 @@ class ManagedReactor : public R {
     return true;
   }
 
+  LiveReactors* const live_;
   mutable absl::Mutex lifetime_mu_;
   int holds_ ABSL_GUARDED_BY(lifetime_mu_) = 0;
   bool decided_ ABSL_GUARDED_BY(lifetime_mu_) = false;      // the outcome is fixed
@@ -216,7 +267,8 @@ class ManagedReactor : public R {
 inline grpc::ServerUnaryReactor* RunOnPool(ThreadPool* pool, std::function<absl::Status()> work) {
   class PoolUnaryReactor final : public ManagedReactor<grpc::ServerUnaryReactor> {
    public:
-    PoolUnaryReactor(ThreadPool* pool, std::function<absl::Status()> work) {
+    PoolUnaryReactor(ThreadPool* pool, std::function<absl::Status()> work)
+        : ManagedReactor(/*live=*/nullptr) {
       ManagedReactor::RunOnPool(pool, [this, work = std::move(work)] { FinishOnce(work()); });
     }
   };
