@@ -54,7 +54,7 @@ SANITIZED_SKIP='TwoHundredMegabytesOfOutputKeepTheWorkerSmall'
 sanitized_build() {
   CC=clang CXX=clang++ cmake -S . -B "$1" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DKILN_SANITIZE="$2" > /dev/null
-  cmake --build "$1" --target "${SANITIZED_TARGETS[@]}"
+  cmake --build "$1" -j "$(nproc)" --target "${SANITIZED_TARGETS[@]}"
 }
 
 # Every ABSL_GUARDED_BY / ABSL_LOCKS_EXCLUDED checked by clang; compiling
@@ -65,7 +65,7 @@ thread_safety_check() {
   local objects
   objects=$(ninja -C build-thread-safety -t targets all | grep -E '\.o: ' | grep -v proto_gen | cut -d: -f1)
   # shellcheck disable=SC2086
-  ninja -C build-thread-safety $objects
+  ninja -C build-thread-safety -j "$(nproc)" $objects
 }
 
 command=${1:-}
