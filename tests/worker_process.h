@@ -32,6 +32,8 @@ class WorkerProcess {
   int metrics_port() const { return metrics_port_; }
   pid_t pid() const { return pid_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
+  // The worker's stdout/stderr log; removed with this object.
+  const std::string& log_path() const { return log_path_; }
   // Sends `signal` and waits; returns the exit code (128+N for signals).
   int Stop(int signal);
 

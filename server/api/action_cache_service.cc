@@ -5,6 +5,7 @@
 #include "common/path_beneath.h"
 #include "common/status_macros.h"
 #include "server/api/grpc_status.h"
+#include "server/api/reactor_lifetime.h"
 
 namespace kiln::api {
 namespace {
@@ -108,13 +109,13 @@ absl::Status ActionCacheService::Update(const rev2::UpdateActionResultRequest& r
 grpc::ServerUnaryReactor* ActionCacheService::GetActionResult(
     grpc::CallbackServerContext* context, const rev2::GetActionResultRequest* request,
     rev2::ActionResult* response) {
-  return RunOnPool(context, storage_.io, [=] { return Get(*request, response); });
+  return RunOnPool(storage_.io, [=] { return Get(*request, response); });
 }
 
 grpc::ServerUnaryReactor* ActionCacheService::UpdateActionResult(
     grpc::CallbackServerContext* context, const rev2::UpdateActionResultRequest* request,
     rev2::ActionResult* response) {
-  return RunOnPool(context, storage_.io, [=] { return Update(*request, response); });
+  return RunOnPool(storage_.io, [=] { return Update(*request, response); });
 }
 
 }  // namespace kiln::api

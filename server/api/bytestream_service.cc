@@ -2,35 +2,36 @@
 
 #include <algorithm>
 #include <deque>
+#include <optional>
 
 #include <grpcpp/alarm.h>
-#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "server/api/grpc_status.h"
+#include "server/api/reactor_lifetime.h"
 
 namespace kiln::api {
 namespace {
 
-// Streams one blob (or a range of it) in chunks read on the pool.
-class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
+// Streams one blob (or a range of it) in chunks read on the pool. One task
+// or one write at a time, so the members below need no lock.
+class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::ReadResponse>> {
  public:
-  ReadReactor(Storage storage, const bs::ReadRequest* request)
-      : storage_(storage), request_(request) {
-    storage_.io->Schedule([this] { Start(); });
+  ReadReactor(Storage storage, const bs::ReadRequest* request, LiveReactors* live)
+      : ManagedReactor(live), storage_(storage), request_(request) {
+    RunOnPool(storage_.io, [this] { Start(); });
   }
 
   void OnWriteDone(bool ok) override {
+    ScopedRelease release(this);
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
-    storage_.io->Schedule([this] { SendNext(); });
+    RunOnPool(storage_.io, [this] { SendNext(); });
   }
-
-  void OnDone() override { delete this; }
 
  private:
   absl::Status Open() {
@@ -60,7 +61,7 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
   void Start() {
     absl::Status opened = Open();
     if (!opened.ok()) {
-      Finish(ToGrpcStatus(opened));
+      FinishOnce(opened);
       return;
     }
     SendNext();
@@ -78,7 +79,7 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
       absl::StatusOr<std::string> chunk =
           reader_->Read(position_, std::min(kChunk, end_ - position_));
       if (!chunk.ok()) {
-        Finish(ToGrpcStatus(chunk.status()));
+        FinishOnce(chunk.status());
         return;
       }
       position_ += static_cast<int64_t>(chunk->size());
@@ -92,13 +93,13 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
       }
     }
     if (data->empty()) {
-      Finish(grpc::Status::OK);
+      FinishOnce(grpc::Status::OK);
       return;
     }
     if (sent_last_) {
-      StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+      if (ClaimFinish()) StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
     } else {
-      StartWrite(&response_);
+      StartWriteHeld(&response_);
     }
   }
 
@@ -117,9 +118,15 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
 // polls for more every kPollInterval, and ends when the action has ended and
 // every byte up to the limit was sent. A slow reader only delays itself: the
 // action writes to a file, never to this stream.
-class LogReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
+//
+// One task, write or poll alarm at a time, each under a hold, so the members
+// below need no lock. A cancel is noticed by the next task or alarm (within
+// kPollInterval), whose release sends the CANCELLED finish; the alarm is
+// never cancelled from another thread.
+class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::ReadResponse>> {
  public:
-  LogReadReactor(Storage storage, const bs::ReadRequest* request) : storage_(storage) {
+  LogReadReactor(Storage storage, const bs::ReadRequest* request, LiveReactors* live)
+      : ManagedReactor(live), storage_(storage) {
     if (request->read_offset() < 0) {
       FinishOnce(grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
                               absl::StrCat("read_offset ", request->read_offset(), " is negative")));
@@ -140,28 +147,17 @@ class LogReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
     }
     offset_ = request->read_offset();
     remaining_ = request->read_limit() == 0 ? INT64_MAX : request->read_limit();
-    storage_.io->Schedule([this] { ReadMore(); });
+    RunOnPool(storage_.io, [this] { ReadMore(); });
   }
 
   void OnWriteDone(bool ok) override {
+    ScopedRelease release(this);
     if (!ok) {
       FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
-    storage_.io->Schedule([this] { ReadMore(); });
+    RunOnPool(storage_.io, [this] { ReadMore(); });
   }
-
-  void OnCancel() override {
-    bool waiting;
-    {
-      absl::MutexLock lock(&mu_);
-      cancelled_ = true;
-      waiting = waiting_;
-    }
-    if (waiting) alarm_.Cancel();  // its callback finishes the call
-  }
-
-  void OnDone() override { delete this; }
 
  private:
   static constexpr int64_t kChunk = 1 << 20;
@@ -176,55 +172,30 @@ class LogReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
     const bool finished = stream_->finished();
     absl::StatusOr<std::string> data = stream_->Read(offset_, std::min(kChunk, remaining_));
     if (!data.ok()) {
-      FinishOnce(ToGrpcStatus(data.status()));
+      FinishOnce(data.status());
       return;
     }
     if (!data->empty()) {
       offset_ += static_cast<int64_t>(data->size());
       remaining_ -= static_cast<int64_t>(data->size());
       *response_.mutable_data() = *std::move(data);
-      StartWrite(&response_);
+      StartWriteHeld(&response_);
       return;
     }
     if (finished) {
       FinishOnce(grpc::Status::OK);
       return;
     }
-    {
-      absl::MutexLock lock(&mu_);
-      if (!cancelled_) waiting_ = true;
-    }
-    if (!waiting_now()) {
-      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
-      return;
-    }
+    // Still under the task's hold, so Hold cannot fail here.
+    if (!Hold()) return;
     alarm_.Set(absl::ToChronoTime(absl::Now() + kPollInterval), [this](bool fired) {
-      bool cancelled;
-      {
-        absl::MutexLock lock(&mu_);
-        waiting_ = false;
-        cancelled = cancelled_ || !fired;
-      }
-      if (cancelled) {
-        FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      if (!fired) {
+        FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the server is shutting down"));
       } else {
-        storage_.io->Schedule([this] { ReadMore(); });
+        RunOnPool(storage_.io, [this] { ReadMore(); });
       }
+      Release();
     });
-  }
-
-  bool waiting_now() {
-    absl::MutexLock lock(&mu_);
-    return waiting_;
-  }
-  // Finish exactly once, outside the lock (OnDone may follow at once).
-  void FinishOnce(grpc::Status status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
-    }
-    Finish(std::move(status));
   }
 
   Storage storage_;
@@ -233,57 +204,64 @@ class LogReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
   int64_t remaining_ = 0;
   bs::ReadResponse response_;
   grpc::Alarm alarm_;
-  absl::Mutex mu_;
-  bool waiting_ ABSL_GUARDED_BY(mu_) = false;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Receives one upload. Requests are processed on the pool, in order, one at
 // a time; meanwhile gRPC keeps receiving the next few, so the network, the
 // hashing and the disk work overlap.
 //
-// Reactor rules kept here: at most one read is in flight, and Finish is
-// called once, never while a read is in flight (a pending Finish waits for
-// that read's OnReadDone). `mu_` guards the hand-off; reactor methods are
-// called outside it.
-class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
+// Reactor rules kept here: at most one read is in flight, and Finish waits
+// for it (the read holds the call, see ManagedReactor). `mu_` guards the
+// hand-off between OnReadDone and Drain; reactor methods are called outside
+// it. Drain runs even after a cancel (AfterFinish::kRun) so that an
+// interrupted upload is still parked for a resume.
+class WriteReactor final : public ManagedReactor<grpc::ServerReadReactor<bs::WriteRequest>> {
  public:
   WriteReactor(ByteStreamService* service, bs::WriteResponse* response)
-      : service_(service), response_(response) {
-    reading_ = true;
-    StartRead(&incoming_);
+      : ManagedReactor(service->live_reactors()), service_(service), response_(response) {
+    {
+      // Under mu_ so that OnReadDone, on another thread, is ordered after
+      // the members' construction through a lock (gRPC's own ordering is
+      // invisible to ThreadSanitizer).
+      absl::MutexLock lock(&mu_);
+      reading_ = true;
+    }
+    StartReadHeld(&incoming_);  // cannot fail: nothing is decided yet
   }
 
   void OnReadDone(bool ok) override {
+    ScopedRelease release(this);
     bool start_read = false, start_drain = false;
-    std::optional<grpc::Status> finish;
     {
       absl::MutexLock lock(&mu_);
       reading_ = false;
-      if (stopped_) {
-        finish = std::move(pending_finish_);
+      if (stopped_) return;  // the outcome is decided; drop the message
+      if (ok) {
+        queue_.push_back(std::move(incoming_));
+        incoming_.Clear();
+        start_read = reading_ = queue_.size() < kMaxQueued;
       } else {
-        if (ok) {
-          queue_.push_back(std::move(incoming_));
-          incoming_.Clear();
-          start_read = reading_ = queue_.size() < kMaxQueued;
-        } else {
-          stream_ended_ = true;
-        }
-        start_drain = !draining_;
-        draining_ = true;
+        stream_ended_ = true;
       }
+      start_drain = !draining_;
+      draining_ = true;
     }
-    if (finish) Finish(*finish);
-    if (start_read) StartRead(&incoming_);
-    if (start_drain) service_->storage().io->Schedule([this] { Drain(); });
+    if (start_read && !StartReadHeld(&incoming_)) ReadNotStarted();
+    if (start_drain) {
+      RunOnPool(service_->storage().io, [this] { Drain(); }, AfterFinish::kRun);
+    }
   }
-
-  void OnDone() override { delete this; }
 
  private:
   static constexpr size_t kMaxQueued = 4;
+
+  // A read was planned but the call is already finishing (cancelled): no
+  // more messages will come, so end the stream for Drain.
+  void ReadNotStarted() {
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+    stream_ended_ = true;
+  }
 
   void Drain() {
     while (true) {
@@ -302,7 +280,7 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
         queue_.pop_front();
         if (!reading_ && !stream_ended_) start_read = reading_ = true;
       }
-      if (start_read) StartRead(&incoming_);
+      if (start_read && !StartReadHeld(&incoming_)) ReadNotStarted();
       absl::Status status = Consume(request);
       if (!status.ok()) {
         if (upload_ != nullptr) service_->ReleaseUpload(name_);
@@ -328,18 +306,14 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
                                    " bytes are kept: resume at that write_offset")));
   }
 
-  // Ends the call now, or when the read in flight completes.
+  // Ends the call; the Finish waits for a read in flight (its hold).
   void Stop(grpc::Status status) {
     {
       absl::MutexLock lock(&mu_);
       stopped_ = true;
       queue_.clear();
-      if (reading_) {
-        pending_finish_ = std::move(status);
-        return;
-      }
     }
-    Finish(status);
+    FinishOnce(std::move(status));
   }
 
   absl::Status Consume(const bs::WriteRequest& request) {
@@ -393,8 +367,7 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
   bool reading_ ABSL_GUARDED_BY(mu_) = false;       // a read is in flight
   bool draining_ ABSL_GUARDED_BY(mu_) = false;      // Drain is scheduled or running
   bool stream_ended_ ABSL_GUARDED_BY(mu_) = false;  // the client sent its last message
-  bool stopped_ ABSL_GUARDED_BY(mu_) = false;       // the outcome is decided
-  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;       // Drain decided the outcome
 
   // Used only by Drain, which never runs twice at once.
   std::string name_;
@@ -465,9 +438,9 @@ void ByteStreamService::DropExpiredLocked() {
 grpc::ServerWriteReactor<bs::ReadResponse>* ByteStreamService::Read(
     grpc::CallbackServerContext* context, const bs::ReadRequest* request) {
   if (exec::LogRegistry::IsStreamName(request->resource_name())) {
-    return new LogReadReactor(storage_, request);
+    return new LogReadReactor(storage_, request, &live_reactors_);
   }
-  return new ReadReactor(storage_, request);
+  return new ReadReactor(storage_, request, &live_reactors_);
 }
 
 grpc::ServerReadReactor<bs::WriteRequest>* ByteStreamService::Write(
@@ -478,7 +451,7 @@ grpc::ServerReadReactor<bs::WriteRequest>* ByteStreamService::Write(
 grpc::ServerUnaryReactor* ByteStreamService::QueryWriteStatus(
     grpc::CallbackServerContext* context, const bs::QueryWriteStatusRequest* request,
     bs::QueryWriteStatusResponse* response) {
-  return RunOnPool(context, storage_.io, [this, request, response]() -> absl::Status {
+  return RunOnPool(storage_.io, [this, request, response]() -> absl::Status {
     ASSIGN_OR_RETURN(BlobResource resource, ParseWriteResource(request->resource_name()));
     if (storage_.cas->Contains(resource.digest)) {
       response->set_committed_size(resource.digest.size);

@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "common/zstd.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
+#include "server/api/reactor_lifetime.h"
 #include "server/api/resource_name.h"
 #include "server/api/storage.h"
 
@@ -62,6 +63,7 @@ class ByteStreamService final : public bs::ByteStream::CallbackService {
   // Forgets that a stream owns `name` (after commit or failure).
   void ReleaseUpload(const std::string& name);
   Storage& storage() { return storage_; }
+  LiveReactors* live_reactors() { return &live_reactors_; }
 
  private:
   void DropExpiredLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -71,6 +73,7 @@ class ByteStreamService final : public bs::ByteStream::CallbackService {
   absl::flat_hash_map<std::string, std::unique_ptr<Upload>> parked_ ABSL_GUARDED_BY(mu_);
   // Uploads owned by a live stream; the pointee belongs to that stream.
   absl::flat_hash_map<std::string, const Upload*> active_ ABSL_GUARDED_BY(mu_);
+  LiveReactors live_reactors_;  // last: waits for the reactors using the above
 };
 
 }  // namespace kiln::api

@@ -6,6 +6,7 @@
 #include "common/status_macros.h"
 #include "common/zstd.h"
 #include "server/api/grpc_status.h"
+#include "server/api/reactor_lifetime.h"
 #include "server/cas/directory_tree.h"
 
 namespace kiln::api {
@@ -45,7 +46,7 @@ absl::Status StoreOne(cas::BlobStore& cas, const rev2::BatchUpdateBlobsRequest::
 grpc::ServerUnaryReactor* CasService::FindMissingBlobs(
     grpc::CallbackServerContext* context, const rev2::FindMissingBlobsRequest* request,
     rev2::FindMissingBlobsResponse* response) {
-  return RunOnPool(context, storage_.io, [this, request, response]() -> absl::Status {
+  return RunOnPool(storage_.io, [this, request, response]() -> absl::Status {
     RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
     std::vector<Digest> digests;
     digests.reserve(request->blob_digests_size());
@@ -65,7 +66,7 @@ grpc::ServerUnaryReactor* CasService::FindMissingBlobs(
 grpc::ServerUnaryReactor* CasService::BatchUpdateBlobs(
     grpc::CallbackServerContext* context, const rev2::BatchUpdateBlobsRequest* request,
     rev2::BatchUpdateBlobsResponse* response) {
-  return RunOnPool(context, storage_.io, [this, request, response]() -> absl::Status {
+  return RunOnPool(storage_.io, [this, request, response]() -> absl::Status {
     RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
     int64_t total = 0;
     for (const auto& entry : request->requests()) total += entry.data().size();
@@ -87,7 +88,7 @@ grpc::ServerUnaryReactor* CasService::BatchUpdateBlobs(
 grpc::ServerUnaryReactor* CasService::BatchReadBlobs(grpc::CallbackServerContext* context,
                                                      const rev2::BatchReadBlobsRequest* request,
                                                      rev2::BatchReadBlobsResponse* response) {
-  return RunOnPool(context, storage_.io, [this, request, response]() -> absl::Status {
+  return RunOnPool(storage_.io, [this, request, response]() -> absl::Status {
     RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
     std::vector<Digest> digests;
     int64_t total = 0;
@@ -116,33 +117,33 @@ grpc::ServerUnaryReactor* CasService::BatchReadBlobs(grpc::CallbackServerContext
 namespace {
 
 // Streams GetTree pages; each carries the token of the next one. Pages are
-// read on the pool; at most one write is outstanding.
-class GetTreeReactor final : public grpc::ServerWriteReactor<rev2::GetTreeResponse> {
+// read on the pool; one task or one write at a time, so the members below
+// need no lock. Lifetime and cancellation follow ManagedReactor.
+class GetTreeReactor final : public ManagedReactor<grpc::ServerWriteReactor<rev2::GetTreeResponse>> {
  public:
-  GetTreeReactor(Storage storage, const rev2::GetTreeRequest* request)
-      : storage_(storage), request_(request) {
-    storage_.io->Schedule([this] { Start(); });
+  GetTreeReactor(Storage storage, const rev2::GetTreeRequest* request, LiveReactors* live)
+      : ManagedReactor(live), storage_(storage), request_(request) {
+    RunOnPool(storage_.io, [this] { Start(); });
   }
 
   void OnWriteDone(bool ok) override {
+    ScopedRelease release(this);
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
     if (next_index_ == 0) {
-      Finish(grpc::Status::OK);
+      FinishOnce(grpc::Status::OK);
       return;
     }
-    storage_.io->Schedule([this] { SendPage(); });
+    RunOnPool(storage_.io, [this] { SendPage(); });
   }
-
-  void OnDone() override { delete this; }
 
  private:
   void Start() {
     absl::Status status = Validate();
     if (!status.ok()) {
-      Finish(ToGrpcStatus(status));
+      FinishOnce(status);
       return;
     }
     SendPage();
@@ -177,14 +178,14 @@ class GetTreeReactor final : public grpc::ServerWriteReactor<rev2::GetTreeRespon
     absl::StatusOr<cas::TreePage> page =
         cas::ReadTreePage(*storage_.cas, root_, next_index_, page_size_, kMaxTreePageBytes);
     if (!page.ok()) {
-      Finish(ToGrpcStatus(page.status()));
+      FinishOnce(page.status());
       return;
     }
     response_.Clear();
     for (auto& directory : page->directories) *response_.add_directories() = std::move(directory);
     next_index_ = page->next_index;
     if (next_index_ != 0) response_.set_next_page_token(absl::StrCat(next_index_));
-    StartWrite(&response_);
+    StartWriteHeld(&response_);
   }
 
   Storage storage_;
@@ -199,7 +200,7 @@ class GetTreeReactor final : public grpc::ServerWriteReactor<rev2::GetTreeRespon
 
 grpc::ServerWriteReactor<rev2::GetTreeResponse>* CasService::GetTree(
     grpc::CallbackServerContext* context, const rev2::GetTreeRequest* request) {
-  return new GetTreeReactor(storage_, request);
+  return new GetTreeReactor(storage_, request, &live_reactors_);
 }
 
 }  // namespace kiln::api

@@ -5,6 +5,7 @@
 #define KILN_SERVER_API_CAS_SERVICE_H_
 
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
+#include "server/api/reactor_lifetime.h"
 #include "server/api/storage.h"
 
 namespace kiln::api {
@@ -32,6 +33,7 @@ class CasService final : public rev2::ContentAddressableStorage::CallbackService
 
  private:
   Storage storage_;
+  LiveReactors live_reactors_;  // last: waits for GetTree reactors
 };
 
 }  // namespace kiln::api

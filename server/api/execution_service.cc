@@ -4,74 +4,91 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/api/reactor_lifetime.h"
 
 namespace kiln::api {
 namespace {
 
 // Streams one operation's changes to a client, one write at a time, and
-// finishes with the completed operation.
-class OperationStreamReactor final : public grpc::ServerWriteReactor<lro::Operation> {
+// finishes with the completed operation. Writes come from the operation's
+// change notifications (scheduler threads), from OnWriteDone and from the
+// Execute task; `mu_` makes sure only one is in flight. Lifetime and
+// cancellation follow ManagedReactor.
+class OperationStreamReactor final : public ManagedReactor<grpc::ServerWriteReactor<lro::Operation>> {
  public:
-  OperationStreamReactor() = default;
+  explicit OperationStreamReactor(LiveReactors* live) : ManagedReactor(live) {}
 
   // Either Follow an operation, or FinishWith a one-off result or error.
+  // Call them from the handler or from a task run by RunOnPool.
   void Follow(std::shared_ptr<exec::Operation> operation) {
-    operation_ = std::move(operation);
-    subscription_ = operation_->Subscribe([this] { MaybeWrite(); });
+    // Subscribe outside mu_: Notify holds the operation's subscriber lock
+    // when it calls MaybeWrite, which takes mu_. Until operation_ is set,
+    // MaybeWrite does nothing, so no Finish (and no OnDone) can happen
+    // before subscription_ is known to OnCallDone; the MaybeWrite below
+    // then sends whatever changed meanwhile.
+    int subscription = operation->Subscribe([this] { OnOperationChanged(); });
+    {
+      absl::MutexLock lock(&mu_);
+      operation_ = std::move(operation);
+      subscription_ = subscription;
+    }
     MaybeWrite();
   }
   void FinishWithOperation(lro::Operation operation) {
+    if (!ClaimFinish()) return;  // cancelled meanwhile
     {
       absl::MutexLock lock(&mu_);
       current_ = std::move(operation);
-      finishing_ = true;
+      writing_ = true;
     }
     StartWriteAndFinish(&current_, grpc::WriteOptions(), grpc::Status::OK);
   }
-  void FinishWithError(const absl::Status& status) {
-    {
-      absl::MutexLock lock(&mu_);
-      finishing_ = true;
-    }
-    Finish(ToGrpcStatus(status));
-  }
+  void FinishWithError(const absl::Status& status) { FinishOnce(status); }
 
   void OnWriteDone(bool ok) override {
+    ScopedRelease release(this);
     {
       absl::MutexLock lock(&mu_);
       writing_ = false;
-      if (finishing_) return;
-      if (!ok) {
-        finishing_ = true;  // the client went away; the action keeps running for others
-      }
     }
     if (!ok) {
-      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      // The client went away; the action keeps running for others.
+      FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
     MaybeWrite();
   }
 
-  void OnCancel() override {
-    bool finish = false;
+ private:
+  // Runs on a scheduler thread inside Operation::Notify. The hold keeps a
+  // Finish decided meanwhile (a cancel) from freeing the call under the
+  // write. The reactor cannot be deleted here: OnCallDone's Unsubscribe
+  // waits for this callback to return before OnDone may delete.
+  void OnOperationChanged() {
+    if (!Hold()) return;
+    MaybeWrite();
+    Release();
+  }
+
+  // Unsubscribe waits out a running notification, so none can reach a
+  // deleted reactor, and none can delete it from inside Notify (done is
+  // not yet recorded while it runs). Called without mu_ (lock order above).
+  void OnCallDone() override {
+    std::shared_ptr<exec::Operation> operation;
+    int subscription;
     {
       absl::MutexLock lock(&mu_);
-      if (!finishing_ && !writing_) finish = finishing_ = true;
+      operation = operation_;
+      subscription = subscription_;
     }
-    if (finish) Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the call"));
+    if (operation != nullptr) operation->Unsubscribe(subscription);
   }
 
-  void OnDone() override {
-    if (operation_ != nullptr) operation_->Unsubscribe(subscription_);
-    delete this;
-  }
-
- private:
   void MaybeWrite() {
     bool last = false;
     {
       absl::MutexLock lock(&mu_);
-      if (writing_ || finishing_) return;
+      if (operation_ == nullptr || writing_ || finishing()) return;
       int64_t version = 0;
       lro::Operation snapshot = operation_->Snapshot(&version);
       if (version == sent_version_) return;
@@ -79,21 +96,21 @@ class OperationStreamReactor final : public grpc::ServerWriteReactor<lro::Operat
       current_ = std::move(snapshot);
       writing_ = true;
       last = current_.done();
-      if (last) finishing_ = true;
     }
+    // current_ is stable from here: writing_ stays true until OnWriteDone.
     if (last) {
-      StartWriteAndFinish(&current_, grpc::WriteOptions(), grpc::Status::OK);
+      if (ClaimFinish()) StartWriteAndFinish(&current_, grpc::WriteOptions(), grpc::Status::OK);
     } else {
-      StartWrite(&current_);
+      StartWriteHeld(&current_);
     }
   }
 
-  std::shared_ptr<exec::Operation> operation_;
-  int subscription_ = -1;
   absl::Mutex mu_;
-  lro::Operation current_;  // the message being written
+  std::shared_ptr<exec::Operation> operation_ ABSL_GUARDED_BY(mu_);  // set by Follow
+  int subscription_ ABSL_GUARDED_BY(mu_) = -1;
+  // The message being written; changed only under mu_ while writing_ is false.
+  lro::Operation current_;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   int64_t sent_version_ ABSL_GUARDED_BY(mu_) = -1;
 };
 
@@ -116,8 +133,10 @@ lro::Operation CachedOperation(const Digest& action_digest, rev2::ActionResult r
 
 grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
     grpc::CallbackServerContext* context, const rev2::ExecuteRequest* request) {
-  auto* reactor = new OperationStreamReactor();
-  storage_.io->Schedule([this, reactor, request] {
+  auto* reactor = new OperationStreamReactor(&live_reactors_);
+  // The task's hold keeps `request` and `reactor` alive until it returns,
+  // even when the client cancels first; it is skipped if it cancelled first.
+  reactor->RunOnPool(storage_.io, [this, reactor, request] {
     absl::Status valid = CheckDigestFunction(request->digest_function());
     absl::StatusOr<Digest> action_digest = ParseDigest(request->action_digest());
     if (valid.ok() && !action_digest.ok()) {
@@ -149,7 +168,7 @@ grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
 
 grpc::ServerWriteReactor<lro::Operation>* ExecutionService::WaitExecution(
     grpc::CallbackServerContext* context, const rev2::WaitExecutionRequest* request) {
-  auto* reactor = new OperationStreamReactor();
+  auto* reactor = new OperationStreamReactor(&live_reactors_);
   std::shared_ptr<exec::Operation> operation = scheduler_->Find(request->name());
   if (operation == nullptr) {
     reactor->FinishWithError(absl::NotFoundError(absl::StrCat(

@@ -9,6 +9,7 @@
 
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "google/longrunning/operations.grpc.pb.h"
+#include "server/api/reactor_lifetime.h"
 #include "server/api/storage.h"
 #include "server/exec/scheduler.h"
 
@@ -32,6 +33,7 @@ class ExecutionService final : public rev2::Execution::CallbackService {
   Storage storage_;
   exec::Scheduler* const scheduler_;
   const std::function<void()> on_cache_hit_;
+  LiveReactors live_reactors_;  // last: waits for the operation streams
 };
 
 class OperationsService final : public lro::Operations::CallbackService {

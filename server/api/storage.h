@@ -6,10 +6,7 @@
 #include <cstdint>
 #include <functional>
 
-#include <grpcpp/support/server_callback.h>
-
 #include "common/thread_pool.h"
-#include "server/api/grpc_status.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
 #include "server/exec/log_stream.h"
@@ -26,15 +23,6 @@ struct Storage {
   // Live action output streams; null when the worker does not execute.
   exec::LogRegistry* logs = nullptr;
 };
-
-// Runs `work` on the pool and finishes the unary call with its status. The
-// request and response stay valid until Finish, so `work` may use them.
-inline grpc::ServerUnaryReactor* RunOnPool(grpc::CallbackServerContext* context,
-                                           ThreadPool* pool, std::function<absl::Status()> work) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  pool->Schedule([reactor, work = std::move(work)] { reactor->Finish(ToGrpcStatus(work())); });
-  return reactor;
-}
 
 }  // namespace kiln::api
 
