@@ -391,7 +391,7 @@ bool IsFull(const char* path) {
 std::string FindInPath(const std::string& program, const std::map<std::string, std::string>& env) {
   if (program.find('/') != std::string::npos) return program;
   auto path = env.find("PATH");
-  for (absl::string_view dir : absl::StrSplit(path == env.end() ? "" : path->second, ':')) {
+  for (absl::string_view dir : absl::StrSplit(path == env.end() ? kDefaultLookupPath : path->second, ':')) {
     std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", program);
     if (access(candidate.c_str(), X_OK) == 0) return candidate;
   }
@@ -428,7 +428,9 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
 
   std::vector<std::string> env_strings;
   for (const auto& [name, value] : spec.env) env_strings.push_back(name + "=" + value);
-  if (!spec.env.count("PATH")) env_strings.push_back(absl::StrCat("PATH=", kUnsetPathValue));
+  if (!spec.env.count("PATH") && !spec.path_when_unset.empty()) {
+    env_strings.push_back(absl::StrCat("PATH=", spec.path_when_unset));
+  }
   std::vector<char*> envp;
   for (std::string& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);

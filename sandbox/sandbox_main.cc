@@ -48,7 +48,9 @@ Options:
   --bind=SRC[:DST]      read-only bind of a host path (repeatable); the first one
                         replaces the default binds
   --env=NAME=VALUE      environment variable (repeatable); the environment is exactly
-                        these, with PATH=/path-not-set when PATH is not given
+                        these (without PATH, CMD is looked up in /usr/local/bin:/usr/bin:/bin
+                        and shells use their built-in default path)
+  --path_when_unset=P   add PATH=P when no --env sets PATH (Nix's policy: /path-not-set)
   --hostname=NAME       default localhost
   --domainname=NAME     default (none)
   --share_network       use the host network (needs --allow_host_network)
@@ -139,12 +141,14 @@ int main(int argc, char** argv) {
     kWorkDir = 1000, kCwd, kBind, kEnv, kHostname, kDomainname, kShareNetwork, kAllowHostNetwork,
     kLinux32, kUname26, kSeccomp, kAllowNestedSandbox, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
     kUidPoolBase, kUidPoolSize, kStatsFile, kHelp, kTmpSize, kShmSize, kMaxProcesses, kMaxFileSize,
+    kPathWhenUnset,
   };
   static const struct option kOptions[] = {
       {"work_dir", required_argument, nullptr, kWorkDir},
       {"cwd", required_argument, nullptr, kCwd},
       {"bind", required_argument, nullptr, kBind},
       {"env", required_argument, nullptr, kEnv},
+      {"path_when_unset", required_argument, nullptr, kPathWhenUnset},
       {"hostname", required_argument, nullptr, kHostname},
       {"domainname", required_argument, nullptr, kDomainname},
       {"share_network", no_argument, nullptr, kShareNetwork},
@@ -193,6 +197,7 @@ int main(int argc, char** argv) {
         spec.env[value.substr(0, eq)] = value.substr(eq + 1);
         break;
       }
+      case kPathWhenUnset: spec.path_when_unset = optarg; break;
       case kHostname: spec.hostname = optarg; break;
       case kDomainname: spec.domainname = optarg; break;
       case kShareNetwork: spec.share_network = true; break;

@@ -16,9 +16,14 @@
 
 namespace kiln::sandbox {
 
-// The PATH an action gets when its environment has none: a dummy value, as
-// the Nix seed does, so that shells do not fall back to a host default.
-inline constexpr char kUnsetPathValue[] = "/path-not-set";
+// The dummy PATH of Nix's builds, for callers that want that policy
+// (kiln-sandbox --path_when_unset=/path-not-set). Off by default: a REAPI
+// worker passes exactly the Command's environment, and shells without PATH
+// use their built-in default path, as under Bazel's sandbox and Buildbarn.
+inline constexpr char kNixUnsetPathValue[] = "/path-not-set";
+// Where argv[0] is looked up when the environment has no PATH: what execvp
+// and the shells use then.
+inline constexpr char kDefaultLookupPath[] = "/usr/local/bin:/usr/bin:/bin";
 // Where the working directory appears inside the sandbox.
 inline constexpr char kWorkMountPoint[] = "/work";
 
@@ -31,6 +36,7 @@ struct BindMount {
 struct SandboxSpec {
   std::vector<std::string> argv;                // argv[0] is looked up in env PATH
   std::map<std::string, std::string> env;       // exactly the action's environment
+  std::string path_when_unset;                  // PATH added when env has none; empty: none
   std::string work_dir;                         // host dir mounted rw at /work; empty: a tmpfs
   std::string cwd;                              // relative to /work
   std::vector<BindMount> binds;                 // read-only host paths (default /bin /usr /lib /lib64)

@@ -231,20 +231,31 @@ TEST_P(SandboxTest, NoInheritedDescriptorIsOpenInside) {
   EXPECT_EQ(Lines(r.stdout_text), (std::vector<std::string>{"0", "1", "2", "3"}));
 }
 
-TEST_P(SandboxTest, EnvironmentIsExactlyWhatWasGivenWithDummyPathWhenUnset) {
+TEST_P(SandboxTest, EnvironmentIsExactlyWhatWasGivenAndNoPathIsAdded) {
   std::vector<std::string> argv;
   auto r = Sandbox({"--env=ALPHA=1", "--env=BETA=two words"}, {"/usr/bin/env"});
   ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
   EXPECT_EQ(r.stdout_text, "ALPHA=1\nBETA=two words\nPATH=/usr/bin:/bin\n");
-  // Without PATH: the seed's dummy value, never the host's.
-  std::vector<std::string> args = {"/usr/bin/env"};
+  // Without PATH: nothing is added (neither the host's PATH nor a dummy);
+  // the command is still found, and a shell uses its built-in default path,
+  // as Bazel rules without use_default_shell_env rely on.
   const char* bin = getenv("KILN_BIN_DIR");
-  std::vector<std::string> argv2;
-  if (Unprivileged()) argv2 = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
-  argv2.push_back(std::string(bin ? bin : "build/bin") + "/kiln-sandbox");
-  argv2.insert(argv2.end(), {"--env=ONLY=this", "--", "/usr/bin/env"});
-  auto bare = RunToCompletion(argv2);
-  EXPECT_EQ(bare.stdout_text, "ONLY=this\nPATH=/path-not-set\n");
+  auto run = [&](std::vector<std::string> options, std::vector<std::string> command) {
+    std::vector<std::string> argv2;
+    if (Unprivileged()) argv2 = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    argv2.push_back(std::string(bin ? bin : "build/bin") + "/kiln-sandbox");
+    argv2.insert(argv2.end(), options.begin(), options.end());
+    argv2.push_back("--");
+    argv2.insert(argv2.end(), command.begin(), command.end());
+    return RunToCompletion(argv2);
+  };
+  auto bare = run({"--env=ONLY=this"}, {"env"});
+  EXPECT_EQ(bare.stdout_text, "ONLY=this\n") << bare.stderr_text;
+  auto shell = run({}, {"sh", "-c", "mkdir /tmp/made && echo found"});
+  EXPECT_EQ(shell.stdout_text, "found\n") << shell.stderr_text;
+  // Nix's policy on request: a dummy PATH, so nothing is found by name.
+  auto nix = run({"--env=ONLY=this", "--path_when_unset=/path-not-set"}, {"/usr/bin/env"});
+  EXPECT_EQ(nix.stdout_text, "ONLY=this\nPATH=/path-not-set\n");
 }
 
 TEST_P(SandboxTest, RunsAsTheBuildUserWithNoCapabilitiesAndNoNewPrivs) {

@@ -506,5 +506,24 @@ TEST_F(ExecutionTest, ActionPlatformWinsOverCommandPlatformAndLegacyOutputsWork)
   EXPECT_EQ(e.response.result().output_directories(0).path(), "d");
 }
 
+TEST_F(ExecutionTest, ACommandWithoutPathGetsNoneAndTheShellFindsItsTools) {
+  // Bazel's run_shell without use_default_shell_env sends no PATH: the
+  // worker adds nothing, and bash/dash fall back to their built-in path.
+  rev2::Command command;
+  command.add_arguments("bash");
+  command.add_arguments("-c");
+  command.add_arguments("mkdir -p out && echo \"PATH=${PATH-unset}\" > out/f");
+  command.add_output_paths("out/f");
+  rev2::Action action;
+  *action.mutable_command_digest() = PutMessage(command).ToProto();
+  *action.mutable_input_root_digest() = PutMessage(rev2::Directory()).ToProto();
+  Execution e = Execute(PutMessage(action));
+  ASSERT_EQ(e.response.status().code(), 0) << e.response.status().message();
+  ASSERT_EQ(e.response.result().exit_code(), 0) << Get(e.response.result().stderr_digest());
+  ASSERT_EQ(e.response.result().output_files_size(), 1);
+  // bash sets its own default PATH inside the shell; none came from Kiln.
+  EXPECT_NE(Get(e.response.result().output_files(0).digest()), "PATH=/path-not-set\n");
+}
+
 }  // namespace
 }  // namespace kiln
