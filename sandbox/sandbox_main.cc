@@ -247,6 +247,9 @@ int main(int argc, char** argv) {
   if (!result->exec_error.empty()) {
     std::fprintf(stderr, "kiln-sandbox: cannot execute %s\n", result->exec_error.c_str());
   }
+  // With --stats_file the caller reads these from the report: CMD's stderr
+  // stays CMD's own (the worker puts its remarks in ExecuteResponse.message).
+  if (!stats_file.empty()) return result->exit_code;
   if (result->timed_out) std::fprintf(stderr, "kiln-sandbox: timed out after %s\n", absl::FormatDuration(spec.timeout).c_str());
   if (result->tmp_full) std::fprintf(stderr, "kiln-sandbox: /tmp was full (--tmp_size=%lld bytes)\n", static_cast<long long>(spec.tmp_size_bytes));
   if (result->shm_full) std::fprintf(stderr, "kiln-sandbox: /dev/shm was full (--shm_size=%lld bytes)\n", static_cast<long long>(spec.shm_size_bytes));

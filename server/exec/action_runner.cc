@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/path_beneath.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
@@ -331,13 +332,25 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
                                  options_.output_limits, result));
   *meta->mutable_output_upload_completed_timestamp() = Now();
 
-  std::string message = absl::StrFormat("kiln: orphans reaped by the sandbox init: %d",
-                                        report->orphans_reaped);
-  absl::StrAppend(&message, truncated_logs);
-  if (report->killed_at_teardown > 0) {
-    absl::StrAppend(&message, absl::StrFormat("; processes killed at teardown: %d",
-                                              report->killed_at_teardown));
+  // Kiln's remarks go here, and only when there is something to say; the
+  // action's stdout and stderr stay the action's own.
+  std::vector<std::string> remarks;
+  if (report->orphans_reaped > 0) {
+    remarks.push_back(absl::StrFormat("orphans reaped by the sandbox init: %d", report->orphans_reaped));
   }
+  if (report->killed_at_teardown > 0) {
+    remarks.push_back(absl::StrFormat("processes killed at teardown: %d", report->killed_at_teardown));
+  }
+  if (!truncated_logs.empty()) remarks.push_back(truncated_logs.substr(2));  // drop the leading "; "
+  if (stats.value("tmp_full", false)) remarks.push_back("/tmp was full (kiln-worker --action_tmp_size)");
+  if (stats.value("shm_full", false)) remarks.push_back("/dev/shm was full (kiln-worker --action_shm_size)");
+  if (timed_out) {
+    remarks.push_back(absl::StrCat("timed out after ", absl::FormatDuration(loaded.timeout)));
+  }
+  if (oom) {
+    remarks.push_back(absl::StrFormat("OOM-killed at its memory limit of %d bytes", loaded.limits.memory_bytes));
+  }
+  const std::string message = remarks.empty() ? "" : absl::StrCat("kiln: ", absl::StrJoin(remarks, "; "));
   if (cancel->cancelled()) {
     report->outcome = RunReport::Outcome::kCancelled;
     return absl::CancelledError("the action was cancelled");
@@ -351,8 +364,6 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   }
   if (oom) {
     report->outcome = RunReport::Outcome::kOom;
-    absl::StrAppend(&message, absl::StrFormat("; the action was OOM-killed at its memory limit of %d bytes",
-                                              loaded.limits.memory_bytes));
     response->set_message(message);
     return absl::ResourceExhaustedError(absl::StrCat(
         "the action exceeded its memory limit of ", loaded.limits.memory_bytes,
