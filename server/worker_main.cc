@@ -50,6 +50,9 @@ ABSL_FLAG(absl::Duration, drain_grace, absl::Seconds(30),
 ABSL_FLAG(bool, allow_network, false,
           "let actions ask for the host network (platform network=on, dockerNetwork=standard, "
           "block-network=false)");
+ABSL_FLAG(std::vector<std::string>, platform, {},
+          "what this worker is, NAME=VALUE, comma-separated or repeated (e.g. "
+          "container-image=docker://...,Pool=default): actions' properties of these names must match");
 ABSL_FLAG(std::vector<std::string>, platform_ignore, {},
           "platform property names accepted and ignored, e.g. container-image");
 ABSL_FLAG(std::vector<std::string>, sandbox_bind, {},
@@ -153,6 +156,8 @@ int main(int argc, char** argv) {
   if (exec.kill_grace < absl::ZeroDuration()) Die("--kill_grace cannot be negative");
   exec.platform.allow_network = absl::GetFlag(FLAGS_allow_network);
   for (const std::string& name : absl::GetFlag(FLAGS_platform_ignore)) exec.platform.ignored.insert(name);
+  absl::Status declared = kiln::exec::DeclarePlatform(absl::GetFlag(FLAGS_platform), &exec.platform);
+  if (!declared.ok()) Die(std::string(declared.message()));
   exec.sandbox_binds = absl::GetFlag(FLAGS_sandbox_bind);
   for (const std::string& bind : exec.sandbox_binds) {
     if (bind.empty() || bind[0] != '/') Die(absl::StrCat("--sandbox_bind: \"", bind, "\" is not an absolute path"));

@@ -58,6 +58,10 @@ TEST_F(WorkerBinaryTest, BadValuesStopTheStartNamingTheProblem) {
       {"--state_dir=relative/dir", "absolute"},
       {"--io_threads=0", "io_threads"},
       {"--log_level=chatty", "log_level"},
+      {"--platform=container-image", "expected NAME=VALUE"},
+      {"--platform=memory=1GiB", "implements itself"},
+      {"--max_action_processes=1", "--max_action_processes"},
+      {"--build_uid_pool_size=1", "--build_uid_pool_size"},
   };
   for (const Case& c : cases) {
     auto result = RunToCompletion({Worker(), "--state_dir=" + state_dir_, c.flag});

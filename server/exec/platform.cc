@@ -1,5 +1,6 @@
 #include "server/exec/platform.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/numbers.h"
@@ -13,6 +14,48 @@ std::vector<std::string> SupportedPlatformProperties() {
   return {"OSFamily", "ISA", "network", "dockerNetwork", "block-network",
           "memory", "pids", "cpus", "personality"};
 }
+
+absl::Status DeclarePlatform(const std::vector<std::string>& entries, PlatformPolicy* policy) {
+  const std::vector<std::string> implemented = SupportedPlatformProperties();
+  for (const std::string& entry : entries) {
+    size_t eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("--platform=", entry, ": expected NAME=VALUE"));
+    }
+    std::string name = entry.substr(0, eq);
+    if (std::find(implemented.begin(), implemented.end(), name) != implemented.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--platform=", entry, ": ", name, " is a property Kiln implements itself, not a declaration"));
+    }
+    policy->declared[name].insert(entry.substr(eq + 1));
+  }
+  return absl::OkStatus();
+}
+
+rev2::Platform AdvertisedPlatform(const PlatformPolicy& policy) {
+  rev2::Platform platform;
+  for (const auto& [name, values] : policy.declared) {  // std::map and std::set: sorted
+    for (const std::string& value : values) {
+      auto* property = platform.add_properties();
+      property->set_name(name);
+      property->set_value(value);
+    }
+  }
+  return platform;
+}
+
+namespace {
+
+std::string DescribeDeclared(const PlatformPolicy& policy) {
+  std::vector<std::string> offered;
+  const rev2::Platform advertised = AdvertisedPlatform(policy);
+  for (const auto& property : advertised.properties()) {
+    offered.push_back(absl::StrCat(property.name(), "=", property.value()));
+  }
+  return offered.empty() ? "nothing (kiln-worker --platform declares it)" : absl::StrJoin(offered, ", ");
+}
+
+}  // namespace
 
 absl::StatusOr<ActionLimits> ParsePlatform(const rev2::Action& action, const rev2::Command& command,
                                            const PlatformPolicy& policy) {
@@ -59,10 +102,16 @@ absl::StatusOr<ActionLimits> ParsePlatform(const rev2::Action& action, const rev
     } else if (name == "personality") {
       if (value != "linux" && value != "linux32") return bad(p, "linux or linux32");
       limits.linux32 = value == "linux32";
+    } else if (auto declared = policy.declared.find(name); declared != policy.declared.end()) {
+      if (!declared->second.count(value)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "platform property ", name, "=\"", value, "\" does not match this worker, which offers ",
+            DescribeDeclared(policy)));
+      }
     } else if (!policy.ignored.count(name)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "platform property \"", name, "\" is not supported by this worker; supported: ",
-          absl::StrJoin(SupportedPlatformProperties(), ", "),
+          absl::StrJoin(SupportedPlatformProperties(), ", "), "; this worker offers ", DescribeDeclared(policy),
           policy.ignored.empty() ? "" : absl::StrCat("; ignored: ", absl::StrJoin(policy.ignored, ", "))));
     }
     if (network_request && network_value) {

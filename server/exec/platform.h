@@ -9,12 +9,19 @@
 //   pids           number              process limit
 //   cpus           number, e.g. 1.5    CPU limit in cores
 //   personality    linux | linux32     32-bit personality on request
-// Properties the operator lists in --platform_ignore (e.g. container-image)
-// are accepted and ignored; anything else is INVALID_ARGUMENT naming the
-// supported ones. Action.platform wins over the deprecated Command.platform.
+// What this worker *is* is declared by the operator, as Buildbarn workers do:
+// --platform=NAME=VALUE (repeatable, e.g. container-image=docker://...,
+// Pool=default). An action's property that Kiln does not implement must
+// match one declared value exactly; otherwise the error names what this
+// worker offers. The same declaration is what a cluster worker reports to its
+// scheduler (AdvertisedPlatform). Properties the operator lists in
+// --platform_ignore are accepted whatever their value; anything else is
+// INVALID_ARGUMENT naming the supported ones. Action.platform wins over the
+// deprecated Command.platform.
 #ifndef KILN_SERVER_EXEC_PLATFORM_H_
 #define KILN_SERVER_EXEC_PLATFORM_H_
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -27,7 +34,18 @@ namespace kiln::exec {
 struct PlatformPolicy {
   bool allow_network = false;
   std::set<std::string> ignored;  // accepted and ignored property names
+  // The operator's declaration of this worker: name -> values it offers.
+  std::map<std::string, std::set<std::string>> declared;
 };
+
+// Parses --platform values ("NAME=VALUE") into `policy.declared`.
+// INVALID_ARGUMENT for an entry without a name or '=', or one that redefines
+// a property Kiln implements (memory, cpus, ...).
+absl::Status DeclarePlatform(const std::vector<std::string>& entries, PlatformPolicy* policy);
+
+// The declared platform as REAPI wants it: properties sorted by name, then
+// value (what Buildbarn's scheduler expects from a worker).
+rev2::Platform AdvertisedPlatform(const PlatformPolicy& policy);
 
 struct ActionLimits {
   bool network = false;

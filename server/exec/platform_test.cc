@@ -52,6 +52,30 @@ TEST(PlatformTest, UnknownPropertiesAreRejectedUnlessIgnored) {
   EXPECT_TRUE(ParsePlatform(WithProperties({{"container-image", "docker://x"}}), rev2::Command(), policy).ok());
 }
 
+TEST(PlatformTest, DeclaredPropertiesMustMatchWhatTheWorkerOffers) {
+  PlatformPolicy policy;
+  ASSERT_TRUE(DeclarePlatform({"container-image=docker://gcr.io/a@sha256:1", "Pool=default",
+                               "Pool=large"}, &policy).ok());
+  // RBE-style configurations that match the declaration run.
+  EXPECT_TRUE(ParsePlatform(WithProperties({{"container-image", "docker://gcr.io/a@sha256:1"},
+                                            {"Pool", "large"}, {"OSFamily", "Linux"}}),
+                            rev2::Command(), policy).ok());
+  // Another image is refused, and the error says what this worker offers.
+  auto other = ParsePlatform(WithProperties({{"container-image", "docker://other"}}), rev2::Command(), policy);
+  ASSERT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(other.status().message().find("offers Pool=default, Pool=large, container-image=docker://gcr.io/a@sha256:1"),
+            absl::string_view::npos) << other.status();
+  // The advertisement is sorted by name, then value, as schedulers expect.
+  rev2::Platform advertised = AdvertisedPlatform(policy);
+  ASSERT_EQ(advertised.properties_size(), 3);
+  EXPECT_EQ(advertised.properties(0).name(), "Pool");
+  EXPECT_EQ(advertised.properties(1).value(), "large");
+  EXPECT_EQ(advertised.properties(2).name(), "container-image");
+  // Declarations are NAME=VALUE, and never redefine what Kiln implements.
+  EXPECT_FALSE(DeclarePlatform({"novalue"}, &policy).ok());
+  EXPECT_FALSE(DeclarePlatform({"memory=1GiB"}, &policy).ok());
+}
+
 TEST(PlatformTest, BadValuesAreRejected) {
   for (auto [name, value] : std::vector<std::pair<std::string, std::string>>{
            {"OSFamily", "windows"}, {"ISA", "arm64"}, {"memory", "lots"}, {"memory", "1KiB"},
