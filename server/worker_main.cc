@@ -244,13 +244,14 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &files);
   }
 
-  // SIGTERM and SIGINT are taken by a dedicated thread (sigwait), so they are
-  // blocked before any other thread exists and inherit the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGTERM, SIGINT and SIGHUP are taken by a dedicated thread (sigwait), so
+  // they are blocked before any other thread exists and inherit the mask.
+  sigset_t handled_signals;
+  sigemptyset(&handled_signals);
+  sigaddset(&handled_signals, SIGTERM);
+  sigaddset(&handled_signals, SIGINT);
+  sigaddset(&handled_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &handled_signals, nullptr);
 
   auto worker = kiln::WorkerServer::Start(options);
   if (!worker.ok()) Die(std::string(worker.status().message()));
@@ -261,7 +262,11 @@ int main(int argc, char** argv) {
 
   std::thread stopper([&] {
     int signal_number = 0;
-    sigwait(&stop_signals, &signal_number);
+    // SIGHUP: re-read the principals file now rather than within a second.
+    while (sigwait(&handled_signals, &signal_number) == 0 && signal_number == SIGHUP) {
+      spdlog::info("received SIGHUP, re-reading --token_file");
+      (*worker)->ReloadCredentials();
+    }
     spdlog::info("received signal {}, shutting down", signal_number);
     (*worker)->Shutdown(absl::GetFlag(FLAGS_drain_grace));
   });

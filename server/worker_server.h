@@ -72,6 +72,11 @@ class WorkerServer {
   // stops.
   void Shutdown(absl::Duration grace);
   exec::Scheduler* scheduler() { return scheduler_.get(); }
+  // Re-reads the principals file now if it changed (SIGHUP). The TLS files
+  // are watched by gRPC every tls_reload_interval.
+  void ReloadCredentials() {
+    if (authorizer_ != nullptr) authorizer_->ReloadIfChanged();
+  }
 
  private:
   WorkerServer() = default;

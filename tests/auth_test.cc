@@ -5,6 +5,7 @@
 // the right and from another CA; the cache-poisoning attack; rotation of the
 // token file and of the server certificate without a restart. Certificates
 // are made at test time with the openssl CLI.
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -411,10 +412,21 @@ TEST_F(AuthTest, TokenFileRotationNeedsNoRestart) {
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(capabilities.call({channel, "token-full"}).error_code(), StatusCode::UNAUTHENTICATED);
 
+  // SIGHUP re-reads the file (and, unlike its default action, does not stop
+  // the worker).
+  WriteFile(dir_ + "/principals.json", PrincipalsFile("-again"));
+  ASSERT_EQ(kill(worker.pid(), SIGHUP), 0);
+  status = grpc::Status(StatusCode::UNKNOWN, "");
+  for (int i = 0; i < 50 && !status.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    status = capabilities.call({channel, "token-full-again"});
+  }
+  EXPECT_TRUE(status.ok()) << status.error_message();
+
   // A broken file keeps the previous principals.
   WriteFile(dir_ + "/principals.json", "{not json");
   std::this_thread::sleep_for(std::chrono::milliseconds(1200));
-  EXPECT_TRUE(capabilities.call({channel, "token-full-rotated"}).ok());
+  EXPECT_TRUE(capabilities.call({channel, "token-full-again"}).ok());
 }
 
 TEST_F(AuthTest, ClientCertificatesFromTheClientCaOnly) {
