@@ -120,17 +120,22 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                stats.bytes, cas_options.max_bytes);
 
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, ListenerCredentials(options));
+
+  worker->metrics_ = std::make_unique<metrics::WorkerMetrics>(*worker->registry_);
   if (!options.token_file.empty() || !options.tls_client_ca.empty()) {
     api::AuthorizerOptions auth_options;
     auth_options.token_file = options.token_file;
     auth_options.client_certificates = !options.tls_client_ca.empty();
+    metrics::WorkerMetrics* recorder = worker->metrics_.get();
+    auth_options.on_decision = [recorder](const std::string& principal, absl::StatusCode code) {
+      recorder->RecordAuthorization(principal, code);
+    };
     ASSIGN_OR_RETURN(worker->authorizer_, api::Authorizer::Create(auth_options));
   }
 
   worker->io_ = std::make_unique<ThreadPool>(options.io_threads);
   api::Storage storage{worker->cas_.get(), worker->action_cache_.get(), worker->io_.get(),
                        kMaxBatchTotalBytes, &worker->logs_, worker->authorizer_.get()};
-  worker->metrics_ = std::make_unique<metrics::WorkerMetrics>(*worker->registry_);
   const bool exec_enabled = options.concurrency > 0;
   worker->capabilities_service_ =
       std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, exec_enabled,

@@ -363,6 +363,29 @@ TEST_F(AuthTest, GrantsApplyToTheirInstancePrefixOnly) {
   }
 }
 
+TEST_F(AuthTest, DecisionsAreCountedByPrincipalAndResult) {
+  WriteFile(dir_ + "/principals.json", PrincipalsFile());
+  std::vector<std::string> flags = WorkerFlags("state");
+  flags[1] = "--metrics_listen=127.0.0.1:0";
+  flags.push_back("--token_file=" + dir_ + "/principals.json");
+  WorkerProcess worker(flags);
+  ASSERT_TRUE(worker.started());
+  auto channel = Plaintext(worker);
+  const auto table = MethodTable();
+  const auto& update = table.at("build.bazel.remote.execution.v2.ActionCache/UpdateActionResult");
+  update.call({channel, ""});
+  update.call({channel, "token-no-ac-write"});
+  update.call({channel, "token-no-ac-write"});
+  update.call({channel, "token-full"});
+  const std::string metrics = testing::HttpGet(worker.metrics_port(), "/metrics");
+  for (const char* line :
+       {"kiln_authorization_decisions_total{principal=\"\",result=\"unauthenticated\"} 1",
+        "kiln_authorization_decisions_total{principal=\"no-ac-write\",result=\"permission_denied\"} 2",
+        "kiln_authorization_decisions_total{principal=\"full\",result=\"allowed\"} 1"}) {
+    EXPECT_NE(metrics.find(line), std::string::npos) << line << "\n" << metrics;
+  }
+}
+
 // The attack of issue 10: a client forges the result of a victim's action.
 TEST_F(AuthTest, CachePoisoningIsRefusedWithoutAcWrite) {
   WriteFile(dir_ + "/principals.json", PrincipalsFile());

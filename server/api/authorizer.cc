@@ -271,11 +271,17 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
           : "no credentials: send an 'authorization: Bearer <token>' header");
 }
 
+absl::Status Authorizer::Decide(const absl::StatusOr<std::shared_ptr<const Principal>>& caller,
+                               Permission permission, std::optional<absl::string_view> instance) const {
+  absl::Status decision = caller.ok() ? CheckGrant(**caller, permission, instance) : caller.status();
+  if (options_.on_decision) options_.on_decision(caller.ok() ? (*caller)->name : "", decision.code());
+  return decision;
+}
+
 absl::Status Authorize(const Authorizer* authorizer, const grpc::ServerContextBase& context,
                        Permission permission, std::optional<absl::string_view> instance) {
   if (authorizer == nullptr) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::shared_ptr<const Principal> principal, authorizer->Authenticate(context));
-  return CheckGrant(*principal, permission, instance);
+  return authorizer->Decide(authorizer->Authenticate(context), permission, instance);
 }
 
 }  // namespace kiln::api

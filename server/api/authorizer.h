@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -80,6 +81,9 @@ struct AuthorizerOptions {
   // Client certificates were required and verified by the TLS handshake.
   // Without a principals file, every such certificate holds every grant.
   bool client_certificates = false;
+  // Called with each decision (for metrics): the principal ("" when not
+  // authenticated) and OK, UNAUTHENTICATED or PERMISSION_DENIED.
+  std::function<void(const std::string& principal, absl::StatusCode code)> on_decision;
 };
 
 class Authorizer {
@@ -91,6 +95,11 @@ class Authorizer {
   // or unknown, never echoing the token.
   absl::StatusOr<std::shared_ptr<const Principal>> Authenticate(
       const grpc::ServerContextBase& context) const;
+
+  // Checks an authenticated caller's grant (or passes on why it is not
+  // authenticated) and reports the decision to on_decision.
+  absl::Status Decide(const absl::StatusOr<std::shared_ptr<const Principal>>& caller,
+                      Permission permission, std::optional<absl::string_view> instance) const;
 
   // Re-reads the principals file now if it changed (also done at most once a
   // second from Authenticate). A bad file keeps the previous table.

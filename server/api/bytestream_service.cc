@@ -229,8 +229,9 @@ class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::
 // interrupted upload is still parked for a resume.
 class WriteReactor final : public ManagedReactor<grpc::ServerReadReactor<bs::WriteRequest>> {
  public:
-  // `caller`: the authenticated principal (null: authorization off), or why
-  // the caller is not authenticated; checked against the first message's instance.
+  // `caller`: the authenticated principal (unused when authorization is off),
+  // or why the caller is not authenticated; checked against the first
+  // message's instance.
   WriteReactor(ByteStreamService* service, bs::WriteResponse* response,
                absl::StatusOr<std::shared_ptr<const Principal>> caller)
       : ManagedReactor(service->live_reactors()), service_(service), response_(response),
@@ -338,9 +339,8 @@ class WriteReactor final : public ManagedReactor<grpc::ServerReadReactor<bs::Wri
         return absl::InvalidArgumentError("the first WriteRequest must set resource_name");
       }
       name_ = request.resource_name();
-      RETURN_IF_ERROR(caller_.status());
-      if (*caller_ != nullptr) {
-        RETURN_IF_ERROR(CheckGrant(**caller_, Permission::kCasWrite, ResourceInstance(name_)));
+      if (const Authorizer* authorizer = service_->storage().authorizer; authorizer != nullptr) {
+        RETURN_IF_ERROR(authorizer->Decide(caller_, Permission::kCasWrite, ResourceInstance(name_)));
       }
       ASSIGN_OR_RETURN(BlobResource resource, ParseWriteResource(name_));
       if (service_->storage().cas->Contains(resource.digest)) {
