@@ -27,4 +27,6 @@ EXPOSE 8980 8981
 #   docker run --cap-add=SYS_ADMIN ... --security-opt seccomp=unconfined \
 #     --security-opt apparmor=unconfined -p 8980:8980 -p 8981:8981 -v kiln:/var/lib/kiln kiln-worker
 # (deploy/kubernetes/kiln-worker.yaml has the same as a securityContext.)
-ENTRYPOINT ["/usr/local/bin/kiln-worker", "--listen=0.0.0.0:8980", "--metrics_listen=0.0.0.0:8981", "--state_dir=/var/lib/kiln"]
+# Not yet wired to TLS and tokens (issue 10): --insecure_allow_unauthenticated keeps the old
+# open listener; see README "Authentication".
+ENTRYPOINT ["/usr/local/bin/kiln-worker", "--listen=0.0.0.0:8980", "--insecure_allow_unauthenticated", "--metrics_listen=0.0.0.0:8981", "--state_dir=/var/lib/kiln"]

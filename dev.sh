@@ -17,7 +17,7 @@ APT_PACKAGES=(
   libssl-dev libzstd-dev libseccomp-dev libcap-dev libspdlog-dev nlohmann-json3-dev
   bazel-bootstrap bazel-bootstrap-source bazel-platforms bazel-rules-java bubblewrap prometheus socat
   python3 python3-grpcio python3-protobuf python3-grpc-tools python3-yaml python3-venv
-  iproute2 procps bc curl
+  iproute2 procps bc curl openssl
   clang libclang-rt-14-dev
 )
 

@@ -12,6 +12,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -68,6 +69,10 @@ signal). Only the files the server does not have yet are uploaded.
 Options:
   --server=HOST:PORT   the Kiln server (required)
   --instance=NAME      REAPI instance name (default: none)
+  --tls_ca=FILE        speak TLS, trusting this PEM CA (every command takes the
+                       credential options)
+  --tls_cert=FILE --tls_key=FILE   client certificate (implies TLS)
+  --token_file=FILE    bearer token (default: $KILN_TOKEN)
   --input_root=DIR     directory sent as the input root (default: the current one)
   --output=PATH        a file or directory CMD produces, relative to DIR (repeatable)
   --env=NAME=VALUE     environment variable (repeatable); the environment is exactly these
@@ -122,7 +127,8 @@ int ExitCodeFor(const absl::Status& status) {
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kOutOfRange:
-    case absl::StatusCode::kPermissionDenied: return kExitRejected;
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated: return kExitRejected;
     case absl::StatusCode::kDeadlineExceeded: return kExitTimeout;
     default: return kExitInternal;
   }
@@ -135,7 +141,73 @@ int ExitCodeFor(const absl::Status& status) {
 struct CommonOptions {
   std::string server;
   std::string instance;
+  std::string tls_ca, tls_cert, tls_key, token_file;  // paths
 };
+
+// Credential options shared by every command; getopt ids from 900 up.
+enum { kTlsCa = 900, kTlsCert, kTlsKey, kTokenFile };
+#define KILN_CREDENTIAL_OPTIONS                                                      \
+  {"tls_ca", required_argument, nullptr, kTlsCa},                                  \
+      {"tls_cert", required_argument, nullptr, kTlsCert},                          \
+      {"tls_key", required_argument, nullptr, kTlsKey},                            \
+      {"token_file", required_argument, nullptr, kTokenFile}
+
+// Takes a credential option; false if `option` is not one.
+bool ParseCredentialOption(int option, CommonOptions* common) {
+  switch (option) {
+    case kTlsCa: common->tls_ca = optarg; return true;
+    case kTlsCert: common->tls_cert = optarg; return true;
+    case kTlsKey: common->tls_key = optarg; return true;
+    case kTokenFile: common->token_file = optarg; return true;
+    default: return false;
+  }
+}
+
+std::string ReadCredentialFile(const std::string& path, const char* flag) {
+  absl::StatusOr<std::string> text = kiln::ReadFileToString(path);
+  if (!text.ok()) Fail(kExitUsage, absl::StrCat("--", flag, "=", path, ": ", text.status().message()));
+  return *std::move(text);
+}
+
+// The token comes from --token_file, else $KILN_TOKEN; never from argv,
+// where other users of the host could read it.
+kiln::client::Credentials LoadCredentials(const CommonOptions& options) {
+  kiln::client::Credentials credentials;
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    Fail(kExitUsage, "--tls_cert and --tls_key go together");
+  }
+  if (!options.tls_ca.empty()) credentials.tls_ca = ReadCredentialFile(options.tls_ca, "tls_ca");
+  if (!options.tls_cert.empty()) {
+    credentials.tls_cert = ReadCredentialFile(options.tls_cert, "tls_cert");
+    credentials.tls_key = ReadCredentialFile(options.tls_key, "tls_key");
+  }
+  if (!options.token_file.empty()) {
+    credentials.token = std::string(
+        absl::StripAsciiWhitespace(ReadCredentialFile(options.token_file, "token_file")));
+  } else if (const char* token = getenv("KILN_TOKEN"); token != nullptr) {
+    credentials.token = std::string(absl::StripAsciiWhitespace(token));
+  }
+  return credentials;
+}
+
+// Which credential the server refused, in the user's terms.
+std::string RefusedCredential(const CommonOptions& options, const kiln::client::Credentials& credentials,
+                              const absl::Status& status) {
+  const std::string token_source =
+      options.token_file.empty() ? "the token in $KILN_TOKEN" : "the token in --token_file=" + options.token_file;
+  if (status.code() == absl::StatusCode::kPermissionDenied) {
+    return absl::StrCat("the server knows ",
+                        credentials.token.empty() ? "the client certificate (--tls_cert)" : token_source,
+                        " but does not allow this: ", status.message());
+  }
+  if (!credentials.token.empty()) return absl::StrCat("the server refused ", token_source, ": ", status.message());
+  if (!credentials.tls_cert.empty()) {
+    return absl::StrCat("the server refused the client certificate --tls_cert=", options.tls_cert, ": ",
+                        status.message());
+  }
+  return absl::StrCat("the server wants credentials (--token_file, $KILN_TOKEN or --tls_cert/--tls_key): ",
+                      status.message());
+}
 
 absl::StatusOr<Digest> ParseDigestArg(const std::string& text) {
   std::vector<std::string> parts = absl::StrSplit(text, '/');
@@ -148,8 +220,18 @@ absl::StatusOr<Digest> ParseDigestArg(const std::string& text) {
 
 RemoteClient Connect(const CommonOptions& options) {
   if (options.server.empty()) Fail(kExitUsage, "--server=HOST:PORT is required");
-  RemoteClient client(options.server, options.instance);
+  const kiln::client::Credentials credentials = LoadCredentials(options);
+  RemoteClient client(options.server, options.instance, credentials);
   absl::Status reachable = client.CheckReachable(absl::Seconds(10));
+  if (reachable.code() == absl::StatusCode::kUnauthenticated ||
+      reachable.code() == absl::StatusCode::kPermissionDenied) {
+    Fail(kExitRejected, RefusedCredential(options, credentials, reachable));
+  }
+  if (!reachable.ok() && credentials.tls()) {
+    Fail(kExitUnreachable, absl::StrCat("cannot reach the server at ", options.server,
+                                        " over TLS (check --tls_ca, and --tls_cert/--tls_key if "
+                                        "it requires a client certificate): ", reachable.message()));
+  }
   if (!reachable.ok()) {
     Fail(kExitUnreachable, absl::StrCat("cannot reach the server at ", options.server, " (",
                                         reachable.message(), ")"));
@@ -261,7 +343,8 @@ int Run(int argc, char** argv) {
       {"input_root", required_argument, nullptr, kInputRoot}, {"output", required_argument, nullptr, kOutput},
       {"env", required_argument, nullptr, kEnv}, {"platform", required_argument, nullptr, kPlatform},
       {"timeout", required_argument, nullptr, kTimeout}, {"skip_cache", no_argument, nullptr, kSkipCache},
-      {"verbose", no_argument, nullptr, kVerbose}, {"help", no_argument, nullptr, kHelp}, {nullptr, 0, nullptr, 0}};
+      {"verbose", no_argument, nullptr, kVerbose}, {"help", no_argument, nullptr, kHelp},
+      KILN_CREDENTIAL_OPTIONS, {nullptr, 0, nullptr, 0}};
   auto pair = [](const char* option, const std::string& text) {
     size_t eq = text.find('=');
     if (eq == std::string::npos || eq == 0) Fail(kExitUsage, absl::StrCat("--", option, "=", text, ": expected NAME=VALUE"));
@@ -282,7 +365,9 @@ int Run(int argc, char** argv) {
       case kSkipCache: skip_cache = true; break;
       case kVerbose: verbose = true; break;
       case kHelp: std::fputs(kRunUsage, stdout); return 0;
-      default: Fail(kExitUsage, absl::StrCat("unknown option \"", argv[optind - 1], "\"; see kiln run --help"));
+      default:
+        if (ParseCredentialOption(option, &common)) break;
+        Fail(kExitUsage, absl::StrCat("unknown option \"", argv[optind - 1], "\"; see kiln run --help"));
     }
   }
   if (optind >= argc) Fail(kExitUsage, "no command given; usage: kiln run [options] -- CMD [ARGS...]");
@@ -419,6 +504,7 @@ std::vector<std::string> ParseCommon(int argc, char** argv, const char* usage, C
   static const struct option kOptions[] = {{"server", required_argument, nullptr, kServer},
                                            {"instance", required_argument, nullptr, kInstance},
                                            {"help", no_argument, nullptr, kHelp},
+                                           KILN_CREDENTIAL_OPTIONS,
                                            {nullptr, 0, nullptr, 0}};
   opterr = 0;
   for (int option; (option = getopt_long(argc, argv, "+", kOptions, nullptr)) != -1;) {
@@ -426,7 +512,9 @@ std::vector<std::string> ParseCommon(int argc, char** argv, const char* usage, C
       case kServer: common->server = optarg; break;
       case kInstance: common->instance = optarg; break;
       case kHelp: std::fputs(usage, stdout); std::exit(0);
-      default: Fail(kExitUsage, absl::StrCat("unknown option \"", argv[optind - 1], "\"\n", usage));
+      default:
+        if (ParseCredentialOption(option, common)) break;
+        Fail(kExitUsage, absl::StrCat("unknown option \"", argv[optind - 1], "\"\n", usage));
     }
   }
   return std::vector<std::string>(argv + optind, argv + argc);

@@ -7,6 +7,8 @@
 #include <random>
 
 #include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/client_interceptor.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -27,6 +29,35 @@ std::string UploadId() {
   return absl::StrFormat("%016x%016x", random(), random());
 }
 
+// Adds the bearer token to every call. An interceptor rather than call
+// credentials, which gRPC sends over TLS only: a loopback worker may take
+// tokens in plaintext.
+class BearerInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit BearerInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class BearerInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit BearerInterceptorFactory(const std::string& token) : header_("Bearer " + token) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+    return new BearerInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;  // lives as long as the channel
+};
+
 }  // namespace
 
 absl::Status FromGrpc(const grpc::Status& status) {
@@ -34,11 +65,25 @@ absl::Status FromGrpc(const grpc::Status& status) {
   return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
-RemoteClient::RemoteClient(const std::string& server, std::string instance)
+RemoteClient::RemoteClient(const std::string& server, std::string instance,
+                           const Credentials& credentials)
     : instance_(std::move(instance)) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  channel_ = grpc::CreateCustomChannel(server, grpc::InsecureChannelCredentials(), args);
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials = grpc::InsecureChannelCredentials();
+  if (credentials.tls()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = credentials.tls_ca;
+    ssl.pem_cert_chain = credentials.tls_cert;
+    ssl.pem_private_key = credentials.tls_key;
+    channel_credentials = grpc::SslCredentials(ssl);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  if (!credentials.token.empty()) {
+    interceptors.push_back(std::make_unique<BearerInterceptorFactory>(credentials.token));
+  }
+  channel_ = grpc::experimental::CreateCustomChannelWithInterceptors(
+      server, channel_credentials, args, std::move(interceptors));
   cas_ = rev2::ContentAddressableStorage::NewStub(channel_);
   bytestream_ = google::bytestream::ByteStream::NewStub(channel_);
   execution_ = rev2::Execution::NewStub(channel_);
@@ -53,6 +98,10 @@ absl::Status RemoteClient::CheckReachable(absl::Duration timeout) {
   request.set_instance_name(instance_);
   rev2::ServerCapabilities capabilities;
   grpc::Status status = capabilities_->GetCapabilities(&context, request, &capabilities);
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+      status.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    return FromGrpc(status);  // reached, but refused: the caller names the credential
+  }
   if (!status.ok()) {
     return absl::UnavailableError(status.error_message());
   }

@@ -27,11 +27,23 @@ struct UploadStats {
   int64_t bytes_uploaded = 0;
 };
 
+// How the client proves who it is. TLS is used when tls_ca or tls_cert is
+// set (tls_ca empty: the system's roots); the token goes in every call's
+// `authorization: Bearer` metadata.
+struct Credentials {
+  std::string tls_ca;  // PEM contents, not paths
+  std::string tls_cert;
+  std::string tls_key;
+  std::string token;
+  bool tls() const { return !tls_ca.empty() || !tls_cert.empty(); }
+};
+
 class RemoteClient {
  public:
-  RemoteClient(const std::string& server, std::string instance);
+  RemoteClient(const std::string& server, std::string instance, const Credentials& credentials = {});
 
-  // UNAVAILABLE with a readable message when the server cannot be reached.
+  // UNAVAILABLE with a readable message when the server cannot be reached;
+  // UNAUTHENTICATED or PERMISSION_DENIED when it refuses the credentials.
   absl::Status CheckReachable(absl::Duration timeout);
   // FindMissingBlobs, then uploads only what is missing (batches for small
   // blobs, ByteStream for large ones).

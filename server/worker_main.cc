@@ -18,6 +18,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/time/time.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/flag_types.h"
 #include "server/worker_server.h"
@@ -89,6 +90,21 @@ ABSL_FLAG(bool, allow_nested_sandbox, false,
           "isolation, see docs/security.md");
 ABSL_FLAG(std::string, sandbox_binary, "",
           "kiln-sandbox to launch actions with (default: next to kiln-worker)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the gRPC listener; with --tls_key, serve TLS only. Re-read "
+          "when the file changes (no restart)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: clients must present a certificate it signed; the principal is its "
+          "subject CN (else its first SAN). Turns authorization on");
+ABSL_FLAG(std::string, token_file, "",
+          "JSON principals file: names, SHA-256 of bearer tokens, grants per instance prefix "
+          "(see README). Re-read when it changes. Turns authorization on");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
+          "how often the TLS files are checked for changes");
+ABSL_FLAG(bool, insecure_allow_unauthenticated, false,
+          "allow serving a non-loopback --listen address without --tls_client_ca or --token_file "
+          "(anyone who reaches the port may then run anything)");
 
 namespace {
 
@@ -102,6 +118,11 @@ std::string DefaultStateDir() {
   const char* home = getenv("HOME");
   if (home == nullptr || *home == '\0') Die("--state_dir is required when $HOME is unset");
   return absl::StrCat(home, "/.local/state/kiln");
+}
+
+// Only these addresses are unreachable from other hosts.
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host == "[::1]" || absl::StartsWith(host, "127.");
 }
 
 }  // namespace
@@ -139,6 +160,21 @@ int main(int argc, char** argv) {
   if (options.cas_max_bytes == 0) Die("--cas_max_bytes must be more than 0");
   if (options.cas_max_blob_bytes > options.cas_max_bytes) {
     Die("--cas_max_blob_bytes cannot be larger than --cas_max_bytes");
+  }
+  options.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key = absl::GetFlag(FLAGS_tls_key);
+  options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  options.token_file = absl::GetFlag(FLAGS_token_file);
+  options.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
+  if (options.tls_reload_interval < absl::Seconds(1)) Die("--tls_reload_interval must be at least 1s");
+  const bool authorization = !options.tls_client_ca.empty() || !options.token_file.empty();
+  if (!authorization && !IsLoopback(absl::GetFlag(FLAGS_listen).host) &&
+      !absl::GetFlag(FLAGS_insecure_allow_unauthenticated)) {
+    Die(absl::StrCat("--listen=", options.listen,
+                     " is not a loopback address, and without --tls_client_ca or --token_file "
+                     "anyone who reaches it could run any command and poison the action cache. "
+                     "Pass --tls_cert/--tls_key with --tls_client_ca and/or --token_file, or "
+                     "--insecure_allow_unauthenticated on a trusted network"));
   }
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
@@ -213,13 +249,14 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &files);
   }
 
-  // SIGTERM and SIGINT are taken by a dedicated thread (sigwait), so they are
-  // blocked before any other thread exists and inherit the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGTERM, SIGINT and SIGHUP are taken by a dedicated thread (sigwait), so
+  // they are blocked before any other thread exists and inherit the mask.
+  sigset_t handled_signals;
+  sigemptyset(&handled_signals);
+  sigaddset(&handled_signals, SIGTERM);
+  sigaddset(&handled_signals, SIGINT);
+  sigaddset(&handled_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &handled_signals, nullptr);
 
   auto worker = kiln::WorkerServer::Start(options);
   if (!worker.ok()) Die(std::string(worker.status().message()));
@@ -230,7 +267,11 @@ int main(int argc, char** argv) {
 
   std::thread stopper([&] {
     int signal_number = 0;
-    sigwait(&stop_signals, &signal_number);
+    // SIGHUP: re-read the principals file now rather than within a second.
+    while (sigwait(&handled_signals, &signal_number) == 0 && signal_number == SIGHUP) {
+      spdlog::info("received SIGHUP, re-reading --token_file");
+      (*worker)->ReloadCredentials();
+    }
     spdlog::info("received signal {}, shutting down", signal_number);
     (*worker)->Shutdown(absl::GetFlag(FLAGS_drain_grace));
   });

@@ -1,12 +1,16 @@
 #include "server/worker_server.h"
 
 #include <fcntl.h>
+#include <algorithm>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_builder.h>
 #include <spdlog/spdlog.h>
 
@@ -58,6 +62,45 @@ absl::StatusOr<UniqueFd> LockStateDir(const std::string& state_dir) {
   return fd;
 }
 
+absl::Status CheckReadable(const std::string& path, const char* flag) {
+  if (access(path.c_str(), R_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", flag, "=", path));
+  }
+  return absl::OkStatus();
+}
+
+// gRPC's own TLS: the file watcher re-reads the certificate, key and client
+// CA when they change, so rotation needs no restart and keeps connections.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ListenerCredentials(
+    const WorkerOptions& options) {
+  if (options.tls_cert.empty() && options.tls_key.empty()) {
+    if (!options.tls_client_ca.empty()) {
+      return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.tls_cert.empty() || options.tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  RETURN_IF_ERROR(CheckReadable(options.tls_cert, "--tls_cert"));
+  RETURN_IF_ERROR(CheckReadable(options.tls_key, "--tls_key"));
+  if (!options.tls_client_ca.empty()) {
+    RETURN_IF_ERROR(CheckReadable(options.tls_client_ca, "--tls_client_ca"));
+  }
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      options.tls_key, options.tls_cert, options.tls_client_ca,
+      static_cast<unsigned int>(std::max<int64_t>(1, absl::ToInt64Seconds(options.tls_reload_interval))));
+  grpc::experimental::TlsServerCredentialsOptions tls(provider);
+  tls.watch_identity_key_cert_pairs();
+  if (options.tls_client_ca.empty()) {
+    tls.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    tls.watch_root_certs();
+    tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(tls);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOptions& options) {
@@ -76,13 +119,27 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   spdlog::info("CAS at {}: {} blobs, {} bytes (cap {} bytes)", cas_options.root, stats.blobs,
                stats.bytes, cas_options.max_bytes);
 
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, ListenerCredentials(options));
+
+  worker->metrics_ = std::make_unique<metrics::WorkerMetrics>(*worker->registry_);
+  if (!options.token_file.empty() || !options.tls_client_ca.empty()) {
+    api::AuthorizerOptions auth_options;
+    auth_options.token_file = options.token_file;
+    auth_options.client_certificates = !options.tls_client_ca.empty();
+    metrics::WorkerMetrics* recorder = worker->metrics_.get();
+    auth_options.on_decision = [recorder](const std::string& principal, absl::StatusCode code) {
+      recorder->RecordAuthorization(principal, code);
+    };
+    ASSIGN_OR_RETURN(worker->authorizer_, api::Authorizer::Create(auth_options));
+  }
+
   worker->io_ = std::make_unique<ThreadPool>(options.io_threads);
   api::Storage storage{worker->cas_.get(), worker->action_cache_.get(), worker->io_.get(),
-                       kMaxBatchTotalBytes, &worker->logs_};
-  worker->metrics_ = std::make_unique<metrics::WorkerMetrics>(*worker->registry_);
+                       kMaxBatchTotalBytes, &worker->logs_, worker->authorizer_.get()};
   const bool exec_enabled = options.concurrency > 0;
   worker->capabilities_service_ =
-      std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, exec_enabled);
+      std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, exec_enabled,
+                                                worker->authorizer_.get());
   if (exec_enabled) {
     exec::ExecOptions exec_options = options.exec;
     exec_options.exec_root = options.state_dir + "/exec";
@@ -105,7 +162,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
         });
     worker->execution_service_ = std::make_unique<api::ExecutionService>(
         storage, worker->scheduler_.get(), [recorder] { recorder->RecordCacheHit(); });
-    worker->operations_service_ = std::make_unique<api::OperationsService>(worker->scheduler_.get());
+    worker->operations_service_ = std::make_unique<api::OperationsService>(worker->scheduler_.get(),
+                                                                          worker->authorizer_.get());
   }
   worker->cas_service_ = std::make_unique<api::CasService>(storage);
   worker->bytestream_service_ = std::make_unique<api::ByteStreamService>(storage);
@@ -131,7 +189,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &worker->grpc_port_);
+  builder.AddListeningPort(options.listen, credentials, &worker->grpc_port_);
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
@@ -151,8 +209,9 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
         "cannot listen on --listen=", options.listen,
         " (is the address valid and the port free?)"));
   }
-  spdlog::info("kiln-worker serving REAPI on {} (port {}), metrics on {}", options.listen,
-               worker->grpc_port_,
+  spdlog::info("kiln-worker serving REAPI on {} (port {}, {}, authorization {}), metrics on {}",
+               options.listen, worker->grpc_port_, options.tls_cert.empty() ? "plaintext" : "TLS",
+               worker->authorizer_ != nullptr ? "on" : "off",
                options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen);
   return worker;
 }

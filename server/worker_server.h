@@ -41,6 +41,14 @@ struct WorkerOptions {
   int concurrency = 0;
   int max_queued_actions = 1000;
   exec::ExecOptions exec;  // exec_root is set from state_dir
+  // TLS: with a certificate and key the listener speaks TLS only; with a
+  // client CA, clients must present a certificate it signed. The files are
+  // re-read when they change (every tls_reload_interval).
+  std::string tls_cert, tls_key, tls_client_ca;
+  absl::Duration tls_reload_interval = absl::Seconds(10);
+  // The principals file (see server/api/authorizer.h); empty: none. With
+  // neither this nor tls_client_ca, authorization is off.
+  std::string token_file;
 };
 
 // The largest gRPC message the server accepts; batch calls are capped lower
@@ -64,6 +72,11 @@ class WorkerServer {
   // stops.
   void Shutdown(absl::Duration grace);
   exec::Scheduler* scheduler() { return scheduler_.get(); }
+  // Re-reads the principals file now if it changed (SIGHUP). The TLS files
+  // are watched by gRPC every tls_reload_interval.
+  void ReloadCredentials() {
+    if (authorizer_ != nullptr) authorizer_->ReloadIfChanged();
+  }
 
  private:
   WorkerServer() = default;
@@ -72,6 +85,7 @@ class WorkerServer {
   std::unique_ptr<cas::BlobStore> cas_;
   std::unique_ptr<cas::ActionCache> action_cache_;
   std::unique_ptr<ThreadPool> io_;
+  std::unique_ptr<api::Authorizer> authorizer_;  // null: authorization off
   std::unique_ptr<api::CapabilitiesService> capabilities_service_;
   std::unique_ptr<api::CasService> cas_service_;
   std::unique_ptr<api::ByteStreamService> bytestream_service_;

@@ -109,13 +109,20 @@ absl::Status ActionCacheService::Update(const rev2::UpdateActionResultRequest& r
 grpc::ServerUnaryReactor* ActionCacheService::GetActionResult(
     grpc::CallbackServerContext* context, const rev2::GetActionResultRequest* request,
     rev2::ActionResult* response) {
-  return RunOnPool(storage_.io, [=] { return Get(*request, response); });
+  return RunOnPool(storage_.io, [=]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kAcRead, request->instance_name()));
+    return Get(*request, response);
+  });
 }
 
 grpc::ServerUnaryReactor* ActionCacheService::UpdateActionResult(
     grpc::CallbackServerContext* context, const rev2::UpdateActionResultRequest* request,
     rev2::ActionResult* response) {
-  return RunOnPool(storage_.io, [=] { return Update(*request, response); });
+  return RunOnPool(storage_.io, [=]() -> absl::Status {
+    // A client-written result is trusted by everyone reading this instance.
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kAcWrite, request->instance_name()));
+    return Update(*request, response);
+  });
 }
 
 }  // namespace kiln::api

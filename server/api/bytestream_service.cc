@@ -19,8 +19,9 @@ namespace {
 // or one write at a time, so the members below need no lock.
 class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::ReadResponse>> {
  public:
-  ReadReactor(Storage storage, const bs::ReadRequest* request, LiveReactors* live)
-      : ManagedReactor(live), storage_(storage), request_(request) {
+  ReadReactor(Storage storage, grpc::CallbackServerContext* context, const bs::ReadRequest* request,
+              LiveReactors* live)
+      : ManagedReactor(live), storage_(storage), context_(context), request_(request) {
     RunOnPool(storage_.io, [this] { Start(); });
   }
 
@@ -35,6 +36,8 @@ class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::Rea
 
  private:
   absl::Status Open() {
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context_, Permission::kCasRead,
+                              ResourceInstance(request_->resource_name())));
     ASSIGN_OR_RETURN(BlobResource resource, ParseReadResource(request_->resource_name()));
     if (request_->read_offset() < 0) {
       return absl::OutOfRangeError(
@@ -105,6 +108,7 @@ class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::Rea
 
   static constexpr int64_t kChunk = ByteStreamService::kReadChunkBytes;
   Storage storage_;
+  grpc::CallbackServerContext* const context_;
   const bs::ReadRequest* request_;
   std::unique_ptr<cas::BlobReader> reader_;
   std::unique_ptr<ZstdCompressor> compressor_;
@@ -125,8 +129,16 @@ class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::Rea
 // never cancelled from another thread.
 class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::ReadResponse>> {
  public:
-  LogReadReactor(Storage storage, const bs::ReadRequest* request, LiveReactors* live)
+  LogReadReactor(Storage storage, grpc::CallbackServerContext* context,
+                 const bs::ReadRequest* request, LiveReactors* live)
       : ManagedReactor(live), storage_(storage) {
+    // Live output belongs to execution: reading it needs the execute grant.
+    absl::Status allowed = Authorize(storage_.authorizer, *context, Permission::kExecute,
+                                     ResourceInstance(request->resource_name()));
+    if (!allowed.ok()) {
+      FinishOnce(ToGrpcStatus(allowed));
+      return;
+    }
     if (request->read_offset() < 0) {
       FinishOnce(grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
                               absl::StrCat("read_offset ", request->read_offset(), " is negative")));
@@ -217,8 +229,13 @@ class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::
 // interrupted upload is still parked for a resume.
 class WriteReactor final : public ManagedReactor<grpc::ServerReadReactor<bs::WriteRequest>> {
  public:
-  WriteReactor(ByteStreamService* service, bs::WriteResponse* response)
-      : ManagedReactor(service->live_reactors()), service_(service), response_(response) {
+  // `caller`: the authenticated principal (unused when authorization is off),
+  // or why the caller is not authenticated; checked against the first
+  // message's instance.
+  WriteReactor(ByteStreamService* service, bs::WriteResponse* response,
+               absl::StatusOr<std::shared_ptr<const Principal>> caller)
+      : ManagedReactor(service->live_reactors()), service_(service), response_(response),
+        caller_(std::move(caller)) {
     {
       // Under mu_ so that OnReadDone, on another thread, is ordered after
       // the members' construction through a lock (gRPC's own ordering is
@@ -322,6 +339,9 @@ class WriteReactor final : public ManagedReactor<grpc::ServerReadReactor<bs::Wri
         return absl::InvalidArgumentError("the first WriteRequest must set resource_name");
       }
       name_ = request.resource_name();
+      if (const Authorizer* authorizer = service_->storage().authorizer; authorizer != nullptr) {
+        RETURN_IF_ERROR(authorizer->Decide(caller_, Permission::kCasWrite, ResourceInstance(name_)));
+      }
       ASSIGN_OR_RETURN(BlobResource resource, ParseWriteResource(name_));
       if (service_->storage().cas->Contains(resource.digest)) {
         // Already stored: end the upload early, as REAPI allows.
@@ -360,6 +380,7 @@ class WriteReactor final : public ManagedReactor<grpc::ServerReadReactor<bs::Wri
 
   ByteStreamService* const service_;
   bs::WriteResponse* const response_;
+  const absl::StatusOr<std::shared_ptr<const Principal>> caller_;
   bs::WriteRequest incoming_;  // the buffer of the read in flight
 
   absl::Mutex mu_;
@@ -438,20 +459,25 @@ void ByteStreamService::DropExpiredLocked() {
 grpc::ServerWriteReactor<bs::ReadResponse>* ByteStreamService::Read(
     grpc::CallbackServerContext* context, const bs::ReadRequest* request) {
   if (exec::LogRegistry::IsStreamName(request->resource_name())) {
-    return new LogReadReactor(storage_, request, &live_reactors_);
+    return new LogReadReactor(storage_, context, request, &live_reactors_);
   }
-  return new ReadReactor(storage_, request, &live_reactors_);
+  return new ReadReactor(storage_, context, request, &live_reactors_);
 }
 
 grpc::ServerReadReactor<bs::WriteRequest>* ByteStreamService::Write(
     grpc::CallbackServerContext* context, bs::WriteResponse* response) {
-  return new WriteReactor(this, response);
+  // The instance comes with the first message; the caller is known now.
+  absl::StatusOr<std::shared_ptr<const Principal>> caller = std::shared_ptr<const Principal>();
+  if (storage_.authorizer != nullptr) caller = storage_.authorizer->Authenticate(*context);
+  return new WriteReactor(this, response, std::move(caller));
 }
 
 grpc::ServerUnaryReactor* ByteStreamService::QueryWriteStatus(
     grpc::CallbackServerContext* context, const bs::QueryWriteStatusRequest* request,
     bs::QueryWriteStatusResponse* response) {
-  return RunOnPool(storage_.io, [this, request, response]() -> absl::Status {
+  return RunOnPool(storage_.io, [this, context, request, response]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasWrite,
+                              ResourceInstance(request->resource_name())));
     ASSIGN_OR_RETURN(BlobResource resource, ParseWriteResource(request->resource_name()));
     if (storage_.cas->Contains(resource.digest)) {
       response->set_committed_size(resource.digest.size);

@@ -2,9 +2,13 @@
 
 #include <cstdint>
 
+#include "server/api/grpc_status.h"
+
 namespace kiln::api {
 
-CapabilitiesService::CapabilitiesService(int64_t max_batch_total_bytes, bool exec_enabled) {
+CapabilitiesService::CapabilitiesService(int64_t max_batch_total_bytes, bool exec_enabled,
+                                         const Authorizer* authorizer)
+    : authorizer_(authorizer) {
   auto* cache = capabilities_.mutable_cache_capabilities();
   cache->add_digest_functions(rev2::DigestFunction::SHA256);
   cache->mutable_action_cache_update_capabilities()->set_update_enabled(true);
@@ -34,9 +38,11 @@ CapabilitiesService::CapabilitiesService(int64_t max_batch_total_bytes, bool exe
 grpc::ServerUnaryReactor* CapabilitiesService::GetCapabilities(
     grpc::CallbackServerContext* context, const rev2::GetCapabilitiesRequest* request,
     rev2::ServerCapabilities* response) {
-  *response = capabilities_;
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  // Any grant on the instance: a client learns what it may use.
+  absl::Status allowed = Authorize(authorizer_, *context, Permission::kAny, request->instance_name());
+  if (allowed.ok()) *response = capabilities_;
+  reactor->Finish(ToGrpcStatus(allowed));
   return reactor;
 }
 

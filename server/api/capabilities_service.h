@@ -4,6 +4,7 @@
 #define KILN_SERVER_API_CAPABILITIES_SERVICE_H_
 
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
+#include "server/api/authorizer.h"
 
 namespace kiln::api {
 
@@ -11,13 +12,16 @@ namespace rev2 = ::build::bazel::remote::execution::v2;
 
 class CapabilitiesService final : public rev2::Capabilities::CallbackService {
  public:
-  CapabilitiesService(int64_t max_batch_total_bytes, bool exec_enabled);
+  // `authorizer` may be null (authorization off).
+  CapabilitiesService(int64_t max_batch_total_bytes, bool exec_enabled,
+                      const Authorizer* authorizer = nullptr);
 
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* context,
                                             const rev2::GetCapabilitiesRequest* request,
                                             rev2::ServerCapabilities* response) override;
 
  private:
+  const Authorizer* const authorizer_;
   rev2::ServerCapabilities capabilities_;  // immutable after construction
 };
 

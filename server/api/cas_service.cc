@@ -46,7 +46,8 @@ absl::Status StoreOne(cas::BlobStore& cas, const rev2::BatchUpdateBlobsRequest::
 grpc::ServerUnaryReactor* CasService::FindMissingBlobs(
     grpc::CallbackServerContext* context, const rev2::FindMissingBlobsRequest* request,
     rev2::FindMissingBlobsResponse* response) {
-  return RunOnPool(storage_.io, [this, request, response]() -> absl::Status {
+  return RunOnPool(storage_.io, [this, context, request, response]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasRead, request->instance_name()));
     RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
     std::vector<Digest> digests;
     digests.reserve(request->blob_digests_size());
@@ -66,7 +67,8 @@ grpc::ServerUnaryReactor* CasService::FindMissingBlobs(
 grpc::ServerUnaryReactor* CasService::BatchUpdateBlobs(
     grpc::CallbackServerContext* context, const rev2::BatchUpdateBlobsRequest* request,
     rev2::BatchUpdateBlobsResponse* response) {
-  return RunOnPool(storage_.io, [this, request, response]() -> absl::Status {
+  return RunOnPool(storage_.io, [this, context, request, response]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasWrite, request->instance_name()));
     RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
     int64_t total = 0;
     for (const auto& entry : request->requests()) total += entry.data().size();
@@ -88,7 +90,8 @@ grpc::ServerUnaryReactor* CasService::BatchUpdateBlobs(
 grpc::ServerUnaryReactor* CasService::BatchReadBlobs(grpc::CallbackServerContext* context,
                                                      const rev2::BatchReadBlobsRequest* request,
                                                      rev2::BatchReadBlobsResponse* response) {
-  return RunOnPool(storage_.io, [this, request, response]() -> absl::Status {
+  return RunOnPool(storage_.io, [this, context, request, response]() -> absl::Status {
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasRead, request->instance_name()));
     RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
     std::vector<Digest> digests;
     int64_t total = 0;
@@ -121,8 +124,9 @@ namespace {
 // need no lock. Lifetime and cancellation follow ManagedReactor.
 class GetTreeReactor final : public ManagedReactor<grpc::ServerWriteReactor<rev2::GetTreeResponse>> {
  public:
-  GetTreeReactor(Storage storage, const rev2::GetTreeRequest* request, LiveReactors* live)
-      : ManagedReactor(live), storage_(storage), request_(request) {
+  GetTreeReactor(Storage storage, grpc::CallbackServerContext* context,
+                 const rev2::GetTreeRequest* request, LiveReactors* live)
+      : ManagedReactor(live), storage_(storage), context_(context), request_(request) {
     RunOnPool(storage_.io, [this] { Start(); });
   }
 
@@ -150,6 +154,7 @@ class GetTreeReactor final : public ManagedReactor<grpc::ServerWriteReactor<rev2
   }
 
   absl::Status Validate() {
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context_, Permission::kCasRead, request_->instance_name()));
     RETURN_IF_ERROR(CheckDigestFunction(request_->digest_function()));
     absl::StatusOr<Digest> root = ParseDigest(request_->root_digest());
     if (!root.ok()) return absl::InvalidArgumentError(absl::StrCat("root_digest: ", root.status().message()));
@@ -189,6 +194,7 @@ class GetTreeReactor final : public ManagedReactor<grpc::ServerWriteReactor<rev2
   }
 
   Storage storage_;
+  grpc::CallbackServerContext* const context_;
   const rev2::GetTreeRequest* request_;
   Digest root_;
   int page_size_ = 0;
@@ -200,7 +206,7 @@ class GetTreeReactor final : public ManagedReactor<grpc::ServerWriteReactor<rev2
 
 grpc::ServerWriteReactor<rev2::GetTreeResponse>* CasService::GetTree(
     grpc::CallbackServerContext* context, const rev2::GetTreeRequest* request) {
-  return new GetTreeReactor(storage_, request, &live_reactors_);
+  return new GetTreeReactor(storage_, context, request, &live_reactors_);
 }
 
 }  // namespace kiln::api

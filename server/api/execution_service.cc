@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "server/api/authorizer.h"
+#include "server/api/grpc_status.h"
 #include "server/api/reactor_lifetime.h"
 
 namespace kiln::api {
@@ -129,6 +131,17 @@ lro::Operation CachedOperation(const Digest& action_digest, rev2::ActionResult r
   return operation;
 }
 
+// Authorizes a call on the operation `name`: the grant on its instance, or,
+// for an unknown name, on any instance (then *operation stays null and the
+// caller answers NOT_FOUND).
+absl::Status AuthorizeOperation(const Authorizer* authorizer, const grpc::ServerContextBase& context,
+                                Permission permission, exec::Scheduler& scheduler,
+                                const std::string& name, std::shared_ptr<exec::Operation>* operation) {
+  *operation = scheduler.Find(name);
+  if (*operation == nullptr) return Authorize(authorizer, context, permission, std::nullopt);
+  return Authorize(authorizer, context, permission, (*operation)->instance());
+}
+
 }  // namespace
 
 grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
@@ -136,8 +149,10 @@ grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
   auto* reactor = new OperationStreamReactor(&live_reactors_);
   // The task's hold keeps `request` and `reactor` alive until it returns,
   // even when the client cancels first; it is skipped if it cancelled first.
-  reactor->RunOnPool(storage_.io, [this, reactor, request] {
-    absl::Status valid = CheckDigestFunction(request->digest_function());
+  reactor->RunOnPool(storage_.io, [this, context, reactor, request] {
+    absl::Status valid = Authorize(storage_.authorizer, *context, Permission::kExecute,
+                                   request->instance_name());
+    if (valid.ok()) valid = CheckDigestFunction(request->digest_function());
     absl::StatusOr<Digest> action_digest = ParseDigest(request->action_digest());
     if (valid.ok() && !action_digest.ok()) {
       valid = absl::InvalidArgumentError(absl::StrCat("action_digest: ", action_digest.status().message()));
@@ -169,8 +184,12 @@ grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
 grpc::ServerWriteReactor<lro::Operation>* ExecutionService::WaitExecution(
     grpc::CallbackServerContext* context, const rev2::WaitExecutionRequest* request) {
   auto* reactor = new OperationStreamReactor(&live_reactors_);
-  std::shared_ptr<exec::Operation> operation = scheduler_->Find(request->name());
-  if (operation == nullptr) {
+  std::shared_ptr<exec::Operation> operation;
+  absl::Status allowed = AuthorizeOperation(storage_.authorizer, *context, Permission::kExecute,
+                                            *scheduler_, request->name(), &operation);
+  if (!allowed.ok()) {
+    reactor->FinishWithError(allowed);
+  } else if (operation == nullptr) {
     reactor->FinishWithError(absl::NotFoundError(absl::StrCat(
         "no operation named \"", request->name(), "\" on this worker (finished long ago, or never started)")));
   } else {
@@ -183,8 +202,12 @@ grpc::ServerUnaryReactor* OperationsService::GetOperation(grpc::CallbackServerCo
                                                           const lro::GetOperationRequest* request,
                                                           lro::Operation* response) {
   auto* reactor = context->DefaultReactor();
-  std::shared_ptr<exec::Operation> operation = scheduler_->Find(request->name());
-  if (operation == nullptr) {
+  std::shared_ptr<exec::Operation> operation;
+  absl::Status allowed = AuthorizeOperation(authorizer_, *context, Permission::kOperations,
+                                            *scheduler_, request->name(), &operation);
+  if (!allowed.ok()) {
+    reactor->Finish(ToGrpcStatus(allowed));
+  } else if (operation == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no operation named " + request->name()));
   } else {
     *response = operation->Snapshot(nullptr);
@@ -196,9 +219,24 @@ grpc::ServerUnaryReactor* OperationsService::GetOperation(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* OperationsService::ListOperations(grpc::CallbackServerContext* context,
                                                             const lro::ListOperationsRequest* request,
                                                             lro::ListOperationsResponse* response) {
-  for (const auto& operation : scheduler_->List()) *response->add_operations() = operation->Snapshot(nullptr);
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status::OK);
+  absl::Status allowed = Authorize(authorizer_, *context, Permission::kOperations, std::nullopt);
+  std::shared_ptr<const Principal> caller;
+  if (allowed.ok() && authorizer_ != nullptr) {
+    absl::StatusOr<std::shared_ptr<const Principal>> principal = authorizer_->Authenticate(*context);
+    if (principal.ok()) caller = *std::move(principal);
+    else allowed = principal.status();  // the principals file changed in between
+  }
+  if (allowed.ok()) {
+    // Only the operations of instances the caller holds the grant on.
+    for (const auto& operation : scheduler_->List()) {
+      if (caller == nullptr ||
+          CheckGrant(*caller, Permission::kOperations, operation->instance()).ok()) {
+        *response->add_operations() = operation->Snapshot(nullptr);
+      }
+    }
+  }
+  reactor->Finish(ToGrpcStatus(allowed));
   return reactor;
 }
 
@@ -206,7 +244,10 @@ grpc::ServerUnaryReactor* OperationsService::CancelOperation(grpc::CallbackServe
                                                              const lro::CancelOperationRequest* request,
                                                              google::protobuf::Empty* response) {
   auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(scheduler_->Cancel(request->name())));
+  std::shared_ptr<exec::Operation> operation;
+  absl::Status allowed = AuthorizeOperation(authorizer_, *context, Permission::kOperations,
+                                            *scheduler_, request->name(), &operation);
+  reactor->Finish(ToGrpcStatus(allowed.ok() ? scheduler_->Cancel(request->name()) : allowed));
   return reactor;
 }
 

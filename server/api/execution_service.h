@@ -38,7 +38,9 @@ class ExecutionService final : public rev2::Execution::CallbackService {
 
 class OperationsService final : public lro::Operations::CallbackService {
  public:
-  explicit OperationsService(exec::Scheduler* scheduler) : scheduler_(scheduler) {}
+  // `authorizer` may be null (authorization off).
+  OperationsService(exec::Scheduler* scheduler, const Authorizer* authorizer = nullptr)
+      : scheduler_(scheduler), authorizer_(authorizer) {}
 
   grpc::ServerUnaryReactor* GetOperation(grpc::CallbackServerContext* context,
                                          const lro::GetOperationRequest* request,
@@ -52,6 +54,7 @@ class OperationsService final : public lro::Operations::CallbackService {
 
  private:
   exec::Scheduler* const scheduler_;
+  const Authorizer* const authorizer_;
 };
 
 }  // namespace kiln::api

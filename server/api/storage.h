@@ -9,6 +9,7 @@
 #include "common/thread_pool.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
+#include "server/api/authorizer.h"
 #include "server/exec/log_stream.h"
 
 namespace kiln::api {
@@ -22,6 +23,8 @@ struct Storage {
   int64_t max_batch_total_bytes = 0;
   // Live action output streams; null when the worker does not execute.
   exec::LogRegistry* logs = nullptr;
+  // Who may call what; null: authorization is off.
+  const Authorizer* authorizer = nullptr;
 };
 
 }  // namespace kiln::api

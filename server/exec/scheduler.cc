@@ -4,6 +4,9 @@
 
 #include <random>
 
+#include <openssl/rand.h>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include <spdlog/spdlog.h>
@@ -15,9 +18,16 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 std::string NewOperationName() {
-  // 128 random bits: names must not be guessable across clients.
-  static thread_local std::mt19937_64 random(std::random_device{}());
-  return absl::StrFormat("operations/%016x%016x", random(), random());
+  // 128 bits from OpenSSL's CSPRNG: a name must not be guessable from the
+  // names other clients saw (a seeded mt19937 can be predicted).
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) {
+    // Only if the OS gives no entropy at all; random_device reads it too.
+    std::random_device device;
+    for (unsigned char& byte : bytes) byte = static_cast<unsigned char>(device());
+  }
+  return absl::StrCat("operations/", absl::BytesToHexString(absl::string_view(
+                                          reinterpret_cast<const char*>(bytes), sizeof bytes)));
 }
 
 std::string InFlightKey(const std::string& instance, const Digest& digest) {

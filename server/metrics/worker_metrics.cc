@@ -123,6 +123,11 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
       grpc_duration_(prometheus::BuildHistogram()
                          .Name("kiln_grpc_request_duration_seconds")
                          .Help("gRPC request latency, by method (streams: until the status is sent).")
+                         .Register(registry)),
+      authorization_(prometheus::BuildCounter()
+                         .Name("kiln_authorization_decisions_total")
+                         .Help("Authorization decisions by principal (\"\" when not authenticated) and "
+                               "result: allowed, unauthenticated, permission_denied.")
                          .Register(registry)) {}
 
 void WorkerMetrics::ObserveStage(const std::string& stage, const std::string& outcome, double seconds) {
@@ -157,6 +162,13 @@ void WorkerMetrics::RecordCacheHit() {
 void WorkerMetrics::RecordGrpc(const std::string& method, grpc::StatusCode code, double seconds) {
   grpc_requests_.Add({{"method", method}, {"code", CodeName(code)}}).Increment();
   grpc_duration_.Add({{"method", method}}, DurationBuckets()).Observe(seconds);
+}
+
+void WorkerMetrics::RecordAuthorization(const std::string& principal, absl::StatusCode code) {
+  const char* result = code == absl::StatusCode::kOk                 ? "allowed"
+                       : code == absl::StatusCode::kUnauthenticated ? "unauthenticated"
+                                                                    : "permission_denied";
+  authorization_.Add({{"principal", principal}, {"result", result}}).Increment();
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> WorkerMetrics::InterceptorFactory() {

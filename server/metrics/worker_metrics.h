@@ -21,6 +21,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "absl/status/status.h"
 #include "server/cas/blob_store.h"
 #include "server/exec/scheduler.h"
 
@@ -34,6 +35,10 @@ class WorkerMetrics {
   void RecordAction(const rev2::ExecuteResponse& response, const exec::RunReport& report);
   void RecordCacheHit();
   void RecordGrpc(const std::string& method, grpc::StatusCode code, double seconds);
+  // An authorization decision: `principal` ("" when not authenticated) and
+  // OK, UNAUTHENTICATED or PERMISSION_DENIED. Principals come from the
+  // principals file or the client CA, so the label set stays bounded.
+  void RecordAuthorization(const std::string& principal, absl::StatusCode code);
 
   // An interceptor factory for grpc::ServerBuilder that feeds RecordGrpc.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> InterceptorFactory();
@@ -50,6 +55,7 @@ class WorkerMetrics {
   prometheus::Counter& teardown_failures_;
   prometheus::Family<prometheus::Counter>& grpc_requests_;
   prometheus::Family<prometheus::Histogram>& grpc_duration_;
+  prometheus::Family<prometheus::Counter>& authorization_;
 };
 
 // Values read when Prometheus scrapes: the scheduler's queue and slots and
