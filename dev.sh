@@ -42,12 +42,15 @@ build() {
 }
 
 # The suites that drive the gRPC reactors, for the sanitizer builds.
-SANITIZED_TESTS='^(StorageTest|ExecutionTest|LiveLogsTest|CancelStormTest)\.'
+# Also every suite that feeds untrusted input to the worker: the path module,
+# staging, output collection, the disk watchdog, platform parsing, the
+# authorizer, and the attack suite run against the instrumented worker.
+SANITIZED_TESTS='^((StorageTest|ExecutionTest|LiveLogsTest|CancelStormTest|AuthTest|PathBeneathTest|InputStagerTest|OutputCollectorTest|DiskWatchdogTest|PlatformTest)\.|security_)'
 SANITIZED_TARGETS=(kiln-worker kiln-sandbox kiln grpc_storage_test grpc_execution_test
-                   live_logs_test cancel_storm_test)
+                   live_logs_test cancel_storm_test auth_test common_test exec_test)
 
-# Peak RSS is no measure of Kiln's memory under a sanitizer's allocator.
-SANITIZED_SKIP='TwoHundredMegabytesOfOutputKeepTheWorkerSmall'
+# Peak RSS and timing are no measure of Kiln under a sanitizer's allocator.
+SANITIZED_SKIP='TwoHundredMegabytesOfOutputKeepTheWorkerSmall|security_resource_limits_test'
 
 # sanitized_build DIR SANITIZERS: a clang build of just what SANITIZED_TESTS
 # need (kiln-sandbox uninstrumented; CMakeLists.txt says why).

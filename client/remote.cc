@@ -262,11 +262,8 @@ absl::Status RemoteClient::DownloadFileAt(const rev2::Digest& digest, int dirfd,
 
 absl::Status RemoteClient::DownloadFile(const rev2::Digest& digest, const std::string& path,
                                         bool executable, Progress* progress) {
-  size_t slash = path.rfind('/');
-  std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  ASSIGN_OR_RETURN(UniqueFd dir, OpenFile(parent, O_RDONLY | O_DIRECTORY));
-  return DownloadFileAt(digest, dir.get(), slash == std::string::npos ? path : path.substr(slash + 1),
-                        executable, progress);
+  ASSIGN_OR_RETURN(ParentAndName at, OpenParentOfPath(path));
+  return DownloadFileAt(digest, at.parent.get(), at.name, executable, progress);
 }
 
 absl::Status RemoteClient::FollowStream(const std::string& name, int64_t offset,

@@ -197,6 +197,31 @@ absl::StatusOr<UniqueFd> OpenForRemoval(int dirfd, const std::string& name) {
   return UniqueFd(fd);
 }
 
+// Unlinks `name` in `dirfd` unless it is a directory; `*is_directory` says
+// which. An entry that is already gone is neither.
+absl::Status UnlinkUnlessDirectory(int dirfd, const std::string& name, bool* is_directory) {
+  *is_directory = false;
+  struct stat st;
+  if (fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno == ENOENT ? absl::OkStatus() : PosixError(absl::StrCat("lstat \"", name, "\""), errno);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    *is_directory = true;
+    return absl::OkStatus();
+  }
+  if (unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT) {
+    return PosixError(absl::StrCat("unlink \"", name, "\""), errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveEmptyDirectory(int dirfd, const std::string& name) {
+  if (unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    return PosixError(absl::StrCat("rmdir \"", name, "\""), errno);
+  }
+  return absl::OkStatus();
+}
+
 // Empties `dir` (an open directory), then the caller unlinks it. Directories
 // at kMaxRemovalDepth are moved up into `top` under a fresh name and queued
 // in `flattened`, so depth never exceeds the bound.
@@ -208,17 +233,9 @@ absl::Status EmptyDirectory(int top, int dir, int depth, std::vector<std::string
   }));
   static std::atomic<uint64_t> sequence{0};
   for (const std::string& name : names) {
-    struct stat st;
-    if (fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;
-      return PosixError(absl::StrCat("lstat \"", name, "\""), errno);
-    }
-    if (!S_ISDIR(st.st_mode)) {
-      if (unlinkat(dir, name.c_str(), 0) != 0 && errno != ENOENT) {
-        return PosixError(absl::StrCat("unlink \"", name, "\""), errno);
-      }
-      continue;
-    }
+    bool is_directory;
+    RETURN_IF_ERROR(UnlinkUnlessDirectory(dir, name, &is_directory));
+    if (!is_directory) continue;
     if (depth >= kMaxRemovalDepth) {
       std::string moved = absl::StrCat(".kiln-removing-", getpid(), "-", sequence++);
       if (renameat(dir, name.c_str(), top, moved.c_str()) != 0) {
@@ -230,9 +247,7 @@ absl::Status EmptyDirectory(int top, int dir, int depth, std::vector<std::string
     ASSIGN_OR_RETURN(UniqueFd child, OpenForRemoval(dir, name));
     RETURN_IF_ERROR(EmptyDirectory(top, child.get(), depth + 1, flattened));
     child.Reset();
-    if (unlinkat(dir, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-      return PosixError(absl::StrCat("rmdir \"", name, "\""), errno);
-    }
+    RETURN_IF_ERROR(RemoveEmptyDirectory(dir, name));
   }
   return absl::OkStatus();
 }
@@ -245,24 +260,14 @@ absl::Status RemoveTreeAt(int dirfd, const std::string& name) {
   while (!pending.empty()) {
     std::string current = std::move(pending.back());
     pending.pop_back();
-    struct stat st;
-    if (fstatat(dirfd, current.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;
-      return PosixError(absl::StrCat("lstat \"", current, "\""), errno);
-    }
-    if (!S_ISDIR(st.st_mode)) {
-      if (unlinkat(dirfd, current.c_str(), 0) != 0 && errno != ENOENT) {
-        return PosixError(absl::StrCat("unlink \"", current, "\""), errno);
-      }
-      continue;
-    }
+    bool is_directory;
+    RETURN_IF_ERROR(UnlinkUnlessDirectory(dirfd, current, &is_directory));
+    if (!is_directory) continue;
     ASSIGN_OR_RETURN(UniqueFd dir, OpenForRemoval(dirfd, current));
     std::vector<std::string> flattened;
     RETURN_IF_ERROR(EmptyDirectory(dirfd, dir.get(), 1, &flattened));
     dir.Reset();
-    if (unlinkat(dirfd, current.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-      return PosixError(absl::StrCat("rmdir \"", current, "\""), errno);
-    }
+    RETURN_IF_ERROR(RemoveEmptyDirectory(dirfd, current));
     pending.insert(pending.end(), flattened.begin(), flattened.end());
   }
   return absl::OkStatus();
@@ -281,14 +286,20 @@ bool IsDirectoryBeneath(int dirfd, absl::string_view relative) {
 
 void UseComponentWalkForTesting(bool enabled) { g_openat2_missing = enabled; }
 
-absl::Status RemoveTreeBeneathParent(const std::string& path) {
+absl::StatusOr<ParentAndName> OpenParentOfPath(const std::string& path) {
   size_t slash = path.rfind('/');
   std::string parent = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  absl::StatusOr<UniqueFd> dir = OpenFile(parent, O_RDONLY | O_DIRECTORY);
-  if (absl::IsNotFound(dir.status())) return absl::OkStatus();
-  if (!dir.ok()) return dir.status();
-  return RemoveTreeAt(dir->get(), name);
+  ParentAndName result;
+  result.name = slash == std::string::npos ? path : path.substr(slash + 1);
+  ASSIGN_OR_RETURN(result.parent, OpenFile(parent, O_RDONLY | O_DIRECTORY));
+  return result;
+}
+
+absl::Status RemoveTreeBeneathParent(const std::string& path) {
+  absl::StatusOr<ParentAndName> at = OpenParentOfPath(path);
+  if (absl::IsNotFound(at.status())) return absl::OkStatus();
+  if (!at.ok()) return at.status();
+  return RemoveTreeAt(at->parent.get(), at->name);
 }
 
 }  // namespace kiln

@@ -73,6 +73,10 @@ absl::Status ForEachEntry(int dirfd, const std::function<absl::Status(const std:
 // first. A missing entry is not an error.
 absl::Status RemoveTreeAt(int dirfd, const std::string& name);
 
+// The parent directory of a path Kiln or its user chose (not one an action
+// controls: the parent is opened by name), and the last component.
+absl::StatusOr<ParentAndName> OpenParentOfPath(const std::string& path);
+
 // RemoveTreeAt for a whole path that Kiln itself chose (e.g. an exec dir).
 absl::Status RemoveTreeBeneathParent(const std::string& path);
 

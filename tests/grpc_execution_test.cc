@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include <grpcpp/create_channel.h>
@@ -17,6 +18,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "kiln/v1/resource_usage.pb.h"
+#include "sandbox/uid_pool.h"
 #include "server/worker_server.h"
 
 namespace kiln {
@@ -43,7 +45,8 @@ class ExecutionTest : public ::testing::Test {
     worker_.reset();
     (void)RemoveTree(state_dir_);
   }
-  void StartWorker(int concurrency, int max_queued) {
+  void StartWorker(int concurrency, int max_queued,
+                   const std::function<void(WorkerOptions&)>& adjust = nullptr) {
     worker_.reset();
     WorkerOptions options;
     options.listen = "127.0.0.1:0";
@@ -58,6 +61,7 @@ class ExecutionTest : public ::testing::Test {
     options.exec.max_timeout = absl::Minutes(5);
     options.exec.kill_grace = absl::Milliseconds(500);
     options.exec.platform.ignored = {"container-image"};
+    if (adjust) adjust(options);
     auto worker = WorkerServer::Start(options);
     ASSERT_TRUE(worker.ok()) << worker.status();
     worker_ = *std::move(worker);
@@ -508,6 +512,29 @@ TEST_F(ExecutionTest, ActionPlatformWinsOverCommandPlatformAndLegacyOutputsWork)
   ASSERT_EQ(e.response.result().output_directories_size(), 1)
       << e.response.result().DebugString() << Get(e.response.result().stderr_digest());
   EXPECT_EQ(e.response.result().output_directories(0).path(), "d");
+}
+
+TEST_F(ExecutionTest, AnActionWaitsForNoBuildUidAnotherProcessHolds) {
+  // Another worker (or kiln-sandbox run) on the host holds every uid of the
+  // pool: the action is refused as UNAVAILABLE instead of sharing a uid.
+  const std::string lock_dir = state_dir_ + "-uid-locks";
+  StartWorker(1, 10, [&](WorkerOptions& options) {
+    options.exec.uid_lock_dir = lock_dir;
+    options.exec.build_uid_base = 64500;
+    options.exec.build_uid_pool_size = 1;
+  });
+  {
+    absl::StatusOr<sandbox::UidLease> held = sandbox::AcquireBuildUid(lock_dir, 64500, 1);
+    ASSERT_TRUE(held.ok()) << held.status();
+    Execution refused = Execute(MakeAction("true"));
+    EXPECT_EQ(refused.response.status().code(), StatusCode::UNAVAILABLE);
+    EXPECT_NE(refused.response.status().message().find("no free build uid"), std::string::npos)
+        << refused.response.status().message();
+  }
+  Execution ran = Execute(MakeAction("id -u"));
+  EXPECT_EQ(ran.response.status().code(), 0) << ran.response.status().message();
+  EXPECT_EQ(Get(ran.response.result().stdout_digest()), "64500\n");
+  (void)RemoveTree(lock_dir);
 }
 
 TEST_F(ExecutionTest, ACommandWithoutPathGetsNoneAndTheShellFindsItsTools) {

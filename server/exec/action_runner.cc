@@ -259,9 +259,10 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   std::string truncated_logs;
   for (const char* name : {"stdout", "stderr"}) {
     std::string path = absl::StrCat(dir, "/", name);
-    ASSIGN_OR_RETURN(Digest digest, StoreFile(*cas_, path, options_.max_log_bytes));
+    ASSIGN_OR_RETURN(UniqueFd log, OpenFile(path, O_RDONLY | O_NOFOLLOW));
+    ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(*cas_, log.get(), options_.max_log_bytes, path));
     struct stat st;
-    if (stat(path.c_str(), &st) == 0 && st.st_size > digest.size) {
+    if (fstat(log.get(), &st) == 0 && st.st_size > digest.size) {
       absl::StrAppend(&truncated_logs, absl::StrFormat(
           "; %s was truncated to its first %d of %d bytes (kiln-worker --max_log_bytes)", name,
           digest.size, st.st_size));
