@@ -28,6 +28,7 @@ constexpr std::pair<Permission, absl::string_view> kPermissionNames[] = {
     {Permission::kAcWrite, "ac-write"},
     {Permission::kExecute, "execute"},
     {Permission::kOperations, "operations"},
+    {Permission::kOperationsAdmin, "operations-admin"},
 };
 
 bool IsLowerHex64(absl::string_view s) {
@@ -76,7 +77,7 @@ absl::StatusOr<Permission> ParsePermission(absl::string_view name) {
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown permission \"", name,
-      "\"; use cas-read, cas-write, ac-read, ac-write, execute or operations"));
+      "\"; use cas-read, cas-write, ac-read, ac-write, execute, operations or operations-admin"));
 }
 
 absl::StatusOr<PrincipalTable> ParsePrincipalTable(absl::string_view text) {
@@ -140,7 +141,11 @@ absl::Status CheckGrant(const Principal& principal, Permission permission,
   for (const Grant& grant : principal.grants) {
     if (instance.has_value() && !PrefixCovers(grant.instance_prefix, *instance)) continue;
     for (Permission held : grant.permissions) {
-      if (permission == Permission::kAny || held == permission) return absl::OkStatus();
+      // An operations admin holds the operations grant too.
+      if (permission == Permission::kAny || held == permission ||
+          (permission == Permission::kOperations && held == Permission::kOperationsAdmin)) {
+        return absl::OkStatus();
+      }
     }
   }
   std::string what = permission == Permission::kAny
@@ -282,6 +287,23 @@ absl::Status Authorize(const Authorizer* authorizer, const grpc::ServerContextBa
                        Permission permission, std::optional<absl::string_view> instance) {
   if (authorizer == nullptr) return absl::OkStatus();
   return authorizer->Decide(authorizer->Authenticate(context), permission, instance);
+}
+
+absl::StatusOr<std::shared_ptr<const Principal>> AuthorizeCaller(
+    const Authorizer* authorizer, const grpc::ServerContextBase& context, Permission permission,
+    std::optional<absl::string_view> instance) {
+  if (authorizer == nullptr) return std::shared_ptr<const Principal>();
+  absl::StatusOr<std::shared_ptr<const Principal>> caller = authorizer->Authenticate(context);
+  RETURN_IF_ERROR(authorizer->Decide(caller, permission, instance));
+  return caller;
+}
+
+std::string OwnerName(const Principal* caller) { return caller == nullptr ? "" : caller->name; }
+
+bool MayAccessOperation(const Principal* caller, const std::string& owner, absl::string_view instance) {
+  if (caller == nullptr) return true;
+  if (caller->name == owner) return true;
+  return CheckGrant(*caller, Permission::kOperationsAdmin, instance).ok();
 }
 
 }  // namespace kiln::api

@@ -37,6 +37,8 @@ enum class Permission {
   kAcWrite,
   kExecute,
   kOperations,
+  // See and cancel every principal's operations, not only one's own.
+  kOperationsAdmin,
 };
 
 // "cas-read", ... as written in the principals file.
@@ -123,6 +125,20 @@ class Authorizer {
 // `authorizer` is null (authorization off).
 absl::Status Authorize(const Authorizer* authorizer, const grpc::ServerContextBase& context,
                        Permission permission, std::optional<absl::string_view> instance);
+
+// Authorize, returning the caller: nullptr when `authorizer` is null.
+absl::StatusOr<std::shared_ptr<const Principal>> AuthorizeCaller(
+    const Authorizer* authorizer, const grpc::ServerContextBase& context, Permission permission,
+    std::optional<absl::string_view> instance);
+
+// Operations belong to the principal that submitted them. The owner recorded
+// for a caller: its name, or "" when authorization is off.
+std::string OwnerName(const Principal* caller);
+
+// True if `caller` may see, follow, cancel or delete an operation that
+// `owner` submitted on `instance`: it is the owner, it holds operations-admin
+// on the instance, or authorization is off (`caller` null).
+bool MayAccessOperation(const Principal* caller, const std::string& owner, absl::string_view instance);
 
 }  // namespace kiln::api
 
