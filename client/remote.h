@@ -45,6 +45,9 @@ class RemoteClient {
   // UNAVAILABLE with a readable message when the server cannot be reached;
   // UNAUTHENTICATED or PERMISSION_DENIED when it refuses the credentials.
   absl::Status CheckReachable(absl::Duration timeout);
+  // grpc.health.v1 Check of `service` ("" for the whole server): true when
+  // SERVING. Health needs no credentials, only the TLS trust.
+  absl::StatusOr<bool> CheckHealth(const std::string& service, absl::Duration timeout);
   // FindMissingBlobs, then uploads only what is missing (batches for small
   // blobs, ByteStream for large ones).
   absl::StatusOr<UploadStats> UploadMissing(const BlobSet& blobs, Progress* progress);
