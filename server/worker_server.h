@@ -23,6 +23,7 @@
 #include "server/api/execution_service.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
+#include "server/api/jwt_verifier.h"
 #include "server/exec/action_runner.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/scheduler.h"
@@ -47,8 +48,9 @@ struct WorkerOptions {
   std::string tls_cert, tls_key, tls_client_ca;
   absl::Duration tls_reload_interval = absl::Seconds(10);
   // The principals file (see server/api/authorizer.h); empty: none. With
-  // neither this nor tls_client_ca, authorization is off.
+  // neither this, nor tls_client_ca, nor JWT keys, authorization is off.
   std::string token_file;
+  api::JwtOptions jwt;  // JWT bearer tokens when jwt.public_keys_file is set
 };
 
 // The largest gRPC message the server accepts; batch calls are capped lower

@@ -172,6 +172,9 @@ absl::string_view ResourceInstance(absl::string_view name) {
 absl::StatusOr<std::unique_ptr<Authorizer>> Authorizer::Create(const AuthorizerOptions& options) {
   std::unique_ptr<Authorizer> authorizer(new Authorizer(options));
   if (!options.token_file.empty()) RETURN_IF_ERROR(authorizer->Load());
+  if (!options.jwt.public_keys_file.empty()) {
+    ASSIGN_OR_RETURN(authorizer->jwt_, JwtVerifier::Create(options.jwt));
+  }
   return authorizer;
 }
 
@@ -209,9 +212,30 @@ absl::Status Authorizer::Load() const {
 }
 
 void Authorizer::ReloadIfChanged() const {
+  if (jwt_ != nullptr) jwt_->ReloadIfChanged();
   if (options_.token_file.empty()) return;
   absl::Status loaded = Load();
   if (!loaded.ok()) spdlog::error("keeping the previous principals: {}", std::string(loaded.message()));
+}
+
+std::shared_ptr<const Principal> Authorizer::PrincipalNamed(
+    const std::shared_ptr<const PrincipalTable>& table, const std::string& name) {
+  if (table == nullptr) {
+    // No principals file: the client CA or the JWT issuer is the whole policy.
+    auto everything = std::make_shared<Principal>();
+    everything->name = name;
+    everything->grants.push_back(Grant{"", {Permission::kCasRead, Permission::kCasWrite,
+                                            Permission::kAcRead, Permission::kAcWrite,
+                                            Permission::kExecute, Permission::kOperations}});
+    return everything;
+  }
+  for (const Principal& principal : table->principals) {
+    if (principal.name == name) return std::shared_ptr<const Principal>(table, &principal);
+  }
+  // Verified but not listed: known, yet granted nothing.
+  auto nobody = std::make_shared<Principal>();
+  nobody->name = name;
+  return nobody;
 }
 
 absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
@@ -221,7 +245,8 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
   {
     absl::MutexLock lock(&mu_);
     table = table_;
-    check = !options_.token_file.empty() && absl::Now() - last_check_ >= absl::Seconds(1);
+    check = (!options_.token_file.empty() || jwt_ != nullptr) &&
+            absl::Now() - last_check_ >= absl::Seconds(1);
     if (check) last_check_ = absl::Now();  // one caller re-reads; the others go on
   }
   if (check) {
@@ -231,6 +256,11 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
   }
 
   const std::string token = BearerToken(context);
+  if (!token.empty() && jwt_ != nullptr && LooksLikeJwt(token)) {
+    absl::StatusOr<std::string> subject = jwt_->Verify(token, absl::Now());
+    if (!subject.ok()) return subject.status();
+    return PrincipalNamed(table, *subject);
+  }
   if (!token.empty()) {
     const std::string hash = Sha256::HexOf(token);
     std::shared_ptr<const Principal> found;
@@ -253,22 +283,7 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
 
   const std::string certificate = CertificateName(context);
   if (!certificate.empty() && options_.client_certificates) {
-    if (table == nullptr) {
-      // No principals file: the client CA is the whole policy.
-      auto everything = std::make_shared<Principal>();
-      everything->name = certificate;
-      everything->grants.push_back(Grant{"", {Permission::kCasRead, Permission::kCasWrite,
-                                              Permission::kAcRead, Permission::kAcWrite,
-                                              Permission::kExecute, Permission::kOperations}});
-      return std::shared_ptr<const Principal>(std::move(everything));
-    }
-    for (const Principal& principal : table->principals) {
-      if (principal.name == certificate) return std::shared_ptr<const Principal>(table, &principal);
-    }
-    // Verified by the CA but not listed: known, yet granted nothing.
-    auto nobody = std::make_shared<Principal>();
-    nobody->name = certificate;
-    return std::shared_ptr<const Principal>(std::move(nobody));
+    return PrincipalNamed(table, certificate);
   }
   return absl::UnauthenticatedError(
       options_.client_certificates
