@@ -106,7 +106,7 @@ ABSL_FLAG(std::string, jwt_public_keys, "",
           "Turns authorization on");
 ABSL_FLAG(std::string, jwt_audience, "", "the `aud` JWT bearer tokens must carry (required with --jwt_public_keys)");
 ABSL_FLAG(std::string, jwt_issuer, "", "the `iss` JWT bearer tokens must carry (default: any)");
-ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(1),
           "how often the TLS files are checked for changes");
 ABSL_FLAG(bool, insecure_allow_unauthenticated, false,
           "allow serving a non-loopback --listen address without --tls_client_ca or --token_file "

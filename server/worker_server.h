@@ -46,7 +46,7 @@ struct WorkerOptions {
   // client CA, clients must present a certificate it signed. The files are
   // re-read when they change (every tls_reload_interval).
   std::string tls_cert, tls_key, tls_client_ca;
-  absl::Duration tls_reload_interval = absl::Seconds(10);
+  absl::Duration tls_reload_interval = absl::Seconds(1);
   // The principals file (see server/api/authorizer.h); empty: none. With
   // neither this, nor tls_client_ca, nor JWT keys, authorization is off.
   std::string token_file;
