@@ -188,6 +188,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     worker->metrics_port_ = worker->exposer_->GetListeningPorts().front();
   }
 
+  worker->memory_trimmer_ = std::make_unique<MemoryTrimmer>(absl::Seconds(5));
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

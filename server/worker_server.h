@@ -24,6 +24,7 @@
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
 #include "server/api/jwt_verifier.h"
+#include "server/memory_trimmer.h"
 #include "server/exec/action_runner.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/scheduler.h"
@@ -104,6 +105,7 @@ class WorkerServer {
   std::shared_ptr<prometheus::Collectable> state_collector_;
   std::shared_ptr<prometheus::Collectable> process_metrics_;
   std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MemoryTrimmer> memory_trimmer_;
   std::atomic<bool> shut_down_{false};
   int grpc_port_ = 0;
   int metrics_port_ = 0;

@@ -1,0 +1,26 @@
+#include "server/memory_trimmer.h"
+
+#include <malloc.h>
+
+namespace kiln {
+
+MemoryTrimmer::MemoryTrimmer(absl::Duration interval) : thread_([this, interval] { Run(interval); }) {}
+
+MemoryTrimmer::~MemoryTrimmer() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+void MemoryTrimmer::Run(absl::Duration interval) {
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval)) {
+    mu_.Unlock();
+    malloc_trim(0);
+    mu_.Lock();
+  }
+}
+
+}  // namespace kiln
