@@ -102,6 +102,9 @@ ABSL_FLAG(std::string, token_file, "",
           "(see README). Re-read when it changes. Turns authorization on");
 ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
           "how often the TLS files are checked for changes");
+ABSL_FLAG(bool, reflection, true,
+          "serve gRPC server reflection (v1 and v1alpha; open to every caller, like Health: it "
+          "shows the API's shape, never data). --noreflection turns it off");
 ABSL_FLAG(bool, insecure_allow_unauthenticated, false,
           "allow serving a non-loopback --listen address without --tls_client_ca or --token_file "
           "(anyone who reaches the port may then run anything)");
@@ -165,6 +168,7 @@ int main(int argc, char** argv) {
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   options.token_file = absl::GetFlag(FLAGS_token_file);
+  options.reflection = absl::GetFlag(FLAGS_reflection);
   options.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
   if (options.tls_reload_interval < absl::Seconds(1)) Die("--tls_reload_interval must be at least 1s");
   const bool authorization = !options.tls_client_ca.empty() || !options.token_file.empty();
