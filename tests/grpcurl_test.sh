@@ -68,5 +68,5 @@ done
 echo "--- the v1alpha service called directly"
 answer=$("$GOTOOLS/grpcurl" -plaintext -max-time 20 -d '{"file_containing_symbol": "grpc.health.v1.Health"}' \
   "$ADDRESS" grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo) || fail "v1alpha ServerReflectionInfo"
-[[ "$answer" == *fileDescriptorResponse* ]] || fail "v1alpha answered: $answer"
+[[ "$answer" == *file_descriptor_response* ]] || fail "v1alpha answered: $answer"
 echo "PASS"

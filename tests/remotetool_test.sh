@@ -65,7 +65,7 @@ output_paths: "out/copy.txt"
 output_paths: "out/dir"
 EOF
 echo 'do_not_cache: false' > "$ACT/ac.textproto"
-remotetool --operation=execute_action --action_root="$ACT" > "$WORK/exec.out" 2> "$WORK/exec.log" ||
+remotetool --operation=execute_action --action_root="$ACT" --path="$WORK/exec-outputs" > "$WORK/exec.out" 2> "$WORK/exec.log" ||
   { cat "$WORK/exec.out" "$WORK/exec.log" >&2; fail "execute_action"; }
 grep -q "^executed$" "$WORK/exec.out" || { cat "$WORK/exec.out" >&2; fail "the action's stdout is missing"; }
 ACTION_DIGEST=$(sed -n 's/^Action digest: //p' "$WORK/exec.out")
@@ -107,7 +107,7 @@ output_paths: "count.txt"
 platform: { properties: { name: "container-image" value: "$IMAGE" } }
 EOF
 touch "$IMG/ac.textproto"
-remotetool --operation=execute_action --action_root="$IMG" > "$WORK/img.out" 2> "$WORK/img.log" ||
+remotetool --operation=execute_action --action_root="$IMG" --path="$WORK/img-outputs" > "$WORK/img.out" 2> "$WORK/img.log" ||
   { cat "$WORK/img.out" "$WORK/img.log" >&2; fail "execute_action with container-image"; }
 IMG_DIGEST=$(sed -n 's/^Action digest: //p' "$WORK/img.out")
 remotetool --operation=download_action --digest="$IMG_DIGEST" --path="$WORK/downloaded" < /dev/null \
@@ -120,7 +120,7 @@ grep -q "count.txt" "$WORK/downloaded/action.txt" || fail "action.txt does not l
 # A worker that does not declare the image refuses the action by name.
 stop_worker
 start_worker "$WORK/w2" --concurrency=1 || fail "second worker did not start"
-if remotetool --operation=execute_action --action_root="$IMG" > "$WORK/refused.out" 2> "$WORK/refused.log"; then
+if remotetool --operation=execute_action --action_root="$IMG" --path="$WORK/refused-outputs" > "$WORK/refused.out" 2> "$WORK/refused.log"; then
   fail "a worker without --platform ran an action asking for container-image"
 fi
 grep -q "container-image" "$WORK/refused.log" "$WORK/refused.out" || { cat "$WORK/refused.log" >&2; fail "the refusal does not name container-image"; }
