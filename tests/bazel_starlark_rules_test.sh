@@ -45,6 +45,7 @@ echo "== local build (Bazel's own sandbox)"
 bz build "${TARGETS[@]}" > "$WORK/local.log" 2>&1 || { cat "$WORK/local.log"; fail "local build failed"; }
 LOCAL=$(outputs)
 echo "$LOCAL"
+LOCAL_LISTING=$(cat bazel-bin/rules/listing.txt bazel-bin/rules/tree_count.h)
 bz clean 2> /dev/null
 
 echo "== remote build on kiln-worker port $GRPC_PORT"
@@ -54,7 +55,11 @@ echo "$LINE"
 REMOTE_COUNT=$(echo "$LINE" | grep -o '[0-9]* remote' | head -1 | grep -o '^[0-9]*' || echo 0)
 [[ "$REMOTE_COUNT" -ge 5 ]] || fail "expected the rules' actions to run remotely: $LINE"
 REMOTE=$(outputs)
-[[ "$REMOTE" == "$LOCAL" ]] || { echo "remote:"; echo "$REMOTE"; fail "remote outputs differ from the local build"; }
+if [[ "$REMOTE" != "$LOCAL" ]]; then
+  echo "remote:"; echo "$REMOTE"
+  diff <(echo "$LOCAL_LISTING") <(cat bazel-bin/rules/listing.txt bazel-bin/rules/tree_count.h) || true
+  fail "remote outputs differ from the local build"
+fi
 
 # What the rules saw, checked beyond "same as local".
 grep -q "^exported PATH variables: 0$" bazel-bin/rules/tree/sub/deeper/path.txt ||

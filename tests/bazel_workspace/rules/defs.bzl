@@ -1,7 +1,8 @@
 """Starlark rules the way many real rule sets write them: run_shell without
 use_default_shell_env, so the actions get no PATH at all and bash falls back
 on its built-in default path; a tree artifact; executable outputs run as
-tools by later actions."""
+tools by later actions. (`find -L`: Bazel's local sandbox stages inputs as
+symlinks, a remote worker as files.)"""
 
 def _tree_impl(ctx):
     out = ctx.actions.declare_directory(ctx.label.name)
@@ -30,7 +31,7 @@ def _tree_listing_impl(ctx):
         inputs = [ctx.file.tree],
         arguments = [ctx.file.tree.path, out.path],
         command = """
-{ (cd "$1" && find . -type f | LC_ALL=C sort | while read -r f; do
+{ (cd "$1" && find -L . -type f | LC_ALL=C sort | while read -r f; do
     echo "$f $(wc -c < "$f") $(test -x "$f" && echo x || echo -)"; done)
   "$1/tool"
 } > "$2"
@@ -77,7 +78,7 @@ def _count_header_impl(ctx):
         outputs = [out],
         inputs = [ctx.file.tree],
         arguments = [ctx.file.tree.path, out.path],
-        command = """printf '#define KILN_TREE_FILES %d\\n' "$(find "$1" -type f | wc -l)" > "$2" """,
+        command = """printf '#define KILN_TREE_FILES %d\\n' "$(find -L "$1" -type f | wc -l)" > "$2" """,
         mnemonic = "KilnCountHeader",
     )
     return [DefaultInfo(files = depset([out]))]
