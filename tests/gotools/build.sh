@@ -39,7 +39,10 @@ required_go() {
 find_go() {
   local need candidate version
   need=$(required_go)
-  for candidate in "$(command -v go || true)" /usr/local/go/bin/go "$CACHE/go$TOOLCHAIN_VERSION/bin/go"; do
+  local candidates=("$(command -v go || true)" /usr/local/go/bin/go "$CACHE/go$TOOLCHAIN_VERSION/bin/go")
+  # KILN_GOTOOLS_FETCH_GO=1 ignores installed Go: the fresh-machine path.
+  [[ "${KILN_GOTOOLS_FETCH_GO:-0}" == 1 ]] && candidates=("$CACHE/go$TOOLCHAIN_VERSION/bin/go")
+  for candidate in "${candidates[@]}"; do
     [[ -n "$candidate" && -x "$candidate" ]] || continue
     version=$(GOTOOLCHAIN=local "$candidate" env GOVERSION 2>/dev/null | sed 's/^go//')
     if [[ -n "$version" && $(printf '%s\n%s\n' "$need" "$version" | sort -V | head -1) == "$need" ]]; then
