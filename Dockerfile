@@ -27,6 +27,8 @@ EXPOSE 8980 8981
 #   docker run --cap-add=SYS_ADMIN ... --security-opt seccomp=unconfined \
 #     --security-opt apparmor=unconfined -p 8980:8980 -p 8981:8981 -v kiln:/var/lib/kiln kiln-worker
 # (deploy/kubernetes/kiln-worker.yaml has the same as a securityContext.)
-# Not yet wired to TLS and tokens (issue 10): --insecure_allow_unauthenticated keeps the old
-# open listener; see README "Authentication".
-ENTRYPOINT ["/usr/local/bin/kiln-worker", "--listen=0.0.0.0:8980", "--insecure_allow_unauthenticated", "--metrics_listen=0.0.0.0:8981", "--state_dir=/var/lib/kiln"]
+# TLS and tokens come from a mounted directory made by deploy/make-credentials.sh
+# (tls.crt, tls.key, ca.crt, principals.json), e.g. -v "$PWD/creds:/etc/kiln:ro".
+VOLUME /etc/kiln
+HEALTHCHECK CMD ["/usr/local/bin/kiln", "health", "--server=localhost:8980", "--tls_ca=/etc/kiln/ca.crt"]
+ENTRYPOINT ["/usr/local/bin/kiln-worker", "--listen=0.0.0.0:8980", "--tls_cert=/etc/kiln/tls.crt", "--tls_key=/etc/kiln/tls.key", "--token_file=/etc/kiln/principals.json", "--metrics_listen=0.0.0.0:8981", "--state_dir=/var/lib/kiln"]

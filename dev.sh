@@ -14,8 +14,9 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libprotoc-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libssl-dev libzstd-dev libseccomp-dev libcap-dev libspdlog-dev nlohmann-json3-dev
-  bazel-bootstrap bazel-bootstrap-source bazel-platforms bazel-rules-java bubblewrap prometheus socat
+  libssl-dev libzstd-dev libseccomp-dev libcap-dev libspdlog-dev nlohmann-json3-dev libjwt-dev
+  bazel-bootstrap bazel-bootstrap-source bazel-platforms bazel-rules-java libnetty-tcnative-jni
+  bubblewrap prometheus socat
   python3 python3-grpcio python3-protobuf python3-grpc-tools python3-yaml python3-venv
   iproute2 procps bc curl openssl
   clang libclang-rt-14-dev
@@ -45,9 +46,10 @@ build() {
 # Also every suite that feeds untrusted input to the worker: the path module,
 # staging, output collection, the disk watchdog, platform parsing, the
 # authorizer, and the attack suite run against the instrumented worker.
-SANITIZED_TESTS='^((StorageTest|ExecutionTest|LiveLogsTest|CancelStormTest|AuthTest|PathBeneathTest|InputStagerTest|OutputCollectorTest|DiskWatchdogTest|PlatformTest)\.|security_)'
+SANITIZED_TESTS='^((StorageTest|ExecutionTest|LiveLogsTest|CancelStormTest|AuthTest|JwtAuthTest|OperationOwnershipTest|PathBeneathTest|InputStagerTest|OutputCollectorTest|DiskWatchdogTest|PlatformTest)\.|security_)'
 SANITIZED_TARGETS=(kiln-worker kiln-sandbox kiln grpc_storage_test grpc_execution_test
-                   live_logs_test cancel_storm_test auth_test common_test exec_test)
+                   live_logs_test cancel_storm_test auth_test jwt_auth_test operation_ownership_test
+                   common_test exec_test)
 
 # Peak RSS and timing are no measure of Kiln under a sanitizer's allocator.
 SANITIZED_SKIP='TwoHundredMegabytesOfOutputKeepTheWorkerSmall|security_resource_limits_test'

@@ -13,7 +13,9 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -55,6 +57,7 @@ Commands:
   cas put  upload a file or directory to the CAS and print its digest
   cas get  download a blob from the CAS
   result   print the cached ActionResult of an action digest
+  health   check that the server is SERVING (a container or load-balancer probe)
 
 Run `kiln COMMAND --help` for the options of each command.
 )";
@@ -118,6 +121,17 @@ Prints the ActionResult cached for the action digest HASH/SIZE as JSON.
 
 Example:
   kiln result --server=127.0.0.1:8980 5b1f...9c2a/142
+)";
+
+constexpr char kHealthUsage[] = R"(Usage: kiln health --server=HOST:PORT [--service=NAME] [--tls_ca=FILE]
+
+Asks the server's grpc.health.v1 service whether it is SERVING and exits 0 if
+it is, 1 if not (e.g. draining), 69 if it cannot be reached. Health needs no
+credentials; over TLS, --tls_ca says whom to trust. For probes of a worker
+whose listener speaks TLS (Kubernetes' own gRPC probe speaks plaintext only).
+
+Example:
+  kiln health --server=localhost:8980 --tls_ca=/etc/kiln/tls/ca.crt
 )";
 
 [[noreturn]] void Fail(int code, const std::string& message) {
@@ -594,6 +608,33 @@ int Result(int argc, char** argv) {
   return 0;
 }
 
+int Health(int argc, char** argv) {
+  CommonOptions common;
+  std::string service;
+  // --service is this command's own; the rest are the common options.
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (absl::ConsumePrefix(&arg, "--service=")) {
+      service = std::string(arg);
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  std::vector<std::string> args =
+      ParseCommon(static_cast<int>(rest.size()), rest.data(), kHealthUsage, &common);
+  if (!args.empty()) Fail(kExitUsage, absl::StrCat("unexpected argument \"", args[0], "\"\n", kHealthUsage));
+  if (common.server.empty()) Fail(kExitUsage, "--server=HOST:PORT is required");
+  RemoteClient client(common.server, common.instance, LoadCredentials(common));
+  absl::StatusOr<bool> serving = client.CheckHealth(service, absl::Seconds(5));
+  if (!serving.ok()) {
+    Fail(kExitUnreachable, absl::StrCat("no health answer from ", common.server, ": ",
+                                        serving.status().message()));
+  }
+  std::printf("%s\n", *serving ? "SERVING" : "NOT_SERVING");
+  return *serving ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -604,6 +645,7 @@ int main(int argc, char** argv) {
   std::string command = argv[1];
   if (command == "run") return Run(argc - 1, argv + 1);
   if (command == "result") return Result(argc - 1, argv + 1);
+  if (command == "health") return Health(argc - 1, argv + 1);
   if (command == "cas" && argc >= 3) {
     std::string sub = argv[2];
     if (sub == "put") return CasPut(argc - 2, argv + 2);

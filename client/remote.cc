@@ -16,6 +16,7 @@
 #include "common/posix.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace kiln::client {
 namespace {
@@ -89,6 +90,17 @@ RemoteClient::RemoteClient(const std::string& server, std::string instance,
   execution_ = rev2::Execution::NewStub(channel_);
   action_cache_ = rev2::ActionCache::NewStub(channel_);
   capabilities_ = rev2::Capabilities::NewStub(channel_);
+}
+
+absl::StatusOr<bool> RemoteClient::CheckHealth(const std::string& service, absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = grpc::health::v1::Health::NewStub(channel_)->Check(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
 }
 
 absl::Status RemoteClient::CheckReachable(absl::Duration timeout) {

@@ -48,6 +48,9 @@ class RemoteClient {
   // From the Capabilities CheckReachable read: whether the server accepts
   // absolute symlink targets in input roots.
   bool absolute_symlinks_allowed() const { return absolute_symlinks_allowed_; }
+  // grpc.health.v1 Check of `service` ("" for the whole server): true when
+  // SERVING. Health needs no credentials, only the TLS trust.
+  absl::StatusOr<bool> CheckHealth(const std::string& service, absl::Duration timeout);
   // FindMissingBlobs, then uploads only what is missing (batches for small
   // blobs, ByteStream for large ones).
   absl::StatusOr<UploadStats> UploadMissing(const BlobSet& blobs, Progress* progress);

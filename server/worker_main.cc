@@ -100,7 +100,13 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, token_file, "",
           "JSON principals file: names, SHA-256 of bearer tokens, grants per instance prefix "
           "(see README). Re-read when it changes. Turns authorization on");
-ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
+ABSL_FLAG(std::string, jwt_public_keys, "",
+          "PEM file of RSA/EC public keys: accept RS256/ES256 JWT bearer tokens they signed; the "
+          "`sub` claim names the principal (grants from --token_file). Re-read when it changes. "
+          "Turns authorization on");
+ABSL_FLAG(std::string, jwt_audience, "", "the `aud` JWT bearer tokens must carry (required with --jwt_public_keys)");
+ABSL_FLAG(std::string, jwt_issuer, "", "the `iss` JWT bearer tokens must carry (default: any)");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(1),
           "how often the TLS files are checked for changes");
 ABSL_FLAG(bool, reflection, true,
           "serve gRPC server reflection (v1 and v1alpha; open to every caller, like Health: it "
@@ -171,13 +177,19 @@ int main(int argc, char** argv) {
   options.reflection = absl::GetFlag(FLAGS_reflection);
   options.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
   if (options.tls_reload_interval < absl::Seconds(1)) Die("--tls_reload_interval must be at least 1s");
-  const bool authorization = !options.tls_client_ca.empty() || !options.token_file.empty();
+  options.jwt.public_keys_file = absl::GetFlag(FLAGS_jwt_public_keys);
+  options.jwt.audience = absl::GetFlag(FLAGS_jwt_audience);
+  options.jwt.issuer = absl::GetFlag(FLAGS_jwt_issuer);
+  const bool authorization = !options.tls_client_ca.empty() || !options.token_file.empty() ||
+                             !options.jwt.public_keys_file.empty();
   if (!authorization && !IsLoopback(absl::GetFlag(FLAGS_listen).host) &&
       !absl::GetFlag(FLAGS_insecure_allow_unauthenticated)) {
     Die(absl::StrCat("--listen=", options.listen,
-                     " is not a loopback address, and without --tls_client_ca or --token_file "
+                     " is not a loopback address, and without --tls_client_ca, --token_file or "
+                     "--jwt_public_keys "
                      "anyone who reaches it could run any command and poison the action cache. "
-                     "Pass --tls_cert/--tls_key with --tls_client_ca and/or --token_file, or "
+                     "Pass --tls_cert/--tls_key with --tls_client_ca and/or --token_file (or "
+                     "--jwt_public_keys), or "
                      "--insecure_allow_unauthenticated on a trusted network"));
   }
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
@@ -273,7 +285,7 @@ int main(int argc, char** argv) {
     int signal_number = 0;
     // SIGHUP: re-read the principals file now rather than within a second.
     while (sigwait(&handled_signals, &signal_number) == 0 && signal_number == SIGHUP) {
-      spdlog::info("received SIGHUP, re-reading --token_file");
+      spdlog::info("received SIGHUP, re-reading --token_file and --jwt_public_keys");
       (*worker)->ReloadCredentials();
     }
     spdlog::info("received signal {}, shutting down", signal_number);

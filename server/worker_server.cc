@@ -123,9 +123,11 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials, ListenerCredentials(options));
 
   worker->metrics_ = std::make_unique<metrics::WorkerMetrics>(*worker->registry_);
-  if (!options.token_file.empty() || !options.tls_client_ca.empty()) {
+  if (!options.token_file.empty() || !options.tls_client_ca.empty() ||
+      !options.jwt.public_keys_file.empty()) {
     api::AuthorizerOptions auth_options;
     auth_options.token_file = options.token_file;
+    auth_options.jwt = options.jwt;
     auth_options.client_certificates = !options.tls_client_ca.empty();
     metrics::WorkerMetrics* recorder = worker->metrics_.get();
     auth_options.on_decision = [recorder](const std::string& principal, absl::StatusCode code) {

@@ -24,6 +24,7 @@
 #include "server/api/execution_service.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
+#include "server/api/jwt_verifier.h"
 #include "server/exec/action_runner.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/scheduler.h"
@@ -46,10 +47,11 @@ struct WorkerOptions {
   // client CA, clients must present a certificate it signed. The files are
   // re-read when they change (every tls_reload_interval).
   std::string tls_cert, tls_key, tls_client_ca;
-  absl::Duration tls_reload_interval = absl::Seconds(10);
+  absl::Duration tls_reload_interval = absl::Seconds(1);
   // The principals file (see server/api/authorizer.h); empty: none. With
-  // neither this nor tls_client_ca, authorization is off.
+  // neither this, nor tls_client_ca, nor JWT keys, authorization is off.
   std::string token_file;
+  api::JwtOptions jwt;  // JWT bearer tokens when jwt.public_keys_file is set
   // gRPC server reflection (v1 and v1alpha), open to every caller like
   // Health: it shows the API's shape, never data.
   bool reflection = true;

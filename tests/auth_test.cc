@@ -6,6 +6,7 @@
 // token file and of the server certificate without a restart. Certificates
 // are made at test time with the openssl CLI.
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -182,6 +183,12 @@ std::map<std::string, Method> MethodTable() {
     google::protobuf::Empty response;
     return lro::Operations::NewStub(c.channel)->CancelOperation(&context, {}, &response);
   }};
+  table["google.longrunning.Operations/DeleteOperation"] = {"operations", [](const Call& c) {
+    grpc::ClientContext context;
+    c.Prepare(&context);
+    google::protobuf::Empty response;
+    return lro::Operations::NewStub(c.channel)->DeleteOperation(&context, {}, &response);
+  }};
   return table;
 }
 
@@ -227,7 +234,8 @@ class AuthTest : public ::testing::Test {
              "-extfile", base + ".ext"});
   }
 
-  // Principals: "full" (every grant), "no-<p>" (every grant but p),
+  // Principals: "full" and "other" (every grant), "admin" (every grant and
+  // operations-admin), "no-<p>" (every grant but p),
   // "nothing" (known, no grant), "team" (every grant on instance "team"),
   // "alice" (certificate only, every grant). Token: "token-<name><suffix>".
   std::string PrincipalsFile(const std::string& suffix = "") {
@@ -238,7 +246,11 @@ class AuthTest : public ::testing::Test {
       return absl::StrCat("{\"name\": \"", name, "\", \"token_sha256\": \"",
                           Sha256::HexOf("token-" + name + suffix), "\", \"grants\": ", grants, "}");
     };
+    std::string admin = all;
+    admin.insert(admin.size() - 1, ",\"operations-admin\"");
     std::vector<std::string> entries = {entry("full", "[{\"permissions\": " + all + "}]"),
+                                        entry("other", "[{\"permissions\": " + all + "}]"),
+                                        entry("admin", "[{\"permissions\": " + admin + "}]"),
                                         entry("nothing", "[]"),
                                         entry("team", "[{\"instance_prefix\": \"team\", \"permissions\": " + all + "}]"),
                                         "{\"name\": \"alice\", \"grants\": [{\"permissions\": " + all + "}]}"};
@@ -293,8 +305,7 @@ TEST_F(AuthTest, TheTableCoversEveryMethodOfEveryService) {
     for (int i = 0; i < service->method_count(); ++i) {
       const google::protobuf::MethodDescriptor* method = service->method(i);
       // Not served by Kiln: gRPC answers UNIMPLEMENTED before any handler.
-      if (method->full_name() == "google.longrunning.Operations.DeleteOperation" ||
-          method->full_name() == "google.longrunning.Operations.WaitOperation") {
+      if (method->full_name() == "google.longrunning.Operations.WaitOperation") {
         continue;
       }
       EXPECT_TRUE(covered.count(service->full_name() + "/" + method->name()) == 1)
@@ -514,6 +525,67 @@ TEST_F(AuthTest, ServerCertificateRotationReachesNewConnections) {
   }
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(capabilities.call({Tls(worker, "ca"), "token-full"}).error_code(), StatusCode::UNAVAILABLE);
+}
+
+// A build runs through a rotation of the server certificate (to another CA)
+// and of the principals file: it finishes, and new connections get the new
+// material. The client's own token stays in the new file (rotation adds the
+// next token before the old one is dropped, as docs/operations.md says).
+TEST_F(AuthTest, RotationDuringARunningBuild) {
+  MakeCa("ca");
+  MakeCa("next-ca");
+  MakeCert("server", "localhost", "ca");
+  MakeCert("next-server", "localhost", "next-ca");
+  WriteFile(dir_ + "/principals.json", PrincipalsFile());
+  WriteFile(dir_ + "/live.pem", ReadFile(dir_ + "/server.pem"));
+  WriteFile(dir_ + "/live.key", ReadFile(dir_ + "/server.key"));
+  std::vector<std::string> flags = WorkerFlags("state");
+  flags.push_back("--tls_cert=" + dir_ + "/live.pem");
+  flags.push_back("--tls_key=" + dir_ + "/live.key");
+  flags.push_back("--tls_reload_interval=1s");
+  flags.push_back("--token_file=" + dir_ + "/principals.json");
+  WorkerProcess worker(flags);
+  ASSERT_TRUE(worker.started());
+  WriteFile(dir_ + "/token", "token-full\n");
+  ASSERT_EQ(mkdir((dir_ + "/project").c_str(), 0755), 0);
+  WriteFile(dir_ + "/project/input.txt", "compiled from input\n");
+
+  // The build: prints, waits out the rotation, then writes an output.
+  testing::ProcessResult build;
+  std::thread client([&] {
+    build = RunToCompletion(
+        {std::string(getenv("KILN_BIN_DIR")) + "/kiln", "run",
+         "--server=localhost:" + std::to_string(worker.grpc_port()), "--tls_ca=" + dir_ + "/ca.pem",
+         "--token_file=" + dir_ + "/token", "--input_root=" + dir_ + "/project", "--output=out.txt",
+         "--", "/bin/sh", "-c", "echo started; /bin/sleep 4; /bin/cat input.txt > out.txt; echo finished"});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  // Rotate both while the action runs: a new certificate from another CA,
+  // and principals where "other" now has a new token.
+  WriteFile(dir_ + "/live.key", ReadFile(dir_ + "/next-server.key"));
+  WriteFile(dir_ + "/live.pem", ReadFile(dir_ + "/next-server.pem"));
+  std::string rotated = PrincipalsFile();
+  const std::string old_hash = Sha256::HexOf("token-other");
+  rotated.replace(rotated.find(old_hash), old_hash.size(), Sha256::HexOf("token-other-next"));
+  WriteFile(dir_ + "/principals.json", rotated);
+
+  const auto table = MethodTable();
+  const auto& capabilities = table.at("build.bazel.remote.execution.v2.Capabilities/GetCapabilities");
+  grpc::Status fresh;
+  for (int i = 0; i < 40; ++i) {
+    fresh = capabilities.call({Tls(worker, "next-ca"), "token-other-next"});
+    if (fresh.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(fresh.ok()) << "new connections should get the new certificate: " << fresh.error_message();
+  client.join();
+
+  EXPECT_EQ(build.exit_code, 0) << build.stderr_text;
+  EXPECT_EQ(build.stdout_text, "started\nfinished\n");
+  EXPECT_EQ(ReadFile(dir_ + "/project/out.txt"), "compiled from input\n");
+  EXPECT_EQ(capabilities.call({Tls(worker, "ca"), "token-full"}).error_code(), StatusCode::UNAVAILABLE);
+  EXPECT_EQ(capabilities.call({Tls(worker, "next-ca"), "token-other"}).error_code(),
+            StatusCode::UNAUTHENTICATED);
 }
 
 // The kiln client: each credential option, and errors naming the refused one.

@@ -39,13 +39,28 @@ fi
 
 echo "== promtool: rules and config"
 promtool check rules "$ROOT/deploy/prometheus/kiln-alerts.yml"
+# The alerts' own unit tests: each fires on the series it is meant for.
+promtool test rules "$ROOT"/tests/alerts/*_test.yml
 promtool check config --syntax-only "$ROOT/deploy/prometheus/prometheus.yml"
 
 echo "== a live worker's /metrics"
-start_worker "$WORK/w" --concurrency=1 || fail "worker did not start"
+# With tokens, as deployed, and one refused call, so that the authorization
+# counter has samples too.
+printf 'deploy-check-token' > "$WORK/token"
+cat > "$WORK/principals.json" <<JSON
+{"principals": [{"name": "ci", "token_sha256": "$(sha256sum < "$WORK/token" | cut -d' ' -f1)",
+  "grants": [{"permissions": ["cas-read", "cas-write", "ac-read", "execute", "operations"]}]}]}
+JSON
+printf 'wrong' > "$WORK/wrong-token"
+start_worker "$WORK/w" --concurrency=1 --token_file="$WORK/principals.json" || fail "worker did not start"
 mkdir -p "$WORK/in"
-"$BIN_DIR/kiln" run --server="127.0.0.1:$GRPC_PORT" --input_root="$WORK/in" -- /bin/sh -c '(/bin/sleep 0.1 &); /bin/true' > /dev/null
-"$BIN_DIR/kiln" run --server="127.0.0.1:$GRPC_PORT" --input_root="$WORK/in" -- /bin/sh -c '(/bin/sleep 0.1 &); /bin/true' > /dev/null
+for _ in 1 2; do
+  "$BIN_DIR/kiln" run --server="127.0.0.1:$GRPC_PORT" --token_file="$WORK/token" --input_root="$WORK/in" \
+    -- /bin/sh -c '(/bin/sleep 0.1 &); /bin/true' > /dev/null
+done
+if "$BIN_DIR/kiln" cas put --server="127.0.0.1:$GRPC_PORT" --token_file="$WORK/wrong-token" "$WORK/token" 2> /dev/null; then
+  fail "a wrong token was accepted"
+fi
 /usr/bin/python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:$METRICS_PORT/metrics').read().decode())" > "$WORK/metrics.txt"
 promtool check metrics < "$WORK/metrics.txt" || fail "promtool check metrics"
 

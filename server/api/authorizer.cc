@@ -28,6 +28,7 @@ constexpr std::pair<Permission, absl::string_view> kPermissionNames[] = {
     {Permission::kAcWrite, "ac-write"},
     {Permission::kExecute, "execute"},
     {Permission::kOperations, "operations"},
+    {Permission::kOperationsAdmin, "operations-admin"},
 };
 
 bool IsLowerHex64(absl::string_view s) {
@@ -76,7 +77,7 @@ absl::StatusOr<Permission> ParsePermission(absl::string_view name) {
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown permission \"", name,
-      "\"; use cas-read, cas-write, ac-read, ac-write, execute or operations"));
+      "\"; use cas-read, cas-write, ac-read, ac-write, execute, operations or operations-admin"));
 }
 
 absl::StatusOr<PrincipalTable> ParsePrincipalTable(absl::string_view text) {
@@ -140,7 +141,11 @@ absl::Status CheckGrant(const Principal& principal, Permission permission,
   for (const Grant& grant : principal.grants) {
     if (instance.has_value() && !PrefixCovers(grant.instance_prefix, *instance)) continue;
     for (Permission held : grant.permissions) {
-      if (permission == Permission::kAny || held == permission) return absl::OkStatus();
+      // An operations admin holds the operations grant too.
+      if (permission == Permission::kAny || held == permission ||
+          (permission == Permission::kOperations && held == Permission::kOperationsAdmin)) {
+        return absl::OkStatus();
+      }
     }
   }
   std::string what = permission == Permission::kAny
@@ -167,6 +172,9 @@ absl::string_view ResourceInstance(absl::string_view name) {
 absl::StatusOr<std::unique_ptr<Authorizer>> Authorizer::Create(const AuthorizerOptions& options) {
   std::unique_ptr<Authorizer> authorizer(new Authorizer(options));
   if (!options.token_file.empty()) RETURN_IF_ERROR(authorizer->Load());
+  if (!options.jwt.public_keys_file.empty()) {
+    ASSIGN_OR_RETURN(authorizer->jwt_, JwtVerifier::Create(options.jwt));
+  }
   return authorizer;
 }
 
@@ -204,9 +212,30 @@ absl::Status Authorizer::Load() const {
 }
 
 void Authorizer::ReloadIfChanged() const {
+  if (jwt_ != nullptr) jwt_->ReloadIfChanged();
   if (options_.token_file.empty()) return;
   absl::Status loaded = Load();
   if (!loaded.ok()) spdlog::error("keeping the previous principals: {}", std::string(loaded.message()));
+}
+
+std::shared_ptr<const Principal> Authorizer::PrincipalNamed(
+    const std::shared_ptr<const PrincipalTable>& table, const std::string& name) {
+  if (table == nullptr) {
+    // No principals file: the client CA or the JWT issuer is the whole policy.
+    auto everything = std::make_shared<Principal>();
+    everything->name = name;
+    everything->grants.push_back(Grant{"", {Permission::kCasRead, Permission::kCasWrite,
+                                            Permission::kAcRead, Permission::kAcWrite,
+                                            Permission::kExecute, Permission::kOperations}});
+    return everything;
+  }
+  for (const Principal& principal : table->principals) {
+    if (principal.name == name) return std::shared_ptr<const Principal>(table, &principal);
+  }
+  // Verified but not listed: known, yet granted nothing.
+  auto nobody = std::make_shared<Principal>();
+  nobody->name = name;
+  return nobody;
 }
 
 absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
@@ -216,7 +245,8 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
   {
     absl::MutexLock lock(&mu_);
     table = table_;
-    check = !options_.token_file.empty() && absl::Now() - last_check_ >= absl::Seconds(1);
+    check = (!options_.token_file.empty() || jwt_ != nullptr) &&
+            absl::Now() - last_check_ >= absl::Seconds(1);
     if (check) last_check_ = absl::Now();  // one caller re-reads; the others go on
   }
   if (check) {
@@ -226,6 +256,11 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
   }
 
   const std::string token = BearerToken(context);
+  if (!token.empty() && jwt_ != nullptr && LooksLikeJwt(token)) {
+    absl::StatusOr<std::string> subject = jwt_->Verify(token, absl::Now());
+    if (!subject.ok()) return subject.status();
+    return PrincipalNamed(table, *subject);
+  }
   if (!token.empty()) {
     const std::string hash = Sha256::HexOf(token);
     std::shared_ptr<const Principal> found;
@@ -248,22 +283,7 @@ absl::StatusOr<std::shared_ptr<const Principal>> Authorizer::Authenticate(
 
   const std::string certificate = CertificateName(context);
   if (!certificate.empty() && options_.client_certificates) {
-    if (table == nullptr) {
-      // No principals file: the client CA is the whole policy.
-      auto everything = std::make_shared<Principal>();
-      everything->name = certificate;
-      everything->grants.push_back(Grant{"", {Permission::kCasRead, Permission::kCasWrite,
-                                              Permission::kAcRead, Permission::kAcWrite,
-                                              Permission::kExecute, Permission::kOperations}});
-      return std::shared_ptr<const Principal>(std::move(everything));
-    }
-    for (const Principal& principal : table->principals) {
-      if (principal.name == certificate) return std::shared_ptr<const Principal>(table, &principal);
-    }
-    // Verified by the CA but not listed: known, yet granted nothing.
-    auto nobody = std::make_shared<Principal>();
-    nobody->name = certificate;
-    return std::shared_ptr<const Principal>(std::move(nobody));
+    return PrincipalNamed(table, certificate);
   }
   return absl::UnauthenticatedError(
       options_.client_certificates
@@ -282,6 +302,23 @@ absl::Status Authorize(const Authorizer* authorizer, const grpc::ServerContextBa
                        Permission permission, std::optional<absl::string_view> instance) {
   if (authorizer == nullptr) return absl::OkStatus();
   return authorizer->Decide(authorizer->Authenticate(context), permission, instance);
+}
+
+absl::StatusOr<std::shared_ptr<const Principal>> AuthorizeCaller(
+    const Authorizer* authorizer, const grpc::ServerContextBase& context, Permission permission,
+    std::optional<absl::string_view> instance) {
+  if (authorizer == nullptr) return std::shared_ptr<const Principal>();
+  absl::StatusOr<std::shared_ptr<const Principal>> caller = authorizer->Authenticate(context);
+  RETURN_IF_ERROR(authorizer->Decide(caller, permission, instance));
+  return caller;
+}
+
+std::string OwnerName(const Principal* caller) { return caller == nullptr ? "" : caller->name; }
+
+bool MayAccessOperation(const Principal* caller, const std::string& owner, absl::string_view instance) {
+  if (caller == nullptr) return true;
+  if (caller->name == owner) return true;
+  return CheckGrant(*caller, Permission::kOperationsAdmin, instance).ok();
 }
 
 }  // namespace kiln::api

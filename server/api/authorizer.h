@@ -3,8 +3,9 @@
 // Authenticate then CheckGrant) before it looks at the request's content.
 //
 // A caller is identified by a bearer token (`authorization: Bearer <token>`
-// metadata, matched by its SHA-256 against the principals file) or by its TLS
-// client certificate (subject CN, else the first SAN). Grants are per
+// metadata, matched by its SHA-256 against the principals file, or a JWT
+// verified against configured public keys) or by its TLS client certificate
+// (subject CN, else the first SAN). Grants are per
 // principal on instance-name prefixes. Missing or unknown credentials are
 // UNAUTHENTICATED; a known principal without the grant is PERMISSION_DENIED.
 // A null Authorizer means authorization is off (every call is allowed).
@@ -26,6 +27,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/api/jwt_verifier.h"
 
 namespace kiln::api {
 
@@ -37,6 +39,8 @@ enum class Permission {
   kAcWrite,
   kExecute,
   kOperations,
+  // See and cancel every principal's operations, not only one's own.
+  kOperationsAdmin,
 };
 
 // "cas-read", ... as written in the principals file.
@@ -81,6 +85,11 @@ struct AuthorizerOptions {
   // Client certificates were required and verified by the TLS handshake.
   // Without a principals file, every such certificate holds every grant.
   bool client_certificates = false;
+  // JWT bearer tokens, when jwt.public_keys_file is set: the `sub` claim
+  // names the principal, whose grants come from the principals file (a
+  // principal listed without token_sha256). Without a principals file,
+  // every valid JWT holds every grant, as a verified certificate does.
+  JwtOptions jwt;
   // Called with each decision (for metrics): the principal ("" when not
   // authenticated) and OK, UNAUTHENTICATED or PERMISSION_DENIED.
   std::function<void(const std::string& principal, absl::StatusCode code)> on_decision;
@@ -108,8 +117,12 @@ class Authorizer {
  private:
   explicit Authorizer(AuthorizerOptions options) : options_(std::move(options)) {}
   absl::Status Load() const;
+  // The principal a verified certificate or JWT names.
+  static std::shared_ptr<const Principal> PrincipalNamed(
+      const std::shared_ptr<const PrincipalTable>& table, const std::string& name);
 
   const AuthorizerOptions options_;
+  std::unique_ptr<JwtVerifier> jwt_;  // null: JWTs are not accepted
   mutable absl::Mutex mu_;
   mutable std::shared_ptr<const PrincipalTable> table_ ABSL_GUARDED_BY(mu_);
   mutable struct timespec loaded_mtime_ ABSL_GUARDED_BY(mu_) = {};
@@ -123,6 +136,20 @@ class Authorizer {
 // `authorizer` is null (authorization off).
 absl::Status Authorize(const Authorizer* authorizer, const grpc::ServerContextBase& context,
                        Permission permission, std::optional<absl::string_view> instance);
+
+// Authorize, returning the caller: nullptr when `authorizer` is null.
+absl::StatusOr<std::shared_ptr<const Principal>> AuthorizeCaller(
+    const Authorizer* authorizer, const grpc::ServerContextBase& context, Permission permission,
+    std::optional<absl::string_view> instance);
+
+// Operations belong to the principal that submitted them. The owner recorded
+// for a caller: its name, or "" when authorization is off.
+std::string OwnerName(const Principal* caller);
+
+// True if `caller` may see, follow, cancel or delete an operation that
+// `owner` submitted on `instance`: it is the owner, it holds operations-admin
+// on the instance, or authorization is off (`caller` null).
+bool MayAccessOperation(const Principal* caller, const std::string& owner, absl::string_view instance);
 
 }  // namespace kiln::api
 

@@ -132,11 +132,13 @@ class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::
   LogReadReactor(Storage storage, grpc::CallbackServerContext* context,
                  const bs::ReadRequest* request, LiveReactors* live)
       : ManagedReactor(live), storage_(storage) {
-    // Live output belongs to execution: reading it needs the execute grant.
-    absl::Status allowed = Authorize(storage_.authorizer, *context, Permission::kExecute,
-                                     ResourceInstance(request->resource_name()));
-    if (!allowed.ok()) {
-      FinishOnce(ToGrpcStatus(allowed));
+    // Live output belongs to execution: reading it needs the execute grant,
+    // and the operation must be the caller's (or it an operations admin).
+    absl::StatusOr<std::shared_ptr<const Principal>> caller =
+        AuthorizeCaller(storage_.authorizer, *context, Permission::kExecute,
+                        ResourceInstance(request->resource_name()));
+    if (!caller.ok()) {
+      FinishOnce(ToGrpcStatus(caller.status()));
       return;
     }
     if (request->read_offset() < 0) {
@@ -149,7 +151,12 @@ class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::
                               absl::StrCat("read_limit ", request->read_limit(), " is negative")));
       return;
     }
-    stream_ = storage_.logs == nullptr ? nullptr : storage_.logs->Find(request->resource_name());
+    std::string owner;
+    stream_ = storage_.logs == nullptr ? nullptr : storage_.logs->Find(request->resource_name(), &owner);
+    if (stream_ != nullptr &&
+        !MayAccessOperation(caller->get(), owner, ResourceInstance(request->resource_name()))) {
+      stream_ = nullptr;  // another principal's: as if it did not exist
+    }
     if (stream_ == nullptr) {
       FinishOnce(grpc::Status(grpc::StatusCode::NOT_FOUND,
                               absl::StrCat("no live output stream named ", request->resource_name(),

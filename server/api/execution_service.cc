@@ -1,8 +1,10 @@
 #include "server/api/execution_service.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "server/api/authorizer.h"
 #include "server/api/grpc_status.h"
@@ -132,16 +134,31 @@ lro::Operation CachedOperation(const Digest& action_digest, rev2::ActionResult r
   return operation;
 }
 
-// Authorizes a call on the operation `name`: the grant on its instance, or,
-// for an unknown name, on any instance (then *operation stays null and the
-// caller answers NOT_FOUND).
+// Authorizes a call on the operation `name`: the caller needs `permission`
+// on the operation's instance and must own the operation (or hold
+// operations-admin there). Another principal's operation is NOT_FOUND, as if
+// it did not exist, so names cannot be probed. On OK, *operation is set.
 absl::Status AuthorizeOperation(const Authorizer* authorizer, const grpc::ServerContextBase& context,
                                 Permission permission, exec::Scheduler& scheduler,
                                 const std::string& name, std::shared_ptr<exec::Operation>* operation) {
-  *operation = scheduler.Find(name);
-  if (*operation == nullptr) return Authorize(authorizer, context, permission, std::nullopt);
-  return Authorize(authorizer, context, permission, (*operation)->instance());
+  std::shared_ptr<exec::Operation> found = scheduler.Find(name);
+  absl::StatusOr<std::shared_ptr<const Principal>> caller = AuthorizeCaller(
+      authorizer, context, permission,
+      found == nullptr ? std::nullopt : std::optional<absl::string_view>(found->instance()));
+  if (!caller.ok()) return caller.status();
+  if (found == nullptr || !MayAccessOperation(caller->get(), found->owner(), found->instance())) {
+    return absl::NotFoundError(absl::StrCat(
+        "no operation named \"", name, "\" on this worker",
+        *caller == nullptr ? "" : absl::StrCat(" for principal \"", (*caller)->name, "\""),
+        " (finished more than ", absl::FormatDuration(exec::Scheduler::kKeepCompleted),
+        " ago, deleted, or never started)"));
+  }
+  *operation = std::move(found);
+  return absl::OkStatus();
 }
+
+// ListOperations pages: at most this many per response unless asked for fewer.
+constexpr int kMaxPageSize = 1000;
 
 }  // namespace
 
@@ -151,8 +168,9 @@ grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
   // The task's hold keeps `request` and `reactor` alive until it returns,
   // even when the client cancels first; it is skipped if it cancelled first.
   reactor->RunOnPool(storage_.io, [this, context, reactor, request] {
-    absl::Status valid = Authorize(storage_.authorizer, *context, Permission::kExecute,
-                                   request->instance_name());
+    absl::StatusOr<std::shared_ptr<const Principal>> caller = AuthorizeCaller(
+        storage_.authorizer, *context, Permission::kExecute, request->instance_name());
+    absl::Status valid = caller.status();
     if (valid.ok()) valid = CheckDigestFunction(request->digest_function());
     absl::StatusOr<Digest> action_digest = ParseDigest(request->action_digest());
     if (valid.ok() && !action_digest.ok()) {
@@ -172,7 +190,7 @@ grpc::ServerWriteReactor<lro::Operation>* ExecutionService::Execute(
       }
     }
     absl::StatusOr<std::shared_ptr<exec::Operation>> operation =
-        scheduler_->Submit(*request, *action_digest);
+        scheduler_->Submit(*request, *action_digest, OwnerName(caller->get()));
     if (!operation.ok()) {
       reactor->FinishWithError(operation.status());
       return;
@@ -190,9 +208,6 @@ grpc::ServerWriteReactor<lro::Operation>* ExecutionService::WaitExecution(
                                             *scheduler_, request->name(), &operation);
   if (!allowed.ok()) {
     reactor->FinishWithError(allowed);
-  } else if (operation == nullptr) {
-    reactor->FinishWithError(absl::NotFoundError(absl::StrCat(
-        "no operation named \"", request->name(), "\" on this worker (finished long ago, or never started)")));
   } else {
     reactor->Follow(std::move(operation));
   }
@@ -206,14 +221,8 @@ grpc::ServerUnaryReactor* OperationsService::GetOperation(grpc::CallbackServerCo
   std::shared_ptr<exec::Operation> operation;
   absl::Status allowed = AuthorizeOperation(authorizer_, *context, Permission::kOperations,
                                             *scheduler_, request->name(), &operation);
-  if (!allowed.ok()) {
-    reactor->Finish(ToGrpcStatus(allowed));
-  } else if (operation == nullptr) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no operation named " + request->name()));
-  } else {
-    *response = operation->Snapshot(nullptr);
-    reactor->Finish(grpc::Status::OK);
-  }
+  if (allowed.ok()) *response = operation->Snapshot(nullptr);
+  reactor->Finish(ToGrpcStatus(allowed));
   return reactor;
 }
 
@@ -221,23 +230,46 @@ grpc::ServerUnaryReactor* OperationsService::ListOperations(grpc::CallbackServer
                                                             const lro::ListOperationsRequest* request,
                                                             lro::ListOperationsResponse* response) {
   auto* reactor = context->DefaultReactor();
-  absl::Status allowed = Authorize(authorizer_, *context, Permission::kOperations, std::nullopt);
-  std::shared_ptr<const Principal> caller;
-  if (allowed.ok() && authorizer_ != nullptr) {
-    absl::StatusOr<std::shared_ptr<const Principal>> principal = authorizer_->Authenticate(*context);
-    if (principal.ok()) caller = *std::move(principal);
-    else allowed = principal.status();  // the principals file changed in between
+  absl::StatusOr<std::shared_ptr<const Principal>> caller =
+      AuthorizeCaller(authorizer_, *context, Permission::kOperations, std::nullopt);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
   }
-  if (allowed.ok()) {
-    // Only the operations of instances the caller holds the grant on.
-    for (const auto& operation : scheduler_->List()) {
-      if (caller == nullptr ||
-          CheckGrant(*caller, Permission::kOperations, operation->instance()).ok()) {
-        *response->add_operations() = operation->Snapshot(nullptr);
-      }
+  if (!request->filter().empty()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "ListOperations filters are not supported; send an empty filter"));
+    return reactor;
+  }
+  if (request->page_size() < 0) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 absl::StrCat("page_size ", request->page_size(), " is negative")));
+    return reactor;
+  }
+  const int page_size = request->page_size() == 0 ? kMaxPageSize
+                                                  : std::min(request->page_size(), kMaxPageSize);
+  // Names are sorted and the token is the last name sent, so a page stays
+  // correct while operations come and go between calls.
+  const std::string& after = request->page_token();
+  const Principal* principal = caller->get();
+  std::string last;
+  for (const auto& operation : scheduler_->List()) {
+    if (!after.empty() && operation->name() <= after) continue;
+    // Only the caller's own operations on instances it holds the grant on,
+    // or everyone's where it is an operations admin.
+    if (principal != nullptr &&
+        (!CheckGrant(*principal, Permission::kOperations, operation->instance()).ok() ||
+         !MayAccessOperation(principal, operation->owner(), operation->instance()))) {
+      continue;
     }
+    if (response->operations_size() == page_size) {
+      response->set_next_page_token(last);
+      break;
+    }
+    *response->add_operations() = operation->Snapshot(nullptr);
+    last = operation->name();
   }
-  reactor->Finish(ToGrpcStatus(allowed));
+  reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
@@ -249,6 +281,17 @@ grpc::ServerUnaryReactor* OperationsService::CancelOperation(grpc::CallbackServe
   absl::Status allowed = AuthorizeOperation(authorizer_, *context, Permission::kOperations,
                                             *scheduler_, request->name(), &operation);
   reactor->Finish(ToGrpcStatus(allowed.ok() ? scheduler_->Cancel(request->name()) : allowed));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* OperationsService::DeleteOperation(grpc::CallbackServerContext* context,
+                                                             const lro::DeleteOperationRequest* request,
+                                                             google::protobuf::Empty* response) {
+  auto* reactor = context->DefaultReactor();
+  std::shared_ptr<exec::Operation> operation;
+  absl::Status allowed = AuthorizeOperation(authorizer_, *context, Permission::kOperations,
+                                            *scheduler_, request->name(), &operation);
+  reactor->Finish(ToGrpcStatus(allowed.ok() ? scheduler_->Delete(request->name()) : allowed));
   return reactor;
 }
 

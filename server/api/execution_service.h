@@ -51,6 +51,10 @@ class OperationsService final : public lro::Operations::CallbackService {
   grpc::ServerUnaryReactor* CancelOperation(grpc::CallbackServerContext* context,
                                             const lro::CancelOperationRequest* request,
                                             google::protobuf::Empty* response) override;
+  // Forgets a finished operation; a running one must be cancelled first.
+  grpc::ServerUnaryReactor* DeleteOperation(grpc::CallbackServerContext* context,
+                                            const lro::DeleteOperationRequest* request,
+                                            google::protobuf::Empty* response) override;
 
  private:
   exec::Scheduler* const scheduler_;

@@ -37,9 +37,10 @@ bool LogStream::finished() const {
   return finished_;
 }
 
-void LogRegistry::Register(const std::string& name, std::shared_ptr<LogStream> stream) {
+void LogRegistry::Register(const std::string& name, std::shared_ptr<LogStream> stream,
+                           const std::string& owner) {
   absl::MutexLock lock(&mu_);
-  streams_[name] = std::move(stream);
+  streams_[name] = Entry{std::move(stream), owner};
 }
 
 void LogRegistry::Unregister(const std::string& name) {
@@ -47,10 +48,12 @@ void LogRegistry::Unregister(const std::string& name) {
   streams_.erase(name);
 }
 
-std::shared_ptr<LogStream> LogRegistry::Find(const std::string& name) {
+std::shared_ptr<LogStream> LogRegistry::Find(const std::string& name, std::string* owner) {
   absl::MutexLock lock(&mu_);
   auto it = streams_.find(name);
-  return it == streams_.end() ? nullptr : it->second;
+  if (it == streams_.end()) return nullptr;
+  if (owner != nullptr) *owner = it->second.owner;
+  return it->second.stream;
 }
 
 std::string LogRegistry::StreamName(const std::string& instance, const std::string& operation_name,

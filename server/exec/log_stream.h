@@ -46,10 +46,13 @@ class LogStream {
 
 class LogRegistry {
  public:
-  void Register(const std::string& name, std::shared_ptr<LogStream> stream);
+  // `owner`: the principal whose operation writes the stream.
+  void Register(const std::string& name, std::shared_ptr<LogStream> stream,
+                const std::string& owner = "");
   void Unregister(const std::string& name);
-  // nullptr for unknown names and for operations that have finished.
-  std::shared_ptr<LogStream> Find(const std::string& name);
+  // nullptr for unknown names and for operations that have finished;
+  // `owner`, if given, receives the stream's owner.
+  std::shared_ptr<LogStream> Find(const std::string& name, std::string* owner = nullptr);
 
   // "{instance}/kiln-logs/{operation id}/{stdout|stderr}"
   static std::string StreamName(const std::string& instance, const std::string& operation_name,
@@ -58,7 +61,11 @@ class LogRegistry {
 
  private:
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<LogStream>> streams_ ABSL_GUARDED_BY(mu_);
+  struct Entry {
+    std::shared_ptr<LogStream> stream;
+    std::string owner;
+  };
+  absl::flat_hash_map<std::string, Entry> streams_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace kiln::exec

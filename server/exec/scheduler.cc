@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
 #include <random>
 
 #include <openssl/rand.h>
@@ -30,8 +31,9 @@ std::string NewOperationName() {
                                           reinterpret_cast<const char*>(bytes), sizeof bytes)));
 }
 
-std::string InFlightKey(const std::string& instance, const Digest& digest) {
-  return absl::StrCat(instance, "\n", digest.ToString());
+std::string InFlightKey(const Operation& operation) {
+  return absl::StrCat(operation.instance(), "\n", operation.action_digest().ToString(), "\n",
+                      operation.owner());
 }
 
 rev2::ExecuteResponse ErrorResponse(const absl::Status& status) {
@@ -91,8 +93,8 @@ class LiveOutput : public SandboxObserver {
     if (logs_ == nullptr) return;
     stdout_name_ = LogRegistry::StreamName(operation_.instance(), operation_.name(), "stdout");
     stderr_name_ = LogRegistry::StreamName(operation_.instance(), operation_.name(), "stderr");
-    logs_->Register(stdout_name_, out_);
-    logs_->Register(stderr_name_, err_);
+    logs_->Register(stdout_name_, out_, operation_.owner());
+    logs_->Register(stderr_name_, err_, operation_.owner());
   }
 
   const std::string& stdout_name() const { return stdout_name_; }
@@ -129,8 +131,11 @@ class LiveOutput : public SandboxObserver {
 
 // ---- Operation ----
 
-Operation::Operation(std::string name, Digest action_digest, std::string instance)
-    : name_(std::move(name)), action_digest_(std::move(action_digest)), instance_(std::move(instance)) {}
+Operation::Operation(std::string name, Digest action_digest, std::string instance, std::string owner)
+    : name_(std::move(name)),
+      action_digest_(std::move(action_digest)),
+      instance_(std::move(instance)),
+      owner_(std::move(owner)) {}
 
 google::longrunning::Operation Operation::Snapshot(int64_t* version) const {
   google::longrunning::Operation out;
@@ -225,20 +230,22 @@ Scheduler::~Scheduler() {
 }
 
 absl::StatusOr<std::shared_ptr<Operation>> Scheduler::Submit(const rev2::ExecuteRequest& request,
-                                                             const Digest& action_digest) {
+                                                             const Digest& action_digest,
+                                                             const std::string& owner) {
   absl::MutexLock lock(&mu_);
   if (!accepting_) {
     return absl::UnavailableError("this worker is shutting down and takes no new actions; retry elsewhere");
   }
   ForgetOldLocked();
-  const std::string key = InFlightKey(request.instance_name(), action_digest);
+  auto operation =
+      std::make_shared<Operation>(NewOperationName(), action_digest, request.instance_name(), owner);
+  const std::string key = InFlightKey(*operation);
   if (auto existing = in_flight_.find(key); existing != in_flight_.end()) return existing->second;
   if (static_cast<int>(queue_.size()) >= max_queued_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the queue is full (", max_queued_, " actions wait for ", slots_,
         " execution slots); retry later (kiln-worker --max_queued_actions)"));
   }
-  auto operation = std::make_shared<Operation>(NewOperationName(), action_digest, request.instance_name());
   uint64_t sequence = sequence_++;
   int32_t priority = request.execution_policy().priority();
   queue_[{priority, sequence}] = Queued{priority, sequence, operation, request, TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()))};
@@ -257,7 +264,20 @@ std::vector<std::shared_ptr<Operation>> Scheduler::List() {
   absl::MutexLock lock(&mu_);
   std::vector<std::shared_ptr<Operation>> out;
   for (const auto& [name, operation] : operations_) out.push_back(operation);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a->name() < b->name(); });
   return out;
+}
+
+absl::Status Scheduler::Delete(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = operations_.find(name);
+  if (it == operations_.end()) return absl::NotFoundError(absl::StrCat("no operation named ", name));
+  if (!it->second->done()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        name, " is still running; cancel it first (CancelOperation), then delete it"));
+  }
+  operations_.erase(it);
+  return absl::OkStatus();
 }
 
 absl::Status Scheduler::Cancel(const std::string& name) {
@@ -275,7 +295,7 @@ absl::Status Scheduler::CancelWith(const std::string& name, const absl::Status& 
     for (auto queued = queue_.begin(); queued != queue_.end(); ++queued) {
       if (queued->second.operation == operation) {
         queue_.erase(queued);
-        in_flight_.erase(InFlightKey(operation->instance(), operation->action_digest()));
+        in_flight_.erase(InFlightKey(*operation));
         was_queued = true;
         break;
       }
@@ -343,7 +363,7 @@ void Scheduler::RunSlot(int slot) {
     live.Unregister();  // from now on the output is in the CAS, named by digests
     {
       absl::MutexLock lock(&mu_);
-      auto key = InFlightKey(next.operation->instance(), next.operation->action_digest());
+      auto key = InFlightKey(*next.operation);
       if (auto it = in_flight_.find(key); it != in_flight_.end() && it->second == next.operation) {
         in_flight_.erase(it);
       }

@@ -34,11 +34,14 @@ namespace kiln::exec {
 // One execution as clients see it. Thread-safe.
 class Operation {
  public:
-  Operation(std::string name, Digest action_digest, std::string instance);
+  // `owner` is the principal that submitted it ("" when authorization is
+  // off); only it (or an operations admin) may see or touch the operation.
+  Operation(std::string name, Digest action_digest, std::string instance, std::string owner = "");
 
   const std::string& name() const { return name_; }
   const Digest& action_digest() const { return action_digest_; }
   const std::string& instance() const { return instance_; }
+  const std::string& owner() const { return owner_; }
 
   // The google.longrunning form, with a version that grows with each change.
   google::longrunning::Operation Snapshot(int64_t* version) const;
@@ -65,6 +68,7 @@ class Operation {
   const std::string name_;
   const Digest action_digest_;
   const std::string instance_;
+  const std::string owner_;
   CancelToken cancel_;
   mutable absl::Mutex mu_;
   rev2::ExecutionStage::Value stage_ ABSL_GUARDED_BY(mu_) = rev2::ExecutionStage::QUEUED;
@@ -103,14 +107,21 @@ class Scheduler {
   ~Scheduler();  // drains with no grace
 
   // Returns the operation for the action, new or shared with an identical
-  // one in flight. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE
-  // when draining.
+  // one in flight for the same owner. Operations are never shared between
+  // owners: one principal must not see another's live output or cancel its
+  // action. RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when
+  // draining.
   absl::StatusOr<std::shared_ptr<Operation>> Submit(const rev2::ExecuteRequest& request,
-                                                    const Digest& action_digest);
+                                                    const Digest& action_digest,
+                                                    const std::string& owner = "");
   // Running, queued, or completed in the last few minutes; nullptr if unknown.
   std::shared_ptr<Operation> Find(const std::string& name);
+  // Every known operation, sorted by name.
   std::vector<std::shared_ptr<Operation>> List();
   absl::Status Cancel(const std::string& name);
+  // Forgets a completed operation (google.longrunning DeleteOperation: the
+  // client no longer wants its result). FAILED_PRECONDITION while it runs.
+  absl::Status Delete(const std::string& name);
   void Drain(absl::Duration grace);
   SchedulerStats GetStats();
 

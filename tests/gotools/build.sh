@@ -68,7 +68,8 @@ import os, sys, zipfile
 archive, out = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(archive) as z:
     for info in z.infolist():
-        name = info.filename.split("/", 1)[1]  # drop golang.org/toolchain@v…/
+        parts = info.filename.split("/", 2)  # drop golang.org/toolchain@v…/
+        name = parts[2] if len(parts) == 3 else ""
         if not name or name.endswith("/"):
             continue
         path = os.path.join(out, name)
@@ -78,6 +79,10 @@ with zipfile.ZipFile(archive) as z:
         os.chmod(path, (info.external_attr >> 16) & 0o777 or 0o644)
 PY
   rm -f "$zip"
+  if ! "$staging/bin/go" version > /dev/null; then
+    log "the fetched toolchain does not run"
+    return 1
+  fi
   rm -rf "$CACHE/go$TOOLCHAIN_VERSION"
   mv "$staging" "$CACHE/go$TOOLCHAIN_VERSION"
   echo "$CACHE/go$TOOLCHAIN_VERSION/bin/go"
