@@ -108,6 +108,9 @@ ABSL_FLAG(std::string, jwt_audience, "", "the `aud` JWT bearer tokens must carry
 ABSL_FLAG(std::string, jwt_issuer, "", "the `iss` JWT bearer tokens must carry (default: any)");
 ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(1),
           "how often the TLS files are checked for changes");
+ABSL_FLAG(bool, reflection, true,
+          "serve gRPC server reflection (v1 and v1alpha; open to every caller, like Health: it "
+          "shows the API's shape, never data). --noreflection turns it off");
 ABSL_FLAG(bool, insecure_allow_unauthenticated, false,
           "allow serving a non-loopback --listen address without --tls_client_ca or --token_file "
           "(anyone who reaches the port may then run anything)");
@@ -171,6 +174,7 @@ int main(int argc, char** argv) {
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   options.token_file = absl::GetFlag(FLAGS_token_file);
+  options.reflection = absl::GetFlag(FLAGS_reflection);
   options.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
   if (options.tls_reload_interval < absl::Seconds(1)) Die("--tls_reload_interval must be at least 1s");
   options.jwt.public_keys_file = absl::GetFlag(FLAGS_jwt_public_keys);
