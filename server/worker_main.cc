@@ -143,9 +143,10 @@ int VerifyCas(const std::string& state_dir) {
   if (!report.ok()) Die(absl::StrCat("--verify_cas: ", report.status().message()));
   for (const std::string& problem : report->problems) std::printf("%s\n", problem.c_str());
   std::printf("kiln-worker --verify_cas: %lld blobs (%lld bytes) and %lld action-cache entries checked, "
-              "%zu problems%s\n",
+              "%lld unfinished writes removed, %zu problems%s\n",
               static_cast<long long>(report->blobs_checked), static_cast<long long>(report->bytes_checked),
-              static_cast<long long>(report->entries_checked), report->problems.size(),
+              static_cast<long long>(report->entries_checked),
+              static_cast<long long>(report->unfinished_writes_removed), report->problems.size(),
               report->clean() ? "" : " (quarantined under STATE_DIR/quarantine/)");
   return report->clean() ? 0 : 1;
 }

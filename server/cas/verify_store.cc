@@ -65,8 +65,8 @@ class Verifier {
                                  absl::FormatTime("%Y%m%dT%H%M%S", absl::Now(), absl::UTCTimeZone()))) {}
 
   absl::Status Run() {
-    RETURN_IF_ERROR(CheckTempDir("cas/tmp", "a CAS upload that never finished"));
-    RETURN_IF_ERROR(CheckTempDir("ac/tmp", "an action-cache write that never finished"));
+    RETURN_IF_ERROR(RemoveUnfinishedWrites("cas/tmp"));
+    RETURN_IF_ERROR(RemoveUnfinishedWrites("ac/tmp"));
     RETURN_IF_ERROR(CheckBlobs());
     return CheckActionCache();
   }
@@ -86,10 +86,11 @@ class Verifier {
     return absl::OkStatus();
   }
 
-  absl::Status CheckTempDir(const std::string& relative, const char* what) {
+  absl::Status RemoveUnfinishedWrites(const std::string& relative) {
     ASSIGN_OR_RETURN(std::vector<std::string> names, List(absl::StrCat(state_dir_, "/", relative)));
     for (const std::string& name : names) {
-      RETURN_IF_ERROR(Quarantine(absl::StrCat(relative, "/", name), absl::StrCat("left over from ", what)));
+      RETURN_IF_ERROR(RemoveTree(absl::StrCat(state_dir_, "/", relative, "/", name)));
+      ++report_.unfinished_writes_removed;
     }
     return absl::OkStatus();
   }

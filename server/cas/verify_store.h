@@ -2,9 +2,10 @@
 // action cache, run while no worker holds the state dir.
 //
 // Every blob file must be a read-only regular file in its shard whose
-// SHA-256 is its name (which also catches a truncated blob); nothing else
-// may be in blobs/, and nothing may be left in cas/tmp/ or ac/tmp/ (those
-// are writes a stopped worker never finished). Every action-cache entry must
+// SHA-256 is its name (which also catches a truncated blob), and nothing
+// else may be in blobs/. Files in cas/tmp/ and ac/tmp/ are writes that a
+// stopped worker never finished: never visible, normal after a crash, and
+// removed, as a worker's start removes them. Every action-cache entry must
 // parse as an ActionResult, and every blob it references (output files,
 // stdout/stderr, output Trees and the files in them) must be in the CAS,
 // since a client that trusted it would fail to download them.
@@ -27,6 +28,7 @@ struct VerifyReport {
   int64_t blobs_checked = 0;
   int64_t bytes_checked = 0;
   int64_t entries_checked = 0;  // action-cache entries
+  int64_t unfinished_writes_removed = 0;  // temp files of writes a crash interrupted
   // One line per problem: what, where, and where it was quarantined.
   std::vector<std::string> problems;
   bool clean() const { return problems.empty(); }

@@ -100,18 +100,34 @@ TEST_F(VerifyStoreTest, TruncatedBlobIsFound) {
   EXPECT_NE(access(BlobFile(a).c_str(), F_OK), 0);
 }
 
-TEST_F(VerifyStoreTest, StrayTempAndForeignFilesAreFound) {
+TEST_F(VerifyStoreTest, StrayFilesInTheCasAreFound) {
+  store_.reset();
+  cache_.reset();
+  const std::string shard = dir_.path() + "/cas/blobs/ab";
+  const std::string hash = Digest::Of("x").hash;
+  ASSERT_TRUE(WriteFileAtomically(shard + "/" + hash + ".tmp", "x", dir_.path(), 0444).ok());
+  ASSERT_TRUE(WriteFileAtomically(shard + "/notes.txt", "x", dir_.path(), 0444).ok());
+  ASSERT_EQ(mkdir((dir_.path() + "/cas/blobs/zz").c_str(), 0755), 0);
+  VerifyReport report = Verify();
+  EXPECT_EQ(report.problems.size(), 3u) << Problems(report);
+  EXPECT_NE(Quarantined("cas_blobs_ab_" + hash + ".tmp"), "");
+  EXPECT_NE(Quarantined("cas_blobs_ab_notes.txt"), "");
+  EXPECT_NE(Quarantined("cas_blobs_zz"), "");
+  EXPECT_TRUE(Verify().clean());
+}
+
+// What a kill -9 leaves: half-written temp files, never visible. They are
+// removed and counted, as a worker's start removes them, and are no damage.
+TEST_F(VerifyStoreTest, UnfinishedWritesAreRemovedNotReported) {
   store_.reset();
   cache_.reset();
   ASSERT_TRUE(WriteFileAtomically(dir_.path() + "/cas/tmp/123-0-5", "half an upload", dir_.path(), 0600).ok());
-  ASSERT_TRUE(WriteFileAtomically(dir_.path() + "/ac/tmp/entry.tmp", "x", dir_.path(), 0600).ok());
-  ASSERT_TRUE(WriteFileAtomically(dir_.path() + "/cas/blobs/ab/notes.txt", "x", dir_.path(), 0444).ok());
+  ASSERT_TRUE(WriteFileAtomically(dir_.path() + "/ac/tmp/entry", "x", dir_.path(), 0600).ok());
   VerifyReport report = Verify();
-  EXPECT_EQ(report.problems.size(), 3u) << Problems(report);
-  EXPECT_NE(Quarantined("cas_tmp_123-0-5"), "");
-  EXPECT_NE(Quarantined("ac_tmp_entry.tmp"), "");
-  EXPECT_NE(Quarantined("cas_blobs_ab_notes.txt"), "");
-  EXPECT_TRUE(Verify().clean());
+  EXPECT_TRUE(report.clean()) << Problems(report);
+  EXPECT_EQ(report.unfinished_writes_removed, 2);
+  EXPECT_NE(access((dir_.path() + "/cas/tmp").c_str(), F_OK), -1);
+  EXPECT_EQ(access((dir_.path() + "/cas/tmp/123-0-5").c_str(), F_OK), -1);
 }
 
 TEST_F(VerifyStoreTest, ActionCacheEntryWithMissingBlobIsFound) {
