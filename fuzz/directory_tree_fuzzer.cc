@@ -9,6 +9,8 @@
 #include <set>
 #include <string>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "server/cas/directory_tree.h"
 
 namespace {
@@ -57,6 +59,12 @@ void Check(const Directory& directory) {
 }
 
 }  // namespace
+
+// Protobuf logs every string field that is not UTF-8; fuzzing makes many.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

@@ -13,13 +13,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <google/protobuf/stubs/logging.h>
+
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/posix.h"
 #include "server/cas/blob_store.h"
@@ -83,7 +86,7 @@ struct Expanded {
   bool over_budget = false;
 };
 
-void Expand(const std::map<Digest, Directory>& dirs, const Directory& d, int64_t depth, Expanded* out) {
+void Expand(const absl::flat_hash_map<Digest, Directory>& dirs, const Directory& d, int64_t depth, Expanded* out) {
   if (out->files + out->directories > 100000) {
     out->over_budget = true;  // far past any limit used here
     return;
@@ -99,7 +102,7 @@ void Expand(const std::map<Digest, Directory>& dirs, const Directory& d, int64_t
 
 // Compares what was staged under `fd` with `d`: entries, types, sizes,
 // symlink texts. Never follows a symlink.
-bool Matches(const std::map<Digest, Directory>& dirs, const Directory& d, int fd) {
+bool Matches(const absl::flat_hash_map<Digest, Directory>& dirs, const Directory& d, int fd) {
   size_t expected = d.files_size() + d.directories_size() + d.symlinks_size();
   for (const auto& f : d.files()) {
     struct stat st;
@@ -134,11 +137,17 @@ bool Matches(const std::map<Digest, Directory>& dirs, const Directory& d, int fd
 
 }  // namespace
 
+// Protobuf logs every string field that is not UTF-8; fuzzing makes many.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   World& world = *TheWorld();
   FuzzedDataProvider in(data, size);
   const bool canonical = in.ConsumeBool();  // sorted, unique names: usually gets past validation
-  std::map<Digest, Directory> dirs;
+  absl::flat_hash_map<Digest, Directory> dirs;
   std::vector<Digest> order;
   const int count = in.ConsumeIntegralInRange(1, 24);
   for (int k = 0; k < count; ++k) {
@@ -203,10 +212,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     bool over = size.over_budget || size.files > limits.max_files ||
                 size.directories > limits.max_directories || size.bytes > limits.max_bytes ||
                 size.depth > limits.max_depth;
-    if (status.ok() && over) __builtin_trap();   // a limit was bypassed
-    if (!status.ok() && !over) __builtin_trap();  // refused a tree within the limits
-    if (status.ok() && !Matches(dirs, root, dest_fd)) __builtin_trap();
+    bool matches = status.ok() && Matches(dirs, root, dest_fd);
+    if ((status.ok() && over) || (!status.ok() && !over) || (status.ok() && !matches)) {
+      fprintf(stderr, "staging: %s\nexpanded: %lld files, %lld directories, %lld bytes, depth %lld%s\n"
+              "limits: %lld files, %lld directories, %lld bytes, depth %d\nstaged as described: %d\n",
+              status.ToString().c_str(), (long long)size.files, (long long)size.directories,
+              (long long)size.bytes, (long long)size.depth, size.over_budget ? " (and more)" : "",
+              (long long)limits.max_files, (long long)limits.max_directories, (long long)limits.max_bytes,
+              limits.max_depth, matches);
+      __builtin_trap();
+    }
   } else if (!absl::IsInvalidArgument(status) && !absl::IsFailedPrecondition(status)) {
+    fprintf(stderr, "staging: %s\n", status.ToString().c_str());
     __builtin_trap();
   }
   close(dest_fd);

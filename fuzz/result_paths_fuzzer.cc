@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "client/result_paths.h"
@@ -60,6 +62,12 @@ void MakeParents(const std::string& path) {
 }
 
 }  // namespace
+
+// Protobuf logs every string field that is not UTF-8; fuzzing makes many.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   build::bazel::remote::execution::v2::ActionResult result;
