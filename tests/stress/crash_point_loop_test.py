@@ -46,6 +46,7 @@ class Round:
         self.blobs = {}    # hash -> bytes, acknowledged
         self.results = {}  # action hash -> ActionResult, acknowledged
         self.errors = []   # anything but a dead server's UNAVAILABLE/CANCELLED
+        self.actions = 0   # completed with OK
 
     def note(self, error):
         if isinstance(error, grpc.RpcError) and error.code() in (
@@ -124,6 +125,9 @@ class Round:
                     argv = ["sh", "-c", ": %s" % uuid.uuid4()]
                     digest = self.worker.action(argv, do_not_cache=False, timeout_s=30)
                 result = self.worker.execute_digest(digest, deadline=10)
+                if result.code == h.OK:
+                    with self.lock:
+                        self.actions += 1
                 if result.code not in (h.OK, h.UNAVAILABLE, h.CANCELLED, h.DEADLINE_EXCEEDED):
                     with self.lock:
                         self.errors.append("Execute: %s %s" % (h.CODE_NAMES.get(result.code), result.message))
@@ -154,7 +158,8 @@ class CrashPointLoopTest(unittest.TestCase):
         return proc.stdout
 
     def check_served(self, worker, recent, older, results):
-        """Every recent write exactly; older ones exactly or NOT_FOUND."""
+        """Every recent write exactly; older ones exactly or NOT_FOUND (counted
+        in self.evicted)."""
         for hashes, must_exist in ((recent, True), (older, False)):
             items = list(hashes.items())
             for i in range(0, len(items), 100):
@@ -163,6 +168,7 @@ class CrashPointLoopTest(unittest.TestCase):
                     digests=[h.digest(data) for _, data in chunk]), timeout=30)
                 for r, (hash_, data) in zip(resp.responses, chunk):
                     if r.status.code == h.NOT_FOUND and not must_exist:
+                        self.evicted.add(hash_)
                         continue
                     self.assertEqual(r.status.code, 0, "acknowledged blob %s lost: %s" % (hash_, r.status))
                     self.assertEqual(r.data, data, "blob %s served with other bytes" % hash_)
@@ -178,6 +184,8 @@ class CrashPointLoopTest(unittest.TestCase):
         state_dir = os.path.join(base, "state")
         flags = ["--cas_max_bytes=%d" % CAS_MAX_BYTES, "--log_level=warn"]
         recent, older, results = {}, {}, {}
+        self.evicted = set()
+        blobs = actions = entries = 0
         start = time.time()
         for kill in range(KILLS):
             worker = h.Worker(self, flags=flags, state_dir=state_dir, concurrency=2)
@@ -189,12 +197,22 @@ class CrashPointLoopTest(unittest.TestCase):
             load.run(rng.uniform(0.02, 0.35))
             self.assertEqual(load.errors, [], "round %d" % kill)
             recent, results = load.blobs, load.results
+            blobs, actions, entries = blobs + len(recent), actions + load.actions, entries + len(results)
             self.verify_cas(state_dir)
         # The last round's writes, once more, through a final worker.
         worker = h.Worker(self, flags=flags, state_dir=state_dir, concurrency=2)
         self.check_served(worker, recent, older, results)
         worker.stop()
-        print("%d kills in %.0f s, verify_cas clean after each" % (KILLS, time.time() - start), file=sys.stderr)
+        print("%d kills in %.0f s, verify_cas clean after each; acknowledged: %d blobs, %d cached results, "
+              "%d actions; %d older blobs evicted" % (KILLS, time.time() - start, blobs, entries, actions,
+                                                      len(self.evicted)), file=sys.stderr)
+        # The load did what it is meant to: writes, results, actions, and
+        # enough of them that the cap evicted.
+        self.assertGreater(blobs, KILLS)
+        self.assertGreater(entries, KILLS)
+        self.assertGreater(actions, KILLS // 10)
+        if KILLS >= 50:
+            self.assertGreater(len(self.evicted), 0)
 
 
 if __name__ == "__main__":
