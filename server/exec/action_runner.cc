@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <optional>
@@ -46,6 +47,16 @@ absl::StatusOr<rev2::Action> ReadAction(cas::BlobStore& cas, const Digest& diges
     return absl::InvalidArgumentError(absl::StrCat("blob ", digest.ToString(), " is not an Action"));
   }
   return action;
+}
+
+// True when the filesystem holding `path` has (nearly) no space left for
+// unprivileged writers: less than the 1 MiB a stats file and a few log
+// lines could need.
+bool AlmostFull(const std::string& path) {
+  struct statvfs st;
+  if (statvfs(path.c_str(), &st) != 0) return false;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize) < (int64_t{1} << 20) ||
+         (st.f_files > 0 && st.f_favail == 0);
 }
 
 absl::Duration ToDuration(const google::protobuf::Duration& d) {
@@ -285,6 +296,14 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   }
   if (!stats.ok()) {
     report->teardown_failed = true;
+    if (AlmostFull(dir)) {
+      // kiln-sandbox had no room for its stats file (nor its stderr for
+      // saying so): the state dir's filesystem is full (found by
+      // tests/stress/full_disk_test.py).
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "no space left on the filesystem of the worker's state dir: the action's results could "
+          "not be written (kiln-sandbox exit ", sandbox_exit, ")"));
+    }
     // kiln-sandbox failed before running the action: its stderr says why.
     std::string why = read_small(dir + "/stderr");
     return absl::InternalError(absl::StrCat("the sandbox could not run the action (kiln-sandbox exit ",

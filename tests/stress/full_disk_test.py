@@ -56,13 +56,16 @@ class FullDiskTest(unittest.TestCase):
                           concurrency=2)
         with open(ballast, "wb") as f:
             f.write(b"\0" * (8 << 20))
+        # The actions' blobs go in first: they are not what this test fills.
+        actions = [worker.action(["sh", "-c", "head -c 1048576 /dev/urandom > out; echo %d" % i],
+                                 output_paths=["out"]) for i in range(6)]
         errors, acked, stop = [], [], threading.Event()
         threads = [threading.Thread(target=self.fill, args=(worker, errors, acked, stop)) for _ in range(4)]
         for t in threads:
             t.start()
         results = []
-        for i in range(6):  # actions with outputs while the disk fills
-            results.append(worker.execute(["sh", "-c", "head -c 1048576 /dev/urandom > out"], output_paths=["out"]))
+        for action in actions:  # actions with outputs while the disk fills
+            results.append(worker.execute_digest(action))
         deadline = time.time() + 120
         while len(errors) <= 20 and time.time() < deadline:
             time.sleep(0.1)
@@ -73,8 +76,14 @@ class FullDiskTest(unittest.TestCase):
         for code, details in errors:
             self.assertEqual(code, grpc.StatusCode.RESOURCE_EXHAUSTED, details)
             self.assertIn("No space left", details)
+        # Each action ran, or was refused for want of space, never an
+        # internal error (before the fix: INTERNAL, "the sandbox could not
+        # run the action", when kiln-sandbox had no room for its stats file).
         for r in results:
-            self.assertIn(r.code, (h.OK, h.RESOURCE_EXHAUSTED, h.FAILED_PRECONDITION), r.message)
+            self.assertIn(r.code, (h.OK, h.RESOURCE_EXHAUSTED), r.message)
+            if r.code == h.RESOURCE_EXHAUSTED:
+                self.assertRegex(r.message, "[Nn]o space left")
+        print("actions: %s" % [h.CODE_NAMES[r.code] for r in results], file=sys.stderr)
         # What was acknowledged is intact.
         for d, data in acked:
             self.assertEqual(worker.read(d), data)
