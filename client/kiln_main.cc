@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/remote.h"
+#include "client/result_paths.h"
 #include "common/path_beneath.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
@@ -37,6 +38,7 @@ using kiln::RemoveTreeAt;
 using kiln::UniqueFd;
 using kiln::Digest;
 using kiln::client::BlobSet;
+using kiln::client::CheckResultPaths;
 using kiln::client::Progress;
 using kiln::client::RemoteClient;
 namespace rev2 = build::bazel::remote::execution::v2;
@@ -290,19 +292,6 @@ absl::Status MaterializeTree(RemoteClient& client, const rev2::Tree& tree, int d
     return absl::OkStatus();
   };
   return write(tree.root(), dirfd, 0);
-}
-
-// Every path of a result is checked before anything is written: a hostile
-// or broken server cannot make the client write outside --input_root.
-absl::Status CheckResultPaths(const rev2::ActionResult& result) {
-  for (const auto& file : result.output_files()) RETURN_IF_ERROR(CheckRelativePath(file.path(), "output file"));
-  for (const auto& dir : result.output_directories()) {
-    RETURN_IF_ERROR(CheckRelativePath(dir.path(), "output directory"));
-  }
-  for (const auto& link : result.output_symlinks()) {
-    RETURN_IF_ERROR(CheckRelativePath(link.path(), "output symlink"));
-  }
-  return absl::OkStatus();
 }
 
 // Puts the result's outputs in place under `root_fd` (the input root):
