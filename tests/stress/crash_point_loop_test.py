@@ -179,7 +179,9 @@ class CrashPointLoopTest(unittest.TestCase):
             self.assertEqual(got.stdout_raw, result.stdout_raw)
 
     def test_kill_nine_at_random_points(self):
-        rng = random.Random(int(os.environ.get("KILN_CRASH_SEED", str(int(time.time())))))
+        seed = int(os.environ.get("KILN_CRASH_SEED", str(int(time.time()))))
+        print("KILN_CRASH_SEED=%d" % seed, file=sys.stderr)
+        rng = random.Random(seed)
         base = h.temp_dir(self, "kiln-crash-", mode=0o755)
         state_dir = os.path.join(base, "state")
         flags = ["--cas_max_bytes=%d" % CAS_MAX_BYTES, "--log_level=warn"]
@@ -189,12 +191,34 @@ class CrashPointLoopTest(unittest.TestCase):
         start = time.time()
         for kill in range(KILLS):
             worker = h.Worker(self, flags=flags, state_dir=state_dir, concurrency=2)
-            self.check_served(worker, recent, older, results)
+            try:
+                self.check_served(worker, recent, older, results)
+            except BaseException:
+                print("round %d; worker log:\n%s" % (kill, worker.log()), file=sys.stderr)
+                if os.environ.get("KILN_CRASH_GDB"):  # where each thread of a stuck worker is
+                    subprocess.call(["ss", "-tnp"], stdout=sys.stderr)
+                    fresh = grpc.insecure_channel("127.0.0.1:%d" % worker.port,
+                                                  options=[("grpc.use_local_subchannel_pool", 1)])
+                    try:
+                        stub = h.rex_grpc.ContentAddressableStorageStub(fresh)
+                        r = stub.FindMissingBlobs(rex.FindMissingBlobsRequest(blob_digests=[EMPTY]), timeout=10)
+                        print("a fresh channel gets an answer: %r" % r, file=sys.stderr)
+                    except grpc.RpcError as e:
+                        print("a fresh channel fails too: %s" % e, file=sys.stderr)
+                    fresh.close()
+                    subprocess.call(["gdb", "-p", str(worker.pid), "-batch", "-ex", "thread apply all bt"],
+                                    stdout=sys.stderr, stderr=subprocess.DEVNULL)
+                raise
             older.update(recent)
             if len(older) > 3000:  # keep the checks quick; a sample stays
                 older = dict(rng.sample(sorted(older.items()), 1000))
             load = Round(worker, rng)
             load.run(rng.uniform(0.02, 0.35))
+            # gRPC shares connections between channels to the same address:
+            # a later worker that gets this port would inherit this dead
+            # worker's connection in backoff (UNAVAILABLE or a hang) unless
+            # the channel is closed.
+            worker.channel.close()
             self.assertEqual(load.errors, [], "round %d" % kill)
             recent, results = load.blobs, load.results
             blobs, actions, entries = blobs + len(recent), actions + load.actions, entries + len(results)
