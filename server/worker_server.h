@@ -23,6 +23,8 @@
 #include "server/api/execution_service.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
+#include "server/cluster/cluster_metrics.h"
+#include "server/cluster/cluster_worker.h"
 #include "server/exec/action_runner.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/scheduler.h"
@@ -49,6 +51,11 @@ struct WorkerOptions {
   // The principals file (see server/api/authorizer.h); empty: none. With
   // neither this nor tls_client_ca, authorization is off.
   std::string token_file;
+  // Cluster mode when cluster.scheduler is set: the slots serve that
+  // Buildbarn scheduler instead of this server's Execution service, and the
+  // CAS is a cache of cluster.cas (slots, platform and worker name are
+  // filled from the fields above).
+  cluster::ClusterOptions cluster;
 };
 
 // The largest gRPC message the server accepts; batch calls are capped lower
@@ -72,6 +79,7 @@ class WorkerServer {
   // stops.
   void Shutdown(absl::Duration grace);
   exec::Scheduler* scheduler() { return scheduler_.get(); }
+  cluster::ClusterWorker* cluster_worker() { return cluster_worker_.get(); }
   // Re-reads the principals file now if it changed (SIGHUP). The TLS files
   // are watched by gRPC every tls_reload_interval.
   void ReloadCredentials() {
@@ -94,6 +102,8 @@ class WorkerServer {
   std::unique_ptr<exec::InputStager> stager_;
   std::unique_ptr<exec::ActionRunner> runner_;
   std::unique_ptr<exec::Scheduler> scheduler_;
+  std::unique_ptr<cluster::ClusterMetrics> cluster_metrics_;
+  std::unique_ptr<cluster::ClusterWorker> cluster_worker_;
   std::unique_ptr<api::ExecutionService> execution_service_;
   std::unique_ptr<api::OperationsService> operations_service_;
   std::unique_ptr<grpc::Server> server_;

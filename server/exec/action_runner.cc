@@ -15,9 +15,9 @@
 #include "absl/strings/str_join.h"
 #include "common/path_beneath.h"
 #include "common/posix.h"
+#include "common/rpc_status.h"
 #include "common/status_macros.h"
 #include "kiln/v1/resource_usage.pb.h"
-#include "server/api/grpc_status.h"
 #include "sandbox/uid_pool.h"
 #include "server/cas/directory_tree.h"
 #include "server/exec/disk_watchdog.h"
@@ -128,10 +128,10 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
     RETURN_IF_ERROR(MakeDirectories(dir + "/root", 0755));
     return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &response, report);
   }();
-  if (!status.ok()) *response.mutable_status() = api::ToRpcStatus(status);
+  if (!status.ok()) *response.mutable_status() = ToRpcStatus(status);
   if (cancel->cancelled() && status.ok()) {
     report->outcome = RunReport::Outcome::kCancelled;
-    *response.mutable_status() = api::ToRpcStatus(absl::CancelledError("the action was cancelled"));
+    *response.mutable_status() = ToRpcStatus(absl::CancelledError("the action was cancelled"));
   }
   // Beneath its parent and without following the action's symlinks; modes
   // the action set (000 directories) do not stop it.
@@ -167,7 +167,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   const std::string root = dir + "/root";
   ASSIGN_OR_RETURN(UniqueFd root_fd, OpenFile(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
 
-  *meta->mutable_input_fetch_start_timestamp() = Now();
+  // A cluster worker sets it before fetching the inputs from the remote CAS.
+  if (!meta->has_input_fetch_start_timestamp()) *meta->mutable_input_fetch_start_timestamp() = Now();
   StageOptions staging;
   staging.uid = owner;
   staging.gid = owner;

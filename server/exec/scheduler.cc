@@ -9,8 +9,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/rpc_status.h"
 #include <spdlog/spdlog.h>
-#include "server/api/grpc_status.h"
 
 namespace kiln::exec {
 namespace {
@@ -36,7 +36,7 @@ std::string InFlightKey(const std::string& instance, const Digest& digest) {
 
 rev2::ExecuteResponse ErrorResponse(const absl::Status& status) {
   rev2::ExecuteResponse response;
-  *response.mutable_status() = api::ToRpcStatus(status);
+  *response.mutable_status() = ToRpcStatus(status);
   return response;
 }
 
