@@ -71,7 +71,7 @@ grep -q "//cluster:tool_test.*PASSED" "$WORK/test.log" || fail "tool_test not re
 
 echo "== after bazel clean, everything is a remote cache hit"
 bz clean 2> /dev/null
-BEFORE=$RAN
+BEFORE=$(( $(kiln_metric w1 '^kiln_actions_total') + $(kiln_metric w2 '^kiln_actions_total') ))
 bz build --config=remote "${TARGETS[@]}" > "$WORK/cached.log" 2>&1 || { cat "$WORK/cached.log"; fail "cached build failed"; }
 LINE=$(grep "processes:" "$WORK/cached.log")
 echo "$LINE"

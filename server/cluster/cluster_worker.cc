@@ -115,6 +115,17 @@ class ClusterWorker::Slot {
     }
   }
 
+  // An idle call may wait at the scheduler for minutes: while it does on a
+  // ready channel, the scheduler has it, so the slot counts as connected.
+  void NoteChannelReady(bool ready) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (call_ == nullptr || !ready || connected_) return;
+      connected_ = true;
+    }
+    on_reachability_();
+  }
+
   bool connected() const {
     absl::MutexLock lock(&mu_);
     return connected_;
@@ -447,6 +458,8 @@ absl::StatusOr<std::unique_ptr<ClusterWorker>> ClusterWorker::Start(
                                                     [self] { self->OnSlotReachability(); }));
   }
   for (auto& slot : worker->slots_) slot->Start();
+  worker->scheduler_channel_ = scheduler;
+  worker->monitor_ = std::thread([self] { self->MonitorChannel(); });
   spdlog::info("kiln-worker serving the scheduler at {} with {} slots (worker {}, CAS {}, instance prefix \"{}\")",
                options.scheduler, options.slots, options.worker_name, options.cas, options.instance_name_prefix);
   return worker;
@@ -460,6 +473,7 @@ void ClusterWorker::Drain(absl::Duration grace) {
     if (drained_) return;
     drained_ = true;
   }
+  if (monitor_.joinable()) monitor_.join();
   for (auto& slot : slots_) slot->BeginDrain();
   const absl::Time deadline = absl::Now() + grace;
   for (auto& slot : slots_) {
@@ -468,6 +482,18 @@ void ClusterWorker::Drain(absl::Duration grace) {
   // Cancelled actions report CANCELLED if the scheduler is there to hear it.
   for (auto& slot : slots_) slot->AwaitLoopEnd(absl::Now() + absl::Seconds(10));
   for (auto& slot : slots_) slot->Stop();
+}
+
+void ClusterWorker::MonitorChannel() {
+  absl::MutexLock lock(&mu_);
+  while (!drained_) {
+    mu_.AwaitWithTimeout(absl::Condition(&drained_), absl::Milliseconds(500));
+    if (drained_) break;
+    mu_.Unlock();
+    const bool ready = scheduler_channel_->GetState(false) == GRPC_CHANNEL_READY;
+    for (auto& slot : slots_) slot->NoteChannelReady(ready);
+    mu_.Lock();
+  }
 }
 
 void ClusterWorker::OnSlotReachability() {

@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <grpcpp/channel.h>
@@ -86,10 +87,14 @@ class ClusterWorker {
  private:
   ClusterWorker() = default;
   void OnSlotReachability();
+  // Marks slots whose call waits at the scheduler as connected.
+  void MonitorChannel();
 
   ClusterOptions options_;  // the slots refer to it
   std::vector<std::unique_ptr<Slot>> slots_;
   std::unique_ptr<RemoteCas> remote_cas_;
+  std::shared_ptr<grpc::Channel> scheduler_channel_;
+  std::thread monitor_;
   ClusterMetrics* metrics_ = nullptr;
   ReachabilityCallback on_reachability_;
   mutable absl::Mutex mu_;
