@@ -35,7 +35,7 @@ fail() {
 host_runs() {
   local f
   for f in /proc/[0-9]*/cmdline; do
-    tr '\0' ' ' < "$f" 2>/dev/null | grep -qF -- "$1" && return 0
+    { tr '\0' ' ' < "$f"; } 2>/dev/null | grep -qF -- "$1" && return 0
   done
   return 1
 }
@@ -56,12 +56,15 @@ start_kiln w1 "$WORK/w1" --concurrency=2 || fail "worker w1 did not join"
 start_kiln w2 "$WORK/w2" --concurrency=2 || fail "worker w2 did not join"
 
 echo "== killing the operation in the scheduler kills the sandbox"
-MARK="1000.$$$RANDOM"
-/usr/bin/python3 "$HERE/buildbarn/execute.py" "127.0.0.1:$FRONTEND_PORT" "sleep $MARK" > "$WORK/execute.out" 2>&1 &
+DIGITS="$$$RANDOM"
+MARK="1000.$DIGITS"  # what the sandboxed sleep's command line says; the client's does not
+/usr/bin/python3 "$HERE/buildbarn/execute.py" "127.0.0.1:$FRONTEND_PORT" "S=1000.; exec sleep \${S}$DIGITS" \
+  > "$WORK/execute.out" 2>&1 &
 BACKGROUND+=($!)
 await 30 host_runs "sleep $MARK" || { cat "$WORK/execute.out"; fail "the action never ran"; }
 NAME=$(sed -n 's/^operation //p' "$WORK/execute.out")
 [[ -n "$NAME" ]] || fail "no operation name: $(cat "$WORK/execute.out")"
+NAME=${NAME##*/}  # the scheduler's admin page takes the bare UUID
 curl -s -o /dev/null -X POST "http://127.0.0.1:$SCHEDULER_ADMIN_PORT/kill_operation" --data-urlencode "name=$NAME"
 START=$SECONDS
 # Executing workers hear from the scheduler at least every 10 s.
