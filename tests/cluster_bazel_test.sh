@@ -93,6 +93,17 @@ bz build --config=remote //cluster:on_b > "$WORK/on_b.log" 2>&1 || { cat "$WORK/
 RAN_NOW=$(( $(kiln_metric w1 '^kiln_actions_total') + $(kiln_metric w2 '^kiln_actions_total') ))
 [[ "$RAN_NOW" -eq "$RAN" ]] || fail "a worker with no Pool ran a Pool action"
 
+echo "== a cluster worker's /metrics"
+curl -s "http://127.0.0.1:${KILN_METRICS[w1]}/metrics" > "$WORK/metrics.txt"
+promtool check metrics < "$WORK/metrics.txt" || fail "promtool check metrics"
+for metric in kiln_cluster_synchronize_total kiln_cluster_synchronize_duration_seconds_bucket \
+    kiln_remote_cas_bytes_total kiln_remote_cas_request_duration_seconds_bucket kiln_cluster_input_blobs_total \
+    kiln_action_stage_duration_seconds_bucket kiln_actions_total; do
+  grep -q "^$metric" "$WORK/metrics.txt" || fail "$metric is not exported"
+done
+[[ $(kiln_metric w1 '^kiln_cluster_scheduler_connected_slots ') -eq 2 ]] || fail "w1 is not connected"
+[[ $(kiln_metric w1 '^kiln_remote_cas_bytes_total\{direction="upload"') -gt 0 ]] || fail "w1 uploaded nothing"
+
 for name in w1 w2 pa pb; do
   pid=${KILN_PID[$name]}
   kill -TERM "$pid"; wait "$pid" || fail "kiln-worker $name did not exit cleanly"

@@ -33,89 +33,25 @@ wait_port() {
 
 start_buildbarn() {
   BB_DIR=$1
-  mkdir -p "$BB_DIR/storage-cas" "$BB_DIR/storage-ac"
+  mkdir -p "$BB_DIR/cas" "$BB_DIR/ac"
   BB_BIN=$("$(dirname "${BASH_SOURCE[0]}")/build.sh") || return 1
   FRONTEND_PORT=$(free_port)
   WORKER_PORT=$(free_port)
   SCHEDULER_CLIENT_PORT=$(free_port)
   SCHEDULER_ADMIN_PORT=$(free_port)
-  local local_store
-  # local_store DIR BYTES: a bb_storage "local" backend on sparse files.
-  local_store() {
-    cat <<EOF
-{
-      'local': {
-        keyLocationMapOnBlockDevice: { file: { path: '$1/key_location_map', sizeBytes: 16 * 1024 * 1024 } },
-        keyLocationMapMaximumGetAttempts: 8,
-        keyLocationMapMaximumPutAttempts: 32,
-        oldBlocks: 8,
-        currentBlocks: 24,
-        newBlocks: 1,
-        blocksOnBlockDevice: {
-          source: { file: { path: '$1/blocks', sizeBytes: $2 } },
-          spareBlocks: 3,
-        },
-      },
-    }
-EOF
-  }
-  cat > "$BB_DIR/storage.jsonnet" <<EOF
-{
-  grpcServers: [{ listenAddresses: ['127.0.0.1:$FRONTEND_PORT'], authenticationPolicy: { allow: {} } }],
-  schedulers: { '': { endpoint: { address: '127.0.0.1:$SCHEDULER_CLIENT_PORT' } } },
-  maximumMessageSizeBytes: 16 * 1024 * 1024,
-  executeAuthorizer: { allow: {} },
-  contentAddressableStorage: {
-    backend: $(local_store "$BB_DIR/storage-cas" "2 * 1024 * 1024 * 1024"),
-    getAuthorizer: { allow: {} },
-    putAuthorizer: { allow: {} },
-    findMissingAuthorizer: { allow: {} },
-  },
-  actionCache: {
-    // Only results whose outputs are still in the CAS.
-    backend: {
-      completenessChecking: {
-        backend: $(local_store "$BB_DIR/storage-ac" "64 * 1024 * 1024"),
-        maximumTotalTreeSizeBytes: 64 * 1024 * 1024,
-      },
-    },
-    getAuthorizer: { allow: {} },
-    putAuthorizer: { allow: {} },
-  },
-}
-EOF
-  cat > "$BB_DIR/scheduler.jsonnet" <<EOF
-{
-  adminHttpServers: [{ listenAddresses: ['127.0.0.1:$SCHEDULER_ADMIN_PORT'], authenticationPolicy: { allow: {} } }],
-  clientGrpcServers: [{ listenAddresses: ['127.0.0.1:$SCHEDULER_CLIENT_PORT'], authenticationPolicy: { allow: {} } }],
-  workerGrpcServers: [{ listenAddresses: ['127.0.0.1:$WORKER_PORT'], authenticationPolicy: { allow: {} } }],
-  contentAddressableStorage: { grpc: { client: { address: '127.0.0.1:$FRONTEND_PORT' } } },
-  maximumMessageSizeBytes: 16 * 1024 * 1024,
-  executeAuthorizer: { allow: {} },
-  modifyDrainsAuthorizer: { allow: {} },
-  killOperationsAuthorizer: { allow: {} },
-  synchronizeAuthorizer: { allow: {} },
-  actionRouter: {
-    simple: {
-      // Bazel 4.2.3 puts the platform in the Command only.
-      platformKeyExtractor: { actionAndCommand: {} },
-      invocationKeyExtractors: [{ toolInvocationId: {} }],
-      initialSizeClassAnalyzer: { defaultExecutionTimeout: '1800s', maximumExecutionTimeout: '7200s' },
-    },
-  },
-  // Long enough for a worker restart; an action for a platform no worker
-  // ever offered still fails at once.
-  platformQueueWithNoWorkersTimeout: '900s',
-}
-EOF
-  "$BB_BIN/bb_storage" "$BB_DIR/storage.jsonnet" > "$BB_DIR/storage.log" 2>&1 &
+  # The configs are deploy/buildbarn's, which read these variables.
+  export BB_STATE_DIR=$BB_DIR BB_FRONTEND=127.0.0.1:$FRONTEND_PORT \
+    BB_SCHEDULER_CLIENTS=127.0.0.1:$SCHEDULER_CLIENT_PORT BB_SCHEDULER_WORKERS=127.0.0.1:$WORKER_PORT \
+    BB_SCHEDULER_ADMIN=127.0.0.1:$SCHEDULER_ADMIN_PORT
+  BB_CONFIGS=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../deploy/buildbarn" && pwd)
+  "$BB_BIN/bb_storage" "$BB_CONFIGS/storage.jsonnet" > "$BB_DIR/storage.log" 2>&1 &
   STORAGE_PID=$!
   wait_port "$FRONTEND_PORT" "$STORAGE_PID" bb_storage "$BB_DIR/storage.log" || return 1
   start_scheduler
 }
 
 start_scheduler() {
-  "$BB_BIN/bb_scheduler" "$BB_DIR/scheduler.jsonnet" >> "$BB_DIR/scheduler.log" 2>&1 &
+  "$BB_BIN/bb_scheduler" "$BB_CONFIGS/scheduler.jsonnet" >> "$BB_DIR/scheduler.log" 2>&1 &
   SCHEDULER_PID=$!
   wait_port "$WORKER_PORT" "$SCHEDULER_PID" bb_scheduler "$BB_DIR/scheduler.log"
 }
