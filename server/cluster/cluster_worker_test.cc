@@ -391,3 +391,33 @@ TEST_F(ClusterWorkerTest, ReconnectsAfterTheSchedulerRestartsAndHealthFollowsIt)
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+TEST_F(ClusterWorkerTest, DrainLetsTheRunningActionFinishAndPrefersBeingIdle) {
+  auto [digest, action] = MakeAction("sleep 1; echo drained");
+  scheduler_->Enqueue(digest, action);
+  ASSERT_TRUE(scheduler_->AwaitRunning(digest, absl::Seconds(30)));
+  std::thread drain([this] { worker_->Shutdown(absl::Seconds(20)); });
+  std::vector<rev2::ExecuteResponse> completed = scheduler_->AwaitCompleted(1);
+  drain.join();
+  ASSERT_EQ(completed.size(), 1u);
+  EXPECT_EQ(completed[0].status().code(), 0) << completed[0].status().message();
+  EXPECT_EQ(*Get(completed[0].result().stdout_digest()), "drained\n");
+  // The completion went out with prefer_being_idle, and no slot asked for
+  // work after it.
+  std::vector<rw::SynchronizeRequest> requests = scheduler_->requests();
+  size_t completion = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (requests[i].current_state().executing().has_completed()) completion = i;
+  }
+  EXPECT_TRUE(requests[completion].prefer_being_idle());
+  for (size_t i = completion + 1; i < requests.size(); ++i) {
+    EXPECT_TRUE(requests[i].prefer_being_idle());
+  }
+  EXPECT_EQ(scheduler_->handed_out(), 1);
+}
+
+}  // namespace
+}  // namespace kiln
