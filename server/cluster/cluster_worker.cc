@@ -308,7 +308,11 @@ class ClusterWorker::Slot {
           absl::StrCat("kiln worker ", options_.worker_name, ": ", status.message()));
     }
     *response.mutable_result()->mutable_execution_metadata()->mutable_worker_completed_timestamp() = Now();
-    if (on_action_done_ != nullptr && report.sandbox_ran) on_action_done_(response, report);
+    if (response.has_result()) {
+      absl::StatusOr<Digest> digest = ParseDigest(desired.action_digest());
+      if (digest.ok()) exec::LogActionLine(*digest, response, report);
+    }
+    if (on_action_done_ != nullptr) on_action_done_(response, report);
     absl::MutexLock lock(&mu_);
     execution->completed = std::move(response);
     execution->finished = true;

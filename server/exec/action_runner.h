@@ -92,6 +92,15 @@ struct RunReport {
   double sandbox_setup_seconds = 0;  // clone() to exec of the action
 };
 
+// "success", "nonzero_exit", "timeout", "oom", "cancelled" or "error".
+const char* OutcomeName(RunReport::Outcome outcome);
+
+// One log line per action that ran: what it was, how it ended, where the
+// time went (ms), from the response's metadata. Both front doors (the
+// Execution service's scheduler and the cluster's slots) log it.
+void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& response,
+                   const RunReport& report);
+
 class ActionRunner {
  public:
   ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, InputStager* stager,
