@@ -192,8 +192,8 @@ class ClusterWorker::Slot {
   // What the scheduler should hear at once rather than at
   // next_synchronization_at.
   bool HasNewsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || (execution_ != nullptr && execution_->completed.has_value()) ||
-           (draining_ && execution_ == nullptr);
+    return stopping_ || (draining_ && execution_ == nullptr) ||
+           (execution_ != nullptr && (execution_->completed.has_value() || execution_->phase != reported_phase_));
   }
 
   void SetPhase(Execution* execution, Execution::Phase phase) {
@@ -262,10 +262,11 @@ class ClusterWorker::Slot {
       // the runner keeps this start time.
       *metadata.mutable_input_fetch_start_timestamp() = Now();
       FetchReport fetched;
-      absl::StatusOr<rev2::Action> action = remote_cas_->FetchActionInputs(instance, action_digest, &fetched);
-      if (!action.ok()) {
+      absl::StatusOr<exec::ActionRunner::Preloaded> loaded = remote_cas_->FetchActionInputs(
+          instance, action_digest, desired.has_action() ? &desired.action() : nullptr, &fetched);
+      if (!loaded.ok()) {
         *response.mutable_result()->mutable_execution_metadata() = metadata;
-        return action.status();
+        return loaded.status();
       }
       spdlog::debug("slot {}: action {}: {} input blobs cached locally, {} fetched ({} bytes)", index_,
                     action_digest.hash, fetched.local_hits, fetched.fetched, fetched.bytes);
@@ -275,7 +276,8 @@ class ClusterWorker::Slot {
       request.set_skip_cache_lookup(true);
       {
         Observer observer(this, execution, instance);
-        response = runner_->Run(request, action_digest, index_, &execution->cancel, metadata, &observer, &report);
+        response = runner_->Run(request, action_digest, index_, &execution->cancel, metadata, &observer, &report,
+                                &*loaded);
       }
       if (execution->cancel.cancelled()) return absl::OkStatus();  // response.status says CANCELLED
       SetPhase(execution, Execution::Phase::kUploadingOutputs);
@@ -286,7 +288,7 @@ class ClusterWorker::Slot {
           result->output_directories_size() > 0) {
         RETURN_IF_ERROR(remote_cas_->UploadResultBlobs(instance, *result));
       }
-      if (response.status().code() == 0 && result->exit_code() == 0 && !action->do_not_cache()) {
+      if (response.status().code() == 0 && result->exit_code() == 0 && !loaded->action.do_not_cache()) {
         rev2::ActionResult cached = *result;
         RETURN_IF_ERROR(remote_cas_->UpdateActionResult(instance, action_digest, cached));
       }
@@ -340,6 +342,7 @@ class ClusterWorker::Slot {
         }
         if (stopping_ || (draining_ && execution_ == nullptr)) break;
         *request.mutable_current_state() = CurrentStateLocked();
+        if (execution_ != nullptr) reported_phase_ = execution_->phase;
         request.set_prefer_being_idle(draining_);
         idle = execution_ == nullptr;
         sent_completed = execution_ != nullptr && execution_->completed.has_value();
@@ -407,9 +410,12 @@ class ClusterWorker::Slot {
       for (auto& e : to_join) {
         if (e != nullptr && e->thread.joinable()) e->thread.join();
       }
-      // Until the scheduler wants to hear from us, unless there is news it
-      // should have at once: a completed action.
+      // Idle, call again at once: the scheduler holds an idle call until it
+      // has work (as bb_worker does). Executing, wait until the scheduler
+      // wants to hear from us, unless there is news it should have at once
+      // (a new phase, the completed action).
       absl::MutexLock lock(&mu_);
+      if (execution_ == nullptr) continue;
       mu_.AwaitWithDeadline(absl::Condition(this, &Slot::HasNewsLocked), next);
     }
     SetConnected(false);
@@ -437,6 +443,8 @@ class ClusterWorker::Slot {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool loop_ended_ ABSL_GUARDED_BY(mu_) = false;
+  // The phase of the current action that the last request carried.
+  Execution::Phase reported_phase_ ABSL_GUARDED_BY(mu_) = Execution::Phase::kStarted;
 };
 
 absl::StatusOr<std::unique_ptr<ClusterWorker>> ClusterWorker::Start(

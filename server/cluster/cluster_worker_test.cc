@@ -61,7 +61,10 @@ class FakeScheduler final : public rw::OperationQueue::Service {
       }
       return grpc::Status::OK;  // no desired state: carry on
     }
-    if (!queue_.empty()) {
+    // Like bb_scheduler, hold an idle call for a while until there is work.
+    auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty(); };
+    if (!request->prefer_being_idle()) mu_.AwaitWithTimeout(absl::Condition(&has_work), absl::Milliseconds(200));
+    if (!queue_.empty() && !request->prefer_being_idle()) {
       *response->mutable_desired_state()->mutable_executing() = queue_.front();
       queue_.pop_front();
       ++handed_out_;

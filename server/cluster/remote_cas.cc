@@ -131,7 +131,8 @@ absl::Status RemoteCas::FetchBlobs(const std::string& instance, const std::vecto
 }
 
 absl::Status RemoteCas::BatchRead(const std::string& instance, const std::vector<Digest>& digests,
-                                  std::vector<Digest>* not_found) {
+                                  std::vector<Digest>* not_found,
+                                  absl::flat_hash_map<Digest, std::string>* in_memory) {
   const absl::Time start = absl::Now();
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(start + options_.call_timeout));
@@ -155,6 +156,14 @@ absl::Status RemoteCas::BatchRead(const std::string& instance, const std::vector
     if (blob.status().code() != 0) {
       return absl::Status(static_cast<absl::StatusCode>(blob.status().code()),
                           absl::StrCat("remote CAS, blob ", digest->ToString(), ": ", blob.status().message()));
+    }
+    if (in_memory != nullptr && in_memory->contains(*digest)) {
+      if (Digest::Of(blob.data()) != *digest) {
+        return absl::DataLossError(absl::StrCat("blob ", digest->ToString(), " from the remote CAS has other contents"));
+      }
+      (*in_memory)[*digest] = blob.data();
+      bytes += digest->size;
+      continue;
     }
     absl::Status stored = local_->Put(*digest, blob.data());
     if (!stored.ok()) {
@@ -199,19 +208,68 @@ absl::Status RemoteCas::ByteStreamRead(const std::string& instance, const Digest
   return status;
 }
 
-absl::StatusOr<rev2::Action> RemoteCas::FetchActionInputs(const std::string& instance,
-                                                          const Digest& action_digest, FetchReport* report) {
-  RETURN_IF_ERROR(FetchBlobs(instance, {action_digest}, report));
-  ASSIGN_OR_RETURN(std::string action_bytes, cas::ReadMessageBlob(*local_, action_digest, "Action"));
-  rev2::Action action;
-  if (!action.ParseFromString(action_bytes)) {
-    return absl::InvalidArgumentError(absl::StrCat("blob ", action_digest.ToString(), " is not an Action"));
+absl::StatusOr<exec::ActionRunner::Preloaded> RemoteCas::FetchActionInputs(const std::string& instance,
+                                                                           const Digest& action_digest,
+                                                                           const rev2::Action* inline_action,
+                                                                           FetchReport* report) {
+  exec::ActionRunner::Preloaded preloaded;
+  bool have_action = false;
+  if (inline_action != nullptr) {
+    // Protobuf's serialization of a message it parsed is the same bytes for
+    // the messages clients write (known fields, canonical order). The
+    // scheduler always sets a timeout, so an Action that had none is also
+    // tried without it. When neither matches, the blob is fetched.
+    preloaded.action = *inline_action;
+    if (Digest::Of(preloaded.action.SerializeAsString()) != action_digest && preloaded.action.has_timeout()) {
+      preloaded.action.clear_timeout();
+    }
+    have_action = Digest::Of(preloaded.action.SerializeAsString()) == action_digest;
   }
-  absl::StatusOr<Digest> command = ParseDigest(action.command_digest());
-  absl::StatusOr<Digest> root = ParseDigest(action.input_root_digest());
+  // Small messages the runner needs in memory: read from the local cache if
+  // it has them, else fetched (with the input root, in one call) and kept in
+  // memory only, verified against their digests.
+  auto read = [&](const std::vector<Digest>& in_memory, const std::vector<Digest>& to_local,
+                  absl::flat_hash_map<Digest, std::string>* out) -> absl::Status {
+    std::vector<Digest> remote;
+    for (const Digest& digest : in_memory) {
+      if (local_->Contains(digest)) {
+        ++report->local_hits;
+        ASSIGN_OR_RETURN((*out)[digest], local_->ReadBlob(digest));
+      } else {
+        ++report->fetched;
+        (*out)[digest];
+        remote.push_back(digest);
+      }
+    }
+    for (const Digest& digest : to_local) {
+      if (local_->Contains(digest)) {
+        ++report->local_hits;
+      } else {
+        ++report->fetched;
+        remote.push_back(digest);
+      }
+    }
+    if (remote.empty()) return absl::OkStatus();
+    std::vector<Digest> not_found;
+    RETURN_IF_ERROR(BatchRead(instance, remote, &not_found, out));
+    if (!not_found.empty()) return exec::MissingBlobsError(not_found);
+    return absl::OkStatus();
+  };
+  absl::flat_hash_map<Digest, std::string> blobs;
+  if (!have_action) {
+    RETURN_IF_ERROR(read({action_digest}, {}, &blobs));
+    if (!preloaded.action.ParseFromString(blobs[action_digest])) {
+      return absl::InvalidArgumentError(absl::StrCat("blob ", action_digest.ToString(), " is not an Action"));
+    }
+  }
+  absl::StatusOr<Digest> command = ParseDigest(preloaded.action.command_digest());
+  absl::StatusOr<Digest> root = ParseDigest(preloaded.action.input_root_digest());
   if (!command.ok()) return absl::InvalidArgumentError(absl::StrCat("action.command_digest: ", command.status().message()));
   if (!root.ok()) return absl::InvalidArgumentError(absl::StrCat("action.input_root_digest: ", root.status().message()));
-  RETURN_IF_ERROR(FetchBlobs(instance, {*command, *root}, report));
+  RETURN_IF_ERROR(read({*command}, {*root}, &blobs));
+  if (!preloaded.command.ParseFromString(blobs[*command])) {
+    return absl::InvalidArgumentError(absl::StrCat("blob ", command->ToString(), " is not a Command"));
+  }
 
   // Breadth-first, one round of fetches per level: a level's directories
   // name the next level's directories and this level's files.
@@ -237,7 +295,7 @@ absl::StatusOr<rev2::Action> RemoteCas::FetchActionInputs(const std::string& ins
     level = std::move(next);
   }
   if (metrics_ != nullptr) metrics_->AddInputBlobs(report->local_hits, report->fetched);
-  return action;
+  return preloaded;
 }
 
 absl::StatusOr<std::vector<Digest>> RemoteCas::FindMissingRemote(const std::string& instance,

@@ -21,6 +21,7 @@
 
 #include <grpcpp/channel.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
@@ -29,6 +30,7 @@
 #include "google/bytestream/bytestream.grpc.pb.h"
 #include "server/cas/blob_store.h"
 #include "server/cluster/cluster_metrics.h"
+#include "server/exec/action_runner.h"
 
 namespace kiln::cluster {
 
@@ -52,12 +54,19 @@ class RemoteCas {
             RemoteCasOptions options = {});
   ~RemoteCas();
 
-  // Makes the action and everything it reads present in the local CAS and
-  // returns the Action. FAILED_PRECONDITION with one "MISSING" violation per
-  // blob the remote CAS does not have either (REAPI's answer to missing
-  // inputs); other errors are the remote's or the local store's.
-  absl::StatusOr<rev2::Action> FetchActionInputs(const std::string& instance, const Digest& action_digest,
-                                                 FetchReport* report);
+  // Returns the action's Action and Command (in memory: they are never
+  // written to the local CAS) and makes its whole input tree present in the
+  // local CAS. FAILED_PRECONDITION with one "MISSING" violation per blob the
+  // remote CAS does not have either (REAPI's answer to missing inputs);
+  // other errors are the remote's or the local store's.
+  //
+  // `inline_action` is the Action the scheduler sent along (may be null):
+  // when its serialization has exactly `action_digest` (with or without the
+  // timeout the scheduler adds), it is used instead of fetching the blob.
+  absl::StatusOr<exec::ActionRunner::Preloaded> FetchActionInputs(const std::string& instance,
+                                                                  const Digest& action_digest,
+                                                                  const rev2::Action* inline_action,
+                                                                  FetchReport* report);
 
   // Makes these blobs present in the local CAS.
   absl::Status FetchBlobs(const std::string& instance, const std::vector<Digest>& digests,
@@ -73,8 +82,11 @@ class RemoteCas {
  private:
   absl::StatusOr<std::vector<Digest>> FindMissingRemote(const std::string& instance,
                                                         const std::vector<Digest>& digests);
+  // Blobs whose digest is a key of `in_memory` (may be null) are verified and
+  // returned there; the others are stored in the local CAS.
   absl::Status BatchRead(const std::string& instance, const std::vector<Digest>& digests,
-                         std::vector<Digest>* not_found);
+                         std::vector<Digest>* not_found,
+                         absl::flat_hash_map<Digest, std::string>* in_memory = nullptr);
   absl::Status ByteStreamRead(const std::string& instance, const Digest& digest);
   absl::Status BatchUpdate(const std::string& instance, const std::vector<Digest>& digests);
   absl::Status ByteStreamWrite(const std::string& instance, const Digest& digest);

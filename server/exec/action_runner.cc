@@ -109,7 +109,7 @@ void CancelToken::SetProcess(SandboxProcess* process) {
   if (process_ != nullptr && cancelled_) process_->Terminate();
 }
 
-absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_digest) {
+absl::StatusOr<ActionRunner::Loaded> ActionRunner::LoadFromCas(const Digest& action_digest) {
   Loaded loaded;
   ASSIGN_OR_RETURN(loaded.action, ReadAction(*cas_, action_digest));
   absl::StatusOr<Digest> command_digest = ParseDigest(loaded.action.command_digest());
@@ -129,6 +129,22 @@ absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_dig
   if (!command_bytes.ok()) return command_bytes.status();
   if (!loaded.command.ParseFromString(*command_bytes)) {
     return absl::InvalidArgumentError(absl::StrCat("blob ", command_digest->ToString(), " is not a Command"));
+  }
+  return loaded;
+}
+
+absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_digest,
+                                                        const Preloaded* preloaded) {
+  Loaded loaded;
+  if (preloaded != nullptr) {
+    loaded.action = preloaded->action;
+    loaded.command = preloaded->command;
+    absl::StatusOr<Digest> root_digest = ParseDigest(loaded.action.input_root_digest());
+    if (!root_digest.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("action.input_root_digest: ", root_digest.status().message()));
+    }
+  } else {
+    ASSIGN_OR_RETURN(loaded, LoadFromCas(action_digest));
   }
   if (loaded.command.arguments_size() == 0) {
     return absl::InvalidArgumentError("the Command has no arguments");
@@ -153,7 +169,8 @@ absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_dig
 rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                         int slot, CancelToken* cancel,
                                         rev2::ExecutedActionMetadata metadata,
-                                        SandboxObserver* observer, RunReport* report) {
+                                        SandboxObserver* observer, RunReport* report,
+                                        const Preloaded* preloaded) {
   rev2::ExecuteResponse response;
   *response.mutable_result()->mutable_execution_metadata() = std::move(metadata);
   auto* meta = response.mutable_result()->mutable_execution_metadata();
@@ -161,7 +178,7 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   report->outcome = RunReport::Outcome::kError;
   std::string dir = absl::StrCat(options_.exec_root, "/", getpid(), "-", sequence_++);
   absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest));
+    ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest, preloaded));
     RETURN_IF_ERROR(MakeDirectories(dir, 0700));
     RETURN_IF_ERROR(MakeDirectories(dir + "/root", 0755));
     return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &response, report);
