@@ -7,6 +7,8 @@
 #include <stdlib.h>
 
 #include <deque>
+#include <fstream>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -22,6 +24,7 @@
 #include "common/posix.h"
 #include "google/rpc/error_details.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/cluster/channel.h"
 #include "server/worker_server.h"
 
 namespace kiln {
@@ -126,8 +129,15 @@ class ClusterWorkerTest : public ::testing::Test {
   void SetUp() override {
     std::string pattern = ::testing::TempDir() + "/kiln-cluster-XXXXXX";
     dir_ = mkdtemp(pattern.data());
-    // The cluster's storage: a Kiln server with no execution.
+    StartStorage("");
+    StartScheduler(0);
+    StartWorker();
+  }
+  // The cluster's storage: a Kiln server with no execution; with a
+  // principals file, every call needs a token.
+  void StartStorage(const std::string& token_file) {
     WorkerOptions storage;
+    storage.token_file = token_file;
     storage.listen = "127.0.0.1:0";
     storage.metrics_listen = "";
     storage.state_dir = dir_ + "/storage";
@@ -139,8 +149,6 @@ class ClusterWorkerTest : public ::testing::Test {
                                            grpc::InsecureChannelCredentials());
     cas_ = rev2::ContentAddressableStorage::NewStub(storage_channel_);
     action_cache_ = rev2::ActionCache::NewStub(storage_channel_);
-    StartScheduler(0);
-    StartWorker();
   }
   void TearDown() override {
     worker_.reset();
@@ -158,7 +166,7 @@ class ClusterWorkerTest : public ::testing::Test {
     ASSERT_NE(scheduler_server_, nullptr);
   }
 
-  void StartWorker() {
+  void StartWorker(const std::function<void(WorkerOptions&)>& adjust = nullptr) {
     WorkerOptions options;
     options.listen = "127.0.0.1:0";
     options.metrics_listen = "";
@@ -175,6 +183,7 @@ class ClusterWorkerTest : public ::testing::Test {
     options.cluster.min_backoff = absl::Milliseconds(20);
     options.cluster.max_backoff = absl::Milliseconds(200);
     options.cluster.idle_call_timeout = absl::Seconds(5);
+    if (adjust) adjust(options);
     auto worker = WorkerServer::Start(options);
     ASSERT_TRUE(worker.ok()) << worker.status();
     worker_ = *std::move(worker);
@@ -420,6 +429,48 @@ TEST_F(ClusterWorkerTest, DrainLetsTheRunningActionFinishAndPrefersBeingIdle) {
     EXPECT_TRUE(requests[i].prefer_being_idle());
   }
   EXPECT_EQ(scheduler_->handed_out(), 1);
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+TEST_F(ClusterWorkerTest, SendsItsTokenToACasThatRequiresOne) {
+  worker_.reset();
+  storage_.reset();
+  std::ofstream(dir_ + "/token") << "cluster-s3cret\n";
+  std::ofstream(dir_ + "/principals.json")
+      << R"({"principals": [{"name": "workers", "token_sha256": ")" << Digest::Of("cluster-s3cret").hash
+      << R"(", "grants": [{"instance_prefix": "", "permissions": ["cas-read", "cas-write", "ac-read", "ac-write"]}]}]})";
+  StartStorage(dir_ + "/principals.json");
+  // Without the token the storage refuses.
+  rev2::GetActionResultRequest probe;
+  *probe.mutable_action_digest() = Digest::Of("x").ToProto();
+  rev2::ActionResult ignored;
+  grpc::ClientContext plain;
+  EXPECT_EQ(action_cache_->GetActionResult(&plain, probe, &ignored).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  // The test and the worker both use the cluster channel with the token file.
+  cluster::ChannelCredentialFiles files;
+  files.token_file = dir_ + "/token";
+  auto channel = cluster::CreateClusterChannel(absl::StrCat("127.0.0.1:", storage_->grpc_port()), files);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  cas_ = rev2::ContentAddressableStorage::NewStub(*channel);
+  action_cache_ = rev2::ActionCache::NewStub(*channel);
+  StartWorker([this](WorkerOptions& options) { options.cluster.credentials.token_file = dir_ + "/token"; });
+
+  auto [digest, action] = MakeAction("cat sub/in.txt");
+  scheduler_->Enqueue(digest, action);
+  std::vector<rev2::ExecuteResponse> completed = scheduler_->AwaitCompleted(1);
+  ASSERT_EQ(completed.size(), 1u);
+  ASSERT_EQ(completed[0].status().code(), 0) << completed[0].status().message();
+  EXPECT_EQ(*Get(completed[0].result().stdout_digest()), "input from the cluster's CAS\n");
+  rev2::GetActionResultRequest get;
+  get.set_instance_name("main");
+  *get.mutable_action_digest() = digest.ToProto();
+  grpc::ClientContext context;
+  EXPECT_TRUE(action_cache_->GetActionResult(&context, get, &ignored).ok());
 }
 
 }  // namespace
