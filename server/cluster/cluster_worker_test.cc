@@ -95,13 +95,13 @@ class FakeScheduler final : public rw::OperationQueue::Service {
   // Waits until `n` completions arrived; returns them.
   std::vector<rev2::ExecuteResponse> AwaitCompleted(size_t n, absl::Duration timeout = absl::Seconds(60)) {
     absl::MutexLock lock(&mu_);
-    auto enough = [&] { return completed_.size() >= n; };
+    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return completed_.size() >= n; };
     mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
     return completed_;
   }
   bool AwaitRunning(const Digest& digest, absl::Duration timeout) {
     absl::MutexLock lock(&mu_);
-    auto seen = [&] { return running_.count(digest.hash) > 0; };
+    auto seen = [this, &digest]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_.count(digest.hash) > 0; };
     return mu_.AwaitWithTimeout(absl::Condition(&seen), timeout);
   }
   std::vector<rw::SynchronizeRequest> requests() {
