@@ -121,6 +121,23 @@ ABSL_FLAG(bool, insecure_allow_unauthenticated, false,
           "allow serving a non-loopback --listen address without --tls_client_ca or --token_file "
           "(anyone who reaches the port may then run anything)");
 
+ABSL_FLAG(std::string, scheduler, "",
+          "cluster mode: HOST:PORT of a Buildbarn scheduler's worker service (bb_scheduler "
+          "workerGrpcServers); the --concurrency slots take their actions from it. Needs --cas");
+ABSL_FLAG(std::string, cas, "",
+          "cluster mode: HOST:PORT of the cluster's CAS and action cache (e.g. bb_storage); the "
+          "local CAS becomes its cache");
+ABSL_FLAG(std::string, instance_name_prefix, "",
+          "cluster mode: the instance names (this prefix and below) this worker serves");
+ABSL_FLAG(uint32_t, size_class, 0, "cluster mode: the size class reported to the scheduler");
+ABSL_FLAG(std::string, cluster_tls_ca, "",
+          "cluster mode: PEM CA bundle to verify the scheduler and CAS (turns TLS on)");
+ABSL_FLAG(std::string, cluster_tls_cert, "",
+          "cluster mode: PEM client certificate presented to the scheduler and CAS (turns TLS on)");
+ABSL_FLAG(std::string, cluster_tls_key, "", "cluster mode: the key of --cluster_tls_cert");
+ABSL_FLAG(std::string, cluster_token_file, "",
+          "cluster mode: file holding a bearer token sent to the scheduler and CAS");
+
 namespace {
 
 [[noreturn]] void Die(const std::string& message) {
@@ -273,6 +290,29 @@ int main(int argc, char** argv) {
   if (exec.sandbox_binary.empty()) {
     std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
     exec.sandbox_binary = self.substr(0, self.rfind('/')) + "/kiln-sandbox";
+  }
+  kiln::cluster::ClusterOptions& cluster = options.cluster;
+  cluster.scheduler = absl::GetFlag(FLAGS_scheduler);
+  cluster.cas = absl::GetFlag(FLAGS_cas);
+  cluster.instance_name_prefix = absl::GetFlag(FLAGS_instance_name_prefix);
+  cluster.size_class = absl::GetFlag(FLAGS_size_class);
+  cluster.credentials.tls_ca = absl::GetFlag(FLAGS_cluster_tls_ca);
+  cluster.credentials.tls_cert = absl::GetFlag(FLAGS_cluster_tls_cert);
+  cluster.credentials.tls_key = absl::GetFlag(FLAGS_cluster_tls_key);
+  cluster.credentials.token_file = absl::GetFlag(FLAGS_cluster_token_file);
+  if (cluster.scheduler.empty() != cluster.cas.empty()) {
+    Die("--scheduler and --cas go together: cluster mode needs the scheduler and the cluster's CAS");
+  }
+  if (cluster.scheduler.empty() &&
+      (!cluster.instance_name_prefix.empty() || cluster.size_class != 0 || !cluster.credentials.tls_ca.empty() ||
+       !cluster.credentials.tls_cert.empty() || !cluster.credentials.token_file.empty())) {
+    Die("--instance_name_prefix, --size_class and --cluster_* need --scheduler and --cas");
+  }
+  if (cluster.credentials.tls_cert.empty() != cluster.credentials.tls_key.empty()) {
+    Die("--cluster_tls_cert and --cluster_tls_key go together");
+  }
+  if (!cluster.scheduler.empty() && options.concurrency == 0) {
+    Die("--scheduler needs --concurrency of at least 1 (the slots offered to the scheduler)");
   }
   if (options.io_threads < 1 || options.io_threads > 256) {
     Die("--io_threads must be between 1 and 256");

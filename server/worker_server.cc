@@ -139,11 +139,16 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   worker->io_ = std::make_unique<ThreadPool>(options.io_threads);
   api::Storage storage{worker->cas_.get(), worker->action_cache_.get(), worker->io_.get(),
                        kMaxBatchTotalBytes, &worker->logs_, worker->authorizer_.get()};
-  const bool exec_enabled = options.concurrency > 0;
+  const bool cluster_mode = !options.cluster.scheduler.empty();
+  if (cluster_mode && options.concurrency < 1) {
+    return absl::InvalidArgumentError("--scheduler needs --concurrency of at least 1 (the slots it offers)");
+  }
+  // In cluster mode clients execute through the cluster's frontend, not here.
+  const bool exec_enabled = options.concurrency > 0 && !cluster_mode;
   worker->capabilities_service_ =
       std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, exec_enabled,
                                                 worker->authorizer_.get(), cas_options.max_blob_bytes);
-  if (exec_enabled) {
+  if (exec_enabled || cluster_mode) {
     exec::ExecOptions exec_options = options.exec;
     exec_options.exec_root = options.state_dir + "/exec";
     // Action directories of a previous run (a crash) are removed here.
@@ -157,6 +162,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                                                                 options.state_dir + "/exec-cache"));
     worker->runner_ = std::make_unique<exec::ActionRunner>(worker->cas_.get(), worker->action_cache_.get(),
                                                            worker->stager_.get(), exec_options);
+  }
+  if (exec_enabled) {
     metrics::WorkerMetrics* recorder = worker->metrics_.get();
     worker->scheduler_ = std::make_unique<exec::Scheduler>(
         worker->runner_.get(), &worker->logs_, options.concurrency, options.max_queued_actions,
@@ -236,6 +243,32 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   for (const std::string& name : served_names) {
     worker->server_->GetHealthCheckService()->SetServingStatus(name, true);
   }
+  if (cluster_mode) {
+    // Health says whether the scheduler is reachable: NOT_SERVING until a
+    // slot's Synchronize succeeded, and whenever none does.
+    grpc::HealthCheckServiceInterface* health = worker->server_->GetHealthCheckService();
+    health->SetServingStatus(false);
+    cluster::ClusterOptions cluster_options = options.cluster;
+    cluster_options.slots = options.concurrency;
+    cluster_options.worker_name = options.exec.worker_name;
+    cluster_options.platform = exec::AdvertisedPlatform(options.exec.platform);
+    worker->cluster_metrics_ = std::make_unique<cluster::ClusterMetrics>(*worker->registry_);
+    metrics::WorkerMetrics* recorder = worker->metrics_.get();
+    WorkerServer* self = worker.get();
+    ASSIGN_OR_RETURN(
+        worker->cluster_worker_,
+        cluster::ClusterWorker::Start(
+            cluster_options, worker->runner_.get(), worker->cas_.get(), &worker->logs_,
+            worker->cluster_metrics_.get(),
+            [recorder](const rev2::ExecuteResponse& response, const exec::RunReport& report) {
+              recorder->RecordAction(response, report);
+            },
+            [self](bool reachable) {
+              if (self->shut_down_) return;
+              spdlog::info("scheduler {}", reachable ? "reachable: health SERVING" : "unreachable: health NOT_SERVING");
+              self->server_->GetHealthCheckService()->SetServingStatus(reachable);
+            }));
+  }
   spdlog::info("kiln-worker serving REAPI on {} (port {}, {}, authorization {}, reflection {}), metrics on {}",
                options.listen, worker->grpc_port_, options.tls_cert.empty() ? "plaintext" : "TLS",
                worker->authorizer_ != nullptr ? "on" : "off", options.reflection ? "on" : "off",
@@ -246,6 +279,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
 WorkerServer::~WorkerServer() {
   if (server_ != nullptr) Shutdown(absl::ZeroDuration());
   scheduler_.reset();  // joins the slot threads
+  cluster_worker_.reset();
   io_.reset();  // finish queued disk work before the stores go away
 }
 
@@ -257,6 +291,11 @@ void WorkerServer::Shutdown(absl::Duration grace) {
   if (scheduler_ != nullptr) {
     spdlog::info("draining: running actions get {} to finish", absl::FormatDuration(grace));
     scheduler_->Drain(grace);
+  }
+  if (cluster_worker_ != nullptr) {
+    spdlog::info("draining: no new work from the scheduler, running actions get {} to finish",
+                 absl::FormatDuration(grace));
+    cluster_worker_->Drain(grace);
   }
   // Streams of finished operations have their last message queued by now.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));

@@ -26,6 +26,8 @@
 #include "server/cas/blob_store.h"
 #include "server/api/jwt_verifier.h"
 #include "server/memory_trimmer.h"
+#include "server/cluster/cluster_metrics.h"
+#include "server/cluster/cluster_worker.h"
 #include "server/exec/action_runner.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/scheduler.h"
@@ -56,6 +58,11 @@ struct WorkerOptions {
   // gRPC server reflection (v1 and v1alpha), open to every caller like
   // Health: it shows the API's shape, never data.
   bool reflection = true;
+  // Cluster mode when cluster.scheduler is set: the slots serve that
+  // Buildbarn scheduler instead of this server's Execution service, and the
+  // CAS is a cache of cluster.cas (slots, platform and worker name are
+  // filled from the fields above).
+  cluster::ClusterOptions cluster;
 };
 
 // The largest gRPC message the server accepts; batch calls are capped lower
@@ -79,6 +86,7 @@ class WorkerServer {
   // stops.
   void Shutdown(absl::Duration grace);
   exec::Scheduler* scheduler() { return scheduler_.get(); }
+  cluster::ClusterWorker* cluster_worker() { return cluster_worker_.get(); }
   // Re-reads the principals file now if it changed (SIGHUP). The TLS files
   // are watched by gRPC every tls_reload_interval.
   void ReloadCredentials() {
@@ -101,6 +109,8 @@ class WorkerServer {
   std::unique_ptr<exec::InputStager> stager_;
   std::unique_ptr<exec::ActionRunner> runner_;
   std::unique_ptr<exec::Scheduler> scheduler_;
+  std::unique_ptr<cluster::ClusterMetrics> cluster_metrics_;
+  std::unique_ptr<cluster::ClusterWorker> cluster_worker_;
   std::unique_ptr<api::ExecutionService> execution_service_;
   std::unique_ptr<api::OperationsService> operations_service_;
   std::vector<std::unique_ptr<grpc::Service>> reflection_services_;  // empty: --noreflection

@@ -35,7 +35,8 @@ if [[ ! -x "$VENV/bin/kubernetes-validate" ]]; then
   /usr/bin/python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet kubernetes-validate==1.37.0
 fi
-"$VENV/bin/kubernetes-validate" --strict --kubernetes-version 1.31 "$ROOT/deploy/kubernetes/kiln-worker.yaml"
+"$VENV/bin/kubernetes-validate" --strict --kubernetes-version 1.31 "$ROOT/deploy/kubernetes/kiln-worker.yaml" \
+  "$ROOT/deploy/kubernetes/kiln-cluster-worker.yaml"
 
 echo "== promtool: rules and config"
 promtool check rules "$ROOT/deploy/prometheus/kiln-alerts.yml"

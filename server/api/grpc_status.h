@@ -7,12 +7,14 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
-#include "google/rpc/status.pb.h"
+#include "common/rpc_status.h"
 
 namespace kiln::api {
 
+// The in-message form lives in common/ (execution uses it too).
+using ::kiln::ToRpcStatus;
+
 grpc::Status ToGrpcStatus(const absl::Status& status);
-google::rpc::Status ToRpcStatus(const absl::Status& status);
 
 }  // namespace kiln::api
 

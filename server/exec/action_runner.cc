@@ -8,15 +8,17 @@
 #include <optional>
 
 #include <google/protobuf/util/time_util.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/path_beneath.h"
 #include "common/posix.h"
+#include "common/rpc_status.h"
 #include "common/status_macros.h"
 #include "kiln/v1/resource_usage.pb.h"
-#include "server/api/grpc_status.h"
 #include "sandbox/uid_pool.h"
 #include "server/cas/directory_tree.h"
 #include "server/exec/disk_watchdog.h"
@@ -63,7 +65,44 @@ absl::Duration ToDuration(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
+// Milliseconds from a to b; 0 when the stage did not finish (an action that
+// failed before it leaves the later timestamp unset).
+double Between(const google::protobuf::Timestamp& a, const google::protobuf::Timestamp& b) {
+  const int64_t from = TimeUtil::TimestampToNanoseconds(a);
+  const int64_t to = TimeUtil::TimestampToNanoseconds(b);
+  if (from == 0 || to == 0) return 0;
+  return (to - from) / 1e6;
+}
+
+
 }  // namespace
+
+const char* OutcomeName(RunReport::Outcome outcome) {
+  switch (outcome) {
+    case RunReport::Outcome::kSuccess: return "success";
+    case RunReport::Outcome::kNonZeroExit: return "nonzero_exit";
+    case RunReport::Outcome::kTimeout: return "timeout";
+    case RunReport::Outcome::kOom: return "oom";
+    case RunReport::Outcome::kCancelled: return "cancelled";
+    case RunReport::Outcome::kError: return "error";
+  }
+  return "error";
+}
+
+void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& response,
+                   const RunReport& report) {
+  const auto& m = response.result().execution_metadata();
+  spdlog::info(
+      "action {} outcome={} exit={} status={} queued={:.1f} fetch={:.1f} exec={:.1f} upload={:.1f} "
+      "total={:.1f} orphans={} killed_at_teardown={}",
+      action_digest.ToString(), OutcomeName(report.outcome), response.result().exit_code(),
+      response.status().code(), Between(m.queued_timestamp(), m.worker_start_timestamp()),
+      Between(m.input_fetch_start_timestamp(), m.input_fetch_completed_timestamp()),
+      Between(m.execution_start_timestamp(), m.execution_completed_timestamp()),
+      Between(m.output_upload_start_timestamp(), m.output_upload_completed_timestamp()),
+      Between(m.queued_timestamp(), m.worker_completed_timestamp()), report.orphans_reaped,
+      report.killed_at_teardown);
+}
 
 void CancelToken::Cancel() {
   cancelled_ = true;
@@ -77,7 +116,7 @@ void CancelToken::SetProcess(SandboxProcess* process) {
   if (process_ != nullptr && cancelled_) process_->Terminate();
 }
 
-absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_digest) {
+absl::StatusOr<ActionRunner::Loaded> ActionRunner::LoadFromCas(const Digest& action_digest) {
   Loaded loaded;
   ASSIGN_OR_RETURN(loaded.action, ReadAction(*cas_, action_digest));
   absl::StatusOr<Digest> command_digest = ParseDigest(loaded.action.command_digest());
@@ -97,6 +136,22 @@ absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_dig
   if (!command_bytes.ok()) return command_bytes.status();
   if (!loaded.command.ParseFromString(*command_bytes)) {
     return absl::InvalidArgumentError(absl::StrCat("blob ", command_digest->ToString(), " is not a Command"));
+  }
+  return loaded;
+}
+
+absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_digest,
+                                                        const Preloaded* preloaded) {
+  Loaded loaded;
+  if (preloaded != nullptr) {
+    loaded.action = preloaded->action;
+    loaded.command = preloaded->command;
+    absl::StatusOr<Digest> root_digest = ParseDigest(loaded.action.input_root_digest());
+    if (!root_digest.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("action.input_root_digest: ", root_digest.status().message()));
+    }
+  } else {
+    ASSIGN_OR_RETURN(loaded, LoadFromCas(action_digest));
   }
   if (loaded.command.arguments_size() == 0) {
     return absl::InvalidArgumentError("the Command has no arguments");
@@ -121,7 +176,8 @@ absl::StatusOr<ActionRunner::Loaded> ActionRunner::Load(const Digest& action_dig
 rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                         int slot, CancelToken* cancel,
                                         rev2::ExecutedActionMetadata metadata,
-                                        SandboxObserver* observer, RunReport* report) {
+                                        SandboxObserver* observer, RunReport* report,
+                                        const Preloaded* preloaded) {
   rev2::ExecuteResponse response;
   *response.mutable_result()->mutable_execution_metadata() = std::move(metadata);
   auto* meta = response.mutable_result()->mutable_execution_metadata();
@@ -129,15 +185,15 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   report->outcome = RunReport::Outcome::kError;
   std::string dir = absl::StrCat(options_.exec_root, "/", getpid(), "-", sequence_++);
   absl::Status status = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest));
+    ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest, preloaded));
     RETURN_IF_ERROR(MakeDirectories(dir, 0700));
     RETURN_IF_ERROR(MakeDirectories(dir + "/root", 0755));
     return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &response, report);
   }();
-  if (!status.ok()) *response.mutable_status() = api::ToRpcStatus(status);
+  if (!status.ok()) *response.mutable_status() = ToRpcStatus(status);
   if (cancel->cancelled() && status.ok()) {
     report->outcome = RunReport::Outcome::kCancelled;
-    *response.mutable_status() = api::ToRpcStatus(absl::CancelledError("the action was cancelled"));
+    *response.mutable_status() = ToRpcStatus(absl::CancelledError("the action was cancelled"));
   }
   // Beneath its parent and without following the action's symlinks; modes
   // the action set (000 directories) do not stop it.
@@ -173,7 +229,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   const std::string root = dir + "/root";
   ASSIGN_OR_RETURN(UniqueFd root_fd, OpenFile(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
 
-  *meta->mutable_input_fetch_start_timestamp() = Now();
+  // A cluster worker sets it before fetching the inputs from the remote CAS.
+  if (!meta->has_input_fetch_start_timestamp()) *meta->mutable_input_fetch_start_timestamp() = Now();
   StageOptions staging;
   staging.uid = owner;
   staging.gid = owner;

@@ -92,16 +92,36 @@ struct RunReport {
   double sandbox_setup_seconds = 0;  // clone() to exec of the action
 };
 
+// "success", "nonzero_exit", "timeout", "oom", "cancelled" or "error".
+const char* OutcomeName(RunReport::Outcome outcome);
+
+// One log line per action that ran: what it was, how it ended, where the
+// time went (ms), from the response's metadata. Both front doors (the
+// Execution service's scheduler and the cluster's slots) log it.
+void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& response,
+                   const RunReport& report);
+
 class ActionRunner {
  public:
   ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, InputStager* stager,
                ExecOptions options)
       : cas_(cas), action_cache_(action_cache), stager_(stager), options_(std::move(options)) {}
 
+  // The Action and Command when the caller already holds them (a cluster
+  // worker gets the Action from its scheduler and fetches the Command into
+  // memory): they are not read from the local CAS. The caller vouches that
+  // they are the blobs the action digest names.
+  struct Preloaded {
+    rev2::Action action;
+    rev2::Command command;
+  };
+
   // `metadata` arrives with queued/worker-start timestamps and is completed.
+  // `preloaded` may be null (read both from the local CAS).
   rev2::ExecuteResponse Run(const rev2::ExecuteRequest& request, const Digest& action_digest,
                             int slot, CancelToken* cancel, rev2::ExecutedActionMetadata metadata,
-                            SandboxObserver* observer, RunReport* report);
+                            SandboxObserver* observer, RunReport* report,
+                            const Preloaded* preloaded = nullptr);
 
   const ExecOptions& options() const { return options_; }
 
@@ -112,7 +132,9 @@ class ActionRunner {
     ActionLimits limits;
     absl::Duration timeout;
   };
-  absl::StatusOr<Loaded> Load(const Digest& action_digest);
+  absl::StatusOr<Loaded> Load(const Digest& action_digest, const Preloaded* preloaded);
+  // The Action and Command read from the local CAS (parsed, not yet checked).
+  absl::StatusOr<Loaded> LoadFromCas(const Digest& action_digest);
   absl::Status Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                        const Loaded& loaded, const std::string& dir, int slot, CancelToken* cancel,
                        SandboxObserver* observer, rev2::ExecuteResponse* response, RunReport* report);

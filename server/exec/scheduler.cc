@@ -10,8 +10,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/rpc_status.h"
 #include <spdlog/spdlog.h>
-#include "server/api/grpc_status.h"
 
 namespace kiln::exec {
 namespace {
@@ -38,49 +38,8 @@ std::string InFlightKey(const Operation& operation) {
 
 rev2::ExecuteResponse ErrorResponse(const absl::Status& status) {
   rev2::ExecuteResponse response;
-  *response.mutable_status() = api::ToRpcStatus(status);
+  *response.mutable_status() = ToRpcStatus(status);
   return response;
-}
-
-// Milliseconds from a to b; 0 when the stage did not finish (an action that
-// failed before it leaves the later timestamp unset).
-double Between(const google::protobuf::Timestamp& a, const google::protobuf::Timestamp& b) {
-  const int64_t from = TimeUtil::TimestampToNanoseconds(a);
-  const int64_t to = TimeUtil::TimestampToNanoseconds(b);
-  if (from == 0 || to == 0) return 0;
-  return (to - from) / 1e6;
-}
-
-}  // namespace
-
-const char* OutcomeName(RunReport::Outcome outcome) {
-  switch (outcome) {
-    case RunReport::Outcome::kSuccess: return "success";
-    case RunReport::Outcome::kNonZeroExit: return "nonzero_exit";
-    case RunReport::Outcome::kTimeout: return "timeout";
-    case RunReport::Outcome::kOom: return "oom";
-    case RunReport::Outcome::kCancelled: return "cancelled";
-    case RunReport::Outcome::kError: return "error";
-  }
-  return "error";
-}
-
-namespace {
-
-// One line per action: what it was, how it ended, where the time went (ms).
-void LogAction(const Operation& operation, const rev2::ExecuteResponse& response,
-               const RunReport& report) {
-  const auto& m = response.result().execution_metadata();
-  spdlog::info(
-      "action {} outcome={} exit={} status={} queued={:.1f} fetch={:.1f} exec={:.1f} upload={:.1f} "
-      "total={:.1f} orphans={} killed_at_teardown={}",
-      operation.action_digest().ToString(), OutcomeName(report.outcome), response.result().exit_code(),
-      response.status().code(), Between(m.queued_timestamp(), m.worker_start_timestamp()),
-      Between(m.input_fetch_start_timestamp(), m.input_fetch_completed_timestamp()),
-      Between(m.execution_start_timestamp(), m.execution_completed_timestamp()),
-      Between(m.output_upload_start_timestamp(), m.output_upload_completed_timestamp()),
-      Between(m.queued_timestamp(), m.worker_completed_timestamp()), report.orphans_reaped,
-      report.killed_at_teardown);
 }
 
 // Publishes a running action's output files as live ByteStream resources.
@@ -369,7 +328,7 @@ void Scheduler::RunSlot(int slot) {
       }
       --running_;
     }
-    LogAction(*next.operation, response, report);
+    LogActionLine(next.operation->action_digest(), response, report);
     if (on_action_done_) on_action_done_(response, report);
     next.operation->Complete(std::move(response));
   }

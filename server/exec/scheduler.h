@@ -85,8 +85,6 @@ class Operation {
   int next_subscriber_ ABSL_GUARDED_BY(subscribers_mu_) = 0;
 };
 
-// "success", "nonzero_exit", "timeout", "oom", "cancelled" or "error".
-const char* OutcomeName(RunReport::Outcome outcome);
 
 struct SchedulerStats {
   int queued = 0;
