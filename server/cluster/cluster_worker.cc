@@ -159,11 +159,11 @@ class ClusterWorker::Slot {
                                           slot_->index_);
       stdout_name_ = exec::LogRegistry::StreamName(instance_, id, "stdout");
       stderr_name_ = exec::LogRegistry::StreamName(instance_, id, "stderr");
-      absl::StatusOr<std::shared_ptr<exec::LogStream>> out = exec::LogStream::Open(stdout_path);
-      absl::StatusOr<std::shared_ptr<exec::LogStream>> err = exec::LogStream::Open(stderr_path);
-      if (!out.ok() || !err.ok()) return;
-      out_ = *out;
-      err_ = *err;
+      std::shared_ptr<exec::LogStream> out = exec::LogStream::Pending();
+      std::shared_ptr<exec::LogStream> err = exec::LogStream::Pending();
+      if (!out->Attach(stdout_path).ok() || !err->Attach(stderr_path).ok()) return;
+      out_ = std::move(out);
+      err_ = std::move(err);
       slot_->logs_->Register(stdout_name_, out_);
       slot_->logs_->Register(stderr_name_, err_);
       spdlog::debug("slot {}: live output at {} and {}", slot_->index_, stdout_name_, stderr_name_);
