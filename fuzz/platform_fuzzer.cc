@@ -61,7 +61,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   kiln::rev2::Action action;
   kiln::rev2::Command command;
   if (in.ConsumeBool()) AddProperties(in, action.mutable_platform());
+  // Command.platform is deprecated in REAPI, and older clients still send it.
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wdeprecated-declarations"
   if (in.ConsumeBool()) AddProperties(in, command.mutable_platform());
+#pragma clang diagnostic pop
   absl::StatusOr<kiln::exec::ActionLimits> limits = kiln::exec::ParsePlatform(action, command, policy);
   if (limits.ok()) {
     if (limits->network && !policy.allow_network) __builtin_trap();
