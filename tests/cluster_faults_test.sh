@@ -69,9 +69,9 @@ curl -s -o /dev/null -X POST "http://127.0.0.1:$SCHEDULER_ADMIN_PORT/kill_operat
 START=$SECONDS
 # Executing workers hear from the scheduler at least every 10 s.
 gone() { ! host_runs "sleep $MARK"; }
-await 25 gone || fail "the sandbox still runs after the kill"
+await 40 gone || fail "the sandbox still runs after the kill"
 echo "sandbox gone $((SECONDS - START)) s after the kill"
-await 10 grep -q '^status 14' "$WORK/execute.out" || fail "the client did not hear UNAVAILABLE: $(cat "$WORK/execute.out")"
+await 20 grep -q '^status 14' "$WORK/execute.out" || fail "the client did not hear UNAVAILABLE: $(cat "$WORK/execute.out")"
 grep -q "cancelled action" "$WORK"/w*/worker.log || fail "no worker logged the cancellation"
 
 cp -r "$HERE/bazel_workspace" "$WORK/ws"
@@ -81,7 +81,7 @@ build --override_repository=rules_cc=$WORK/ws/repos/rules_cc
 build --override_repository=remote_coverage_tools=$WORK/ws/repos/remote_coverage_tools
 build --override_repository=platforms=/usr/share/bazel/platforms
 build --override_repository=rules_java=/usr/share/bazel/rules/java
-build --remote_executor=grpc://127.0.0.1:$FRONTEND_PORT --remote_timeout=180 --remote_retries=10
+build --remote_executor=grpc://127.0.0.1:$FRONTEND_PORT --remote_timeout=180 --remote_retries=20
 RC
 bz() { bazel --batch --output_user_root="$WORK/bazel-root" "$@"; }
 SLOW=(//cluster:slow_0 //cluster:slow_1 //cluster:slow_2 //cluster:slow_3 //cluster:slow_4 //cluster:slow_5)
@@ -96,8 +96,8 @@ stop_scheduler
 sleep 1
 start_scheduler || fail "bb_scheduler did not restart"
 wait "$BUILD" || { cat "$WORK/restart.log"; fail "the build failed across a scheduler restart"; }
-await 30 connected w1 || fail "w1 did not reconnect"
-await 30 connected w2 || fail "w2 did not reconnect"
+await 60 connected w1 || fail "w1 did not reconnect"
+await 60 connected w2 || fail "w2 did not reconnect"
 bz build --action_env=KILN_SALT=after-restart-$RANDOM //cluster:gen_b > "$WORK/after.log" 2>&1 ||
   { cat "$WORK/after.log"; fail "the build after the restart failed"; }
 grep "processes:" "$WORK/after.log" | grep -q remote || fail "nothing ran remotely after the restart"
@@ -121,7 +121,7 @@ unset "KILN_PID[w1]"
 # The sandboxes die with their worker (PR_SET_PDEATHSIG), and their actions.
 dead() { ! kill -0 "$1" 2>/dev/null; }
 for pid in $W1_SANDBOXES; do
-  await 15 dead "$pid" || fail "sandbox $pid outlived its SIGKILLed worker"
+  await 30 dead "$pid" || fail "sandbox $pid outlived its SIGKILLed worker"
 done
 wait "$BUILD" || { cat "$WORK/kill.log"; fail "the build failed after a worker was killed"; }
 W2_RAN=$(( $(kiln_metric w2 '^kiln_actions_total') - W2_BEFORE ))
