@@ -657,6 +657,47 @@ TEST_P(SandboxLimitsTest, ForkBombIsStoppedByThePidsLimit) {
   EXPECT_GE(Stats()["killed_at_teardown"].get<int>(), 10);
 }
 
+TEST_P(SandboxLimitsTest, CpuLimitThrottlesTheAction) {
+  // Two busy loops for two seconds would take up to two cores; a quarter of
+  // one is all they get.
+  auto r = Shell("for i in 1 2; do sh -c 'while :; do :; done' & done; sleep 2", {"--cpus=0.25"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  nlohmann::json stats = Stats();
+  const double cpu = stats["rusage"]["user_cpu_seconds"].get<double>() +
+                     stats["rusage"]["system_cpu_seconds"].get<double>();
+  const double wall = stats["wall_time_seconds"].get<double>();
+  EXPECT_GT(stats["cpu_throttled_seconds"].get<double>(), 0.5) << stats.dump();
+  EXPECT_LT(cpu, 0.25 * wall * 1.5 + 0.2) << stats.dump();
+}
+
+// The action's cgroups exist while it runs and are gone once kiln-sandbox
+// exits, whether the action ended, was OOM-killed or timed out.
+TEST_P(SandboxLimitsTest, TheActionCgroupIsRemovedAfterwards) {
+  const std::vector<std::string> limits = {"--memory=64MiB", "--pids=50", "--cpus=1"};
+  struct Case {
+    std::string script;
+    std::vector<std::string> extra;
+  } cases[] = {
+      {"echo done", {}},
+      {"x=$(head -c 300000000 /dev/zero | tr '\\0' a)", {}},
+      {"sleep 30 & sleep 30", {"--timeout=1s", "--kill_grace=0.2s"}},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> options = limits;
+    options.insert(options.end(), c.extra.begin(), c.extra.end());
+    auto r = Shell(c.script, options);
+    nlohmann::json stats = Stats();
+    ASSERT_FALSE(stats.is_discarded()) << r.stderr_text;
+    // One cgroup on v2 (all three controllers), one per hierarchy on v1.
+    const auto& cgroups = stats["cgroups"];
+    ASSERT_FALSE(cgroups.empty()) << c.script << ": " << stats.dump();
+    for (const auto& path : cgroups) {
+      EXPECT_NE(path.get<std::string>().find("/kiln-sandbox-"), std::string::npos) << path;
+      EXPECT_FALSE(std::filesystem::exists(path.get<std::string>())) << c.script << ": " << path << " is left";
+    }
+  }
+}
+
 TEST_P(SandboxLimitsTest, ConcurrentSandboxesGetDistinctBuildUsers) {
   std::string out[2];
   std::thread a([&] { out[0] = Shell("id -u; sleep 1").stdout_text; });
