@@ -81,9 +81,10 @@ absl::StatusOr<std::string> PrepareActionCgroupParent() {
         own, " should be this process's cgroup but does not list it; is a cgroup2 mount from "
         "outside this cgroup namespace at its place?"));
   }
-  absl::Status enabled = WriteCgroupFile(own, "cgroup.subtree_control", enable);
-  if (enabled.ok()) return own;  // no process of ours in it, or the root cgroup
-  if (!absl::IsUnavailable(enabled)) {  // anything but EBUSY: moving would not help
+  int error = 0;
+  absl::Status enabled = WriteCgroupFile(own, "cgroup.subtree_control", enable, &error);
+  if (enabled.ok()) return own;  // no process in it, or the root cgroup
+  if (error != EBUSY) {  // EBUSY is the rule about processes; moving would not help the rest
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot enable the cgroup v2 controllers ", enable, " in ", own, ": ", enabled.message(),
         "; the worker needs a cgroup delegated to it (systemd Delegate=yes)"));

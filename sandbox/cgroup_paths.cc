@@ -1,11 +1,15 @@
 #include "sandbox/cgroup_paths.h"
 
 #include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <fstream>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/posix.h"
 
@@ -51,11 +55,22 @@ std::map<std::string, std::string> OwnCgroups() {
   return own;
 }
 
-absl::Status WriteCgroupFile(const std::string& dir, const std::string& file, const std::string& value) {
+absl::Status WriteCgroupFile(const std::string& dir, const std::string& file, const std::string& value,
+                             int* error_number) {
   std::string path = dir + "/" + file;
-  absl::StatusOr<UniqueFd> fd = OpenFile(path, O_WRONLY | O_CLOEXEC);
-  if (!fd.ok()) return fd.status();
-  return WriteAll(fd->get(), value, path);
+  int error = 0;
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error = errno;
+  } else {
+    ssize_t written;
+    while ((written = write(fd, value.data(), value.size())) < 0 && errno == EINTR) {
+    }
+    if (written < 0) error = errno;
+    close(fd);
+  }
+  if (error_number != nullptr) *error_number = error;
+  return error == 0 ? absl::OkStatus() : PosixError(absl::StrCat("write ", path), error);
 }
 
 std::string ReadCgroupFile(const std::string& dir, const std::string& file) {

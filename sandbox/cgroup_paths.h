@@ -46,8 +46,10 @@ std::string OwnV2CgroupWithControllers();
 std::vector<std::string> AvailableLimitControllers(const std::string& dir);
 
 // Writes `value` to the control file dir/file in one write(), as the kernel
-// wants; the error carries errno (EBUSY maps to UNAVAILABLE).
-absl::Status WriteCgroupFile(const std::string& dir, const std::string& file, const std::string& value);
+// wants. `error_number`, when given, gets the errno of a failure (0 on
+// success): callers tell EBUSY (a cgroup with processes) from the rest.
+absl::Status WriteCgroupFile(const std::string& dir, const std::string& file, const std::string& value,
+                             int* error_number = nullptr);
 // The control file's text, or "" when it cannot be read.
 std::string ReadCgroupFile(const std::string& dir, const std::string& file);
 

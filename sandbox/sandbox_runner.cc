@@ -190,7 +190,8 @@ absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxP
   config.go_fd = go_pipe[0];
   config.report_fd = report_pipe[1];
 
-  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | SIGCHLD;
+  // CLONE_NEWCGROUP is left to PID 1, once it is in the action's cgroup.
+  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
   if (!spec.share_network) flags |= CLONE_NEWNET;
   if (result.user_namespace) flags |= CLONE_NEWUSER;
   void* stack = mmap(nullptr, kInitStackBytes, PROT_READ | PROT_WRITE,

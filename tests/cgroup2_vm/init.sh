@@ -4,6 +4,8 @@
 # test's writable share (both virtio-9p), then switch_roots into the host's
 # root to run the guest script. switch_root, not chroot: the kernel refuses
 # new user namespaces to chrooted processes, and the sandbox makes them.
+# The root is read-only and does not change during a test, so its pages and
+# names are cached (cache=loose): start-up of the test binaries is much faster.
 # Kernel command line: kiln.share=DIR (the share, mounted at the same path as
 # on the host) kiln.script=FILE (run as PID 1 in the new root).
 /bin/busybox --install -s /bin
@@ -38,7 +40,7 @@ done
 
 options=trans=virtio,version=9p2000.L,msize=512000
 mkdir -p /newroot
-mount -t 9p -o "$options,ro" hostroot /newroot || fail "mount the host's root"
+mount -t 9p -o "$options,ro,cache=loose" hostroot /newroot || fail "mount the host's root"
 # The host's /tmp and /run stay the host's: the guest gets its own.
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "tmpfs /tmp"
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "tmpfs /run"
