@@ -127,6 +127,9 @@ wait "$QEMU_PID" || true
 QEMU_PID=""
 vm_seconds=$(echo "$(date +%s.%N) - $boot_start" | bc)
 
+echo "--- guest log"
+cat "$SHARE/guest.log" 2> /dev/null || true
+echo "---"
 echo "kernel $(cat "$CACHE/kernel/package"); kernel+initramfs ready in ${prepare_seconds}s; VM ran ${vm_seconds}s"
 sed -n 's/^guest: up after \(.*\) s$/guest booted (guest clock): \1 s/p' "$SHARE/guest.log" 2> /dev/null || true
 cat "$SHARE/results"
@@ -140,8 +143,6 @@ for name in sandbox_limits leftover_cleanup worker_delegated worker_undelegated;
   grep -q "^PASS $name " "$SHARE/results" || { echo "FAIL: $name did not pass" >&2; failed=1; }
 done
 if [[ $failed == 1 ]]; then
-  echo "--- guest log" >&2
-  cat "$SHARE/guest.log" >&2 2> /dev/null || true
   echo "--- console" >&2
   tail -50 "$SHARE/console.log" >&2
   exit 1
