@@ -4,6 +4,7 @@
 #   ./dev.sh test                      install what is missing, build, run every test
 #   ./dev.sh build                     install what is missing and build
 #   ./dev.sh deps                      only install what is missing
+#   ./dev.sh fuzz [SECONDS]            build the libFuzzer targets (clang) and run each SECONDS (12)
 #   ./dev.sh asan | tsan | thread-safety   clang sanitizer / -Wthread-safety builds (CI)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -46,11 +47,12 @@ build() {
 # The suites that drive the gRPC reactors, for the sanitizer builds.
 # Also every suite that feeds untrusted input to the worker: the path module,
 # staging, output collection, the disk watchdog, platform parsing, the
-# authorizer, and the attack suite run against the instrumented worker.
-SANITIZED_TESTS='^((StorageTest|ExecutionTest|LiveLogsTest|CancelStormTest|AuthTest|JwtAuthTest|OperationOwnershipTest|PathBeneathTest|InputStagerTest|OutputCollectorTest|DiskWatchdogTest|PlatformTest)\.|security_)'
+# authorizer, the kiln client's input-root walk, and the attack suite run
+# against the instrumented worker.
+SANITIZED_TESTS='^((StorageTest|ExecutionTest|LiveLogsTest|CancelStormTest|AuthTest|JwtAuthTest|OperationOwnershipTest|ReflectionTest|StatusCodesTest|TreeBuilderTest|TreeBuilderTreeTest|PathBeneathTest|InputStagerTest|OutputCollectorTest|DiskWatchdogTest|PlatformTest)\.|security_)'
 SANITIZED_TARGETS=(kiln-worker kiln-sandbox kiln grpc_storage_test grpc_execution_test
                    live_logs_test cancel_storm_test auth_test jwt_auth_test operation_ownership_test
-                   common_test exec_test)
+                   reflection_test status_codes_test client_test common_test exec_test)
 
 # Peak RSS and timing are no measure of Kiln under a sanitizer's allocator.
 SANITIZED_SKIP='TwoHundredMegabytesOfOutputKeepTheWorkerSmall|security_resource_limits_test'
@@ -74,6 +76,37 @@ thread_safety_check() {
   ninja -C build-thread-safety -j "$(nproc)" $objects
 }
 
+# The libFuzzer targets of fuzz/, built with clang in build-fuzz, each run
+# for SECONDS on its committed seeds (fuzz/corpus/TARGET, which include every
+# input that once crashed it) and what earlier runs here found
+# (build-fuzz/corpus/TARGET). A crash, a sanitizer report or a leak fails
+# the stage; the input is kept in build-fuzz/crashes/ (docs/fuzzing.md).
+fuzz() {
+  local seconds=${1:-12}
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DKILN_FUZZ=ON > /dev/null
+  cmake --build build-fuzz --target kiln_fuzzers
+  mkdir -p build-fuzz/crashes
+  local source target failed=()
+  for source in fuzz/*_fuzzer.cc; do
+    target=$(basename "$source" .cc)
+    mkdir -p "build-fuzz/corpus/$target"
+    if UBSAN_OPTIONS=print_stacktrace=1 "build-fuzz/fuzz/$target" -max_total_time="$seconds" \
+        -print_final_stats=1 -artifact_prefix="build-fuzz/crashes/$target-" \
+        "build-fuzz/corpus/$target" "fuzz/corpus/$target" > "build-fuzz/$target.log" 2>&1; then
+      echo "fuzz: $target: $(grep -E '^stat::number_of_executed_units' "build-fuzz/$target.log" |
+        awk '{print $2}') runs in ${seconds}s, no crash"
+    else
+      tail -n 40 "build-fuzz/$target.log" >&2
+      failed+=("$target")
+    fi
+  done
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "fuzz: FAILED: ${failed[*]} (logs in build-fuzz/, inputs in build-fuzz/crashes/)" >&2
+    return 1
+  fi
+}
+
 command=${1:-}
 [[ $# -gt 0 ]] && shift
 case "$command" in
@@ -85,6 +118,12 @@ case "$command" in
     build
     cd build
     ctest --output-on-failure --timeout 900 -j "$(nproc)" "$@"
+    cd ..
+    fuzz "${KILN_FUZZ_SECONDS:-12}"
+    ;;
+  fuzz)
+    install_deps
+    fuzz "$@"
     ;;
   asan)
     install_deps

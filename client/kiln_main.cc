@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/remote.h"
+#include "client/result_paths.h"
 #include "common/path_beneath.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
@@ -37,6 +38,7 @@ using kiln::RemoveTreeAt;
 using kiln::UniqueFd;
 using kiln::Digest;
 using kiln::client::BlobSet;
+using kiln::client::CheckResultPaths;
 using kiln::client::Progress;
 using kiln::client::RemoteClient;
 namespace rev2 = build::bazel::remote::execution::v2;
@@ -77,6 +79,12 @@ Options:
   --tls_cert=FILE --tls_key=FILE   client certificate (implies TLS)
   --token_file=FILE    bearer token (default: $KILN_TOKEN)
   --input_root=DIR     directory sent as the input root (default: the current one)
+  --exclude=GLOB       leave matching files and directories out (repeatable):
+                       "build/" or "*.o" match a name at any depth, "out/*" a
+                       path from DIR; DIR/.kilnignore lists more, one a line
+  --preserve_symlinks  send symlinks that point outside DIR (absolute, or up
+                       out of it) as symlinks; by default, unless the server
+                       allows absolute ones, what they point to is sent
   --output=PATH        a file or directory CMD produces, relative to DIR (repeatable)
   --env=NAME=VALUE     environment variable (repeatable); the environment is exactly these
   --platform=NAME=VALUE  platform property, e.g. memory=2GiB (repeatable)
@@ -286,19 +294,6 @@ absl::Status MaterializeTree(RemoteClient& client, const rev2::Tree& tree, int d
   return write(tree.root(), dirfd, 0);
 }
 
-// Every path of a result is checked before anything is written: a hostile
-// or broken server cannot make the client write outside --input_root.
-absl::Status CheckResultPaths(const rev2::ActionResult& result) {
-  for (const auto& file : result.output_files()) RETURN_IF_ERROR(CheckRelativePath(file.path(), "output file"));
-  for (const auto& dir : result.output_directories()) {
-    RETURN_IF_ERROR(CheckRelativePath(dir.path(), "output directory"));
-  }
-  for (const auto& link : result.output_symlinks()) {
-    RETURN_IF_ERROR(CheckRelativePath(link.path(), "output symlink"));
-  }
-  return absl::OkStatus();
-}
-
 // Puts the result's outputs in place under `root_fd` (the input root):
 // files, then directories, then symlinks, each parent created or opened
 // beneath the root without following a symlink.
@@ -350,14 +345,19 @@ int Run(int argc, char** argv) {
   std::vector<std::string> outputs;
   std::vector<std::pair<std::string, std::string>> env, platform;
   absl::Duration timeout = absl::ZeroDuration();
-  bool skip_cache = false, verbose = false;
-  enum { kServer = 1000, kInstance, kInputRoot, kOutput, kEnv, kPlatform, kTimeout, kSkipCache, kVerbose, kHelp };
+  bool skip_cache = false, verbose = false, preserve_symlinks = false;
+  kiln::client::InputRootOptions root_options;
+  root_options.read_kilnignore = true;
+  enum { kServer = 1000, kInstance, kInputRoot, kOutput, kEnv, kPlatform, kTimeout, kSkipCache, kVerbose, kHelp,
+         kExclude, kPreserveSymlinks };
   static const struct option kOptions[] = {
       {"server", required_argument, nullptr, kServer}, {"instance", required_argument, nullptr, kInstance},
       {"input_root", required_argument, nullptr, kInputRoot}, {"output", required_argument, nullptr, kOutput},
       {"env", required_argument, nullptr, kEnv}, {"platform", required_argument, nullptr, kPlatform},
       {"timeout", required_argument, nullptr, kTimeout}, {"skip_cache", no_argument, nullptr, kSkipCache},
       {"verbose", no_argument, nullptr, kVerbose}, {"help", no_argument, nullptr, kHelp},
+      {"exclude", required_argument, nullptr, kExclude},
+      {"preserve_symlinks", no_argument, nullptr, kPreserveSymlinks},
       KILN_CREDENTIAL_OPTIONS, {nullptr, 0, nullptr, 0}};
   auto pair = [](const char* option, const std::string& text) {
     size_t eq = text.find('=');
@@ -378,6 +378,8 @@ int Run(int argc, char** argv) {
         break;
       case kSkipCache: skip_cache = true; break;
       case kVerbose: verbose = true; break;
+      case kExclude: root_options.excludes.push_back(optarg); break;
+      case kPreserveSymlinks: preserve_symlinks = true; break;
       case kHelp: std::fputs(kRunUsage, stdout); return 0;
       default:
         if (ParseCredentialOption(option, &common)) break;
@@ -397,7 +399,10 @@ int Run(int argc, char** argv) {
   RemoteClient client = Connect(common);
 
   BlobSet blobs;
-  absl::StatusOr<Digest> root = kiln::client::BuildInputRoot(input_root, &blobs);
+  // Kiln itself refuses absolute and escaping symlinks in an input root;
+  // another server may allow absolute ones (escaping ones never stay inside).
+  root_options.resolve_outside_symlinks = !preserve_symlinks && !client.absolute_symlinks_allowed();
+  absl::StatusOr<Digest> root = kiln::client::BuildInputRoot(input_root, &blobs, root_options);
   if (!root.ok()) FailWith(root.status(), "reading the input root");
   rev2::Command command;
   for (int i = optind; i < argc; ++i) command.add_arguments(argv[i]);

@@ -117,6 +117,8 @@ absl::Status RemoteClient::CheckReachable(absl::Duration timeout) {
   if (!status.ok()) {
     return absl::UnavailableError(status.error_message());
   }
+  absolute_symlinks_allowed_ = capabilities.cache_capabilities().symlink_absolute_path_strategy() ==
+                               rev2::SymlinkAbsolutePathStrategy::ALLOWED;
   return absl::OkStatus();
 }
 

@@ -45,6 +45,9 @@ class RemoteClient {
   // UNAVAILABLE with a readable message when the server cannot be reached;
   // UNAUTHENTICATED or PERMISSION_DENIED when it refuses the credentials.
   absl::Status CheckReachable(absl::Duration timeout);
+  // From the Capabilities CheckReachable read: whether the server accepts
+  // absolute symlink targets in input roots.
+  bool absolute_symlinks_allowed() const { return absolute_symlinks_allowed_; }
   // grpc.health.v1 Check of `service` ("" for the whole server): true when
   // SERVING. Health needs no credentials, only the TLS trust.
   absl::StatusOr<bool> CheckHealth(const std::string& service, absl::Duration timeout);
@@ -81,6 +84,7 @@ class RemoteClient {
   std::unique_ptr<rev2::Execution::Stub> execution_;
   std::unique_ptr<rev2::ActionCache::Stub> action_cache_;
   std::unique_ptr<rev2::Capabilities::Stub> capabilities_;
+  bool absolute_symlinks_allowed_ = false;
 };
 
 }  // namespace kiln::client

@@ -8,7 +8,8 @@
 
 namespace kiln {
 
-ZstdDecompressor::ZstdDecompressor() : ctx_(ZSTD_createDCtx()) {
+ZstdDecompressor::ZstdDecompressor()
+    : ctx_(ZSTD_createDCtx()), chunk_(new char[ZSTD_DStreamOutSize()]) {
   if (ctx_ == nullptr) std::abort();
 }
 
@@ -16,9 +17,8 @@ ZstdDecompressor::~ZstdDecompressor() { ZSTD_freeDCtx(ctx_); }
 
 absl::Status ZstdDecompressor::Decompress(absl::string_view input, std::string* out) {
   ZSTD_inBuffer in{input.data(), input.size(), 0};
-  std::string chunk(ZSTD_DStreamOutSize(), '\0');
   while (true) {
-    ZSTD_outBuffer buffer{chunk.data(), chunk.size(), 0};
+    ZSTD_outBuffer buffer{chunk_.get(), ZSTD_DStreamOutSize(), 0};
     size_t result = ZSTD_decompressStream(ctx_, &buffer, &in);
     if (ZSTD_isError(result)) {
       return absl::InvalidArgumentError(
@@ -29,7 +29,7 @@ absl::Status ZstdDecompressor::Decompress(absl::string_view input, std::string* 
       return absl::InvalidArgumentError(absl::StrCat(
           "the zstd data decompresses to more than the declared size of ", max_output_, " bytes"));
     }
-    out->append(chunk.data(), buffer.pos);
+    out->append(chunk_.get(), buffer.pos);
     // Done when all input is consumed and the output buffer was not filled
     // (a full buffer may mean more output is pending).
     if (in.pos == in.size && buffer.pos < buffer.size) return absl::OkStatus();

@@ -4,6 +4,7 @@
 #define KILN_COMMON_ZSTD_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -30,6 +31,10 @@ class ZstdDecompressor {
 
  private:
   ZSTD_DCtx_s* ctx_;
+  // Where each step's output lands: allocated once per stream, since a
+  // 128 KiB buffer per call meant an mmap, zero-fill and munmap for every
+  // chunk of an upload (seen by fuzz/zstd_blob_writer_fuzzer).
+  std::unique_ptr<char[]> chunk_;
   int64_t max_output_ = INT64_MAX;
   int64_t total_output_ = 0;
 };

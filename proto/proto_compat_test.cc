@@ -212,6 +212,26 @@ TEST_F(ProtoCompatTest, CurrentUpstreamAdditionsArePresent) {
   EXPECT_EQ(number(p + "Command", "output_paths"), 7);
   EXPECT_EQ(number(p + "FileNode", "node_properties"), 6);
   EXPECT_EQ(number(p + "ExecutedActionMetadata", "virtual_execution_duration"), 12);
+  // v2.4 to v2.12 (issue 11: newer REAPI).
+  EXPECT_EQ(number(p + "OutputDirectory", "is_topologically_sorted"), 4);
+  EXPECT_EQ(number(p + "OutputDirectory", "root_directory_digest"), 5);
+  EXPECT_EQ(number(p + "Command", "output_directory_format"), 9);
+  EXPECT_EQ(number(p + "ExecuteOperationMetadata", "partial_execution_metadata"), 5);
+  EXPECT_EQ(number(p + "ExecuteRequest", "inline_stderr"), 11);
+  EXPECT_EQ(number(p + "ExecuteRequest", "inline_output_files"), 12);
+  EXPECT_EQ(number(p + "CacheCapabilities", "max_cas_blob_size_bytes"), 8);
+  auto value = [&](const std::string& enum_name, const std::string& name) {
+    const EnumDescriptor* e = pool->FindEnumTypeByName(enum_name);
+    if (e == nullptr || e->FindValueByName(name) == nullptr) return -1;
+    return e->FindValueByName(name)->number();
+  };
+  EXPECT_EQ(value(p + "DigestFunction.Value", "SHA256TREE"), 8);
+  EXPECT_EQ(value(p + "DigestFunction.Value", "BLAKE3"), 9);
+  EXPECT_EQ(value(p + "DigestFunction.Value", "GITSHA1"), 10);
+  EXPECT_EQ(value(p + "Compressor.Value", "BROTLI"), 3);
+  EXPECT_EQ(value(p + "Command.OutputDirectoryFormat", "TREE_ONLY"), 0);
+  EXPECT_EQ(value(p + "Command.OutputDirectoryFormat", "DIRECTORY_ONLY"), 1);
+  EXPECT_EQ(value(p + "Command.OutputDirectoryFormat", "TREE_AND_DIRECTORY"), 2);
 }
 
 }  // namespace

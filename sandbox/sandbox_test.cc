@@ -309,6 +309,18 @@ TEST_P(SandboxTest, ExitCodesAndSignalsPassThrough) {
       << missing.stderr_text;
 }
 
+// Found by fuzz/sandbox_spec_fuzzer (corpus file
+// regression-exec-error-not-utf8): the stats file quotes argv[0] in
+// exec_error, and a name that is not UTF-8 made the JSON writer throw, which
+// ended kiln-sandbox (SIGABRT) with no stats file.
+TEST_P(SandboxTest, AProgramNameThatIsNotUtf8StillGetsAStatsFile) {
+  auto r = Sandbox({}, {"/no/such/\xff\xfeprogram"});
+  EXPECT_EQ(r.exit_code, 127) << r.stderr_text;
+  nlohmann::json stats = Stats();
+  ASSERT_TRUE(stats.is_object()) << r.stderr_text;
+  EXPECT_NE(stats["exec_error"].get<std::string>().find("program"), std::string::npos);
+}
+
 TEST_P(SandboxTest, TimeoutKillsAProcessThatIgnoresSigterm) {
   auto start = std::chrono::steady_clock::now();
   auto r = Shell("trap '' TERM; while :; do sleep 0.1; done", {"--timeout=0.5s", "--kill_grace=0.5s"});

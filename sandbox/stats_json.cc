@@ -48,7 +48,10 @@ std::string ResultToJson(const SandboxResult& r) {
       {"voluntary_context_switches", r.rusage.ru_nvcsw},
       {"involuntary_context_switches", r.rusage.ru_nivcsw},
   };
-  return out.dump(2) + "\n";
+  // exec_error carries argv[0], which may be any bytes: invalid UTF-8 is
+  // replaced (U+FFFD) rather than thrown about, which would end kiln-sandbox
+  // without a stats file.
+  return out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace kiln::sandbox

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/flag_types.h"
 #include "sandbox/cgroup_delegation.h"
+#include "server/cas/verify_store.h"
 #include "server/worker_server.h"
 
 ABSL_FLAG(kiln::HostPort, listen, (kiln::HostPort{"127.0.0.1", 8980}),
@@ -109,6 +110,14 @@ ABSL_FLAG(std::string, jwt_audience, "", "the `aud` JWT bearer tokens must carry
 ABSL_FLAG(std::string, jwt_issuer, "", "the `iss` JWT bearer tokens must carry (default: any)");
 ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(1),
           "how often the TLS files are checked for changes");
+ABSL_FLAG(bool, reflection, true,
+          "serve gRPC server reflection (v1 and v1alpha; open to every caller, like Health: it "
+          "shows the API's shape, never data). --noreflection turns it off");
+ABSL_FLAG(bool, verify_cas, false,
+          "check the --state_dir's CAS (every blob against its SHA-256) and action cache (every "
+          "referenced blob present) instead of serving, quarantine what is wrong in "
+          "STATE_DIR/quarantine/, and exit: 0 clean, 1 problems found, 2 could not check "
+          "(e.g. a worker holds the state dir)");
 ABSL_FLAG(bool, insecure_allow_unauthenticated, false,
           "allow serving a non-loopback --listen address without --tls_client_ca or --token_file "
           "(anyone who reaches the port may then run anything)");
@@ -155,6 +164,20 @@ void SetUpActionCgroups(kiln::exec::ExecOptions* exec) {
   }
 }
 
+// --verify_cas: one line per problem on stdout, then a summary.
+int VerifyCas(const std::string& state_dir) {
+  absl::StatusOr<kiln::cas::VerifyReport> report = kiln::cas::VerifyStateDir(state_dir);
+  if (!report.ok()) Die(absl::StrCat("--verify_cas: ", report.status().message()));
+  for (const std::string& problem : report->problems) std::printf("%s\n", problem.c_str());
+  std::printf("kiln-worker --verify_cas: %lld blobs (%lld bytes) and %lld action-cache entries checked, "
+              "%lld unfinished writes removed, %zu problems%s\n",
+              static_cast<long long>(report->blobs_checked), static_cast<long long>(report->bytes_checked),
+              static_cast<long long>(report->entries_checked),
+              static_cast<long long>(report->unfinished_writes_removed), report->problems.size(),
+              report->clean() ? "" : " (quarantined under STATE_DIR/quarantine/)");
+  return report->clean() ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -185,6 +208,7 @@ int main(int argc, char** argv) {
   if (options.state_dir[0] != '/') {
     Die(absl::StrCat("--state_dir=", options.state_dir, " must be an absolute path"));
   }
+  if (absl::GetFlag(FLAGS_verify_cas)) return VerifyCas(options.state_dir);
   options.cas_max_bytes = absl::GetFlag(FLAGS_cas_max_bytes).bytes;
   options.cas_max_blob_bytes = absl::GetFlag(FLAGS_cas_max_blob_bytes).bytes;
   if (options.cas_max_bytes == 0) Die("--cas_max_bytes must be more than 0");
@@ -195,6 +219,7 @@ int main(int argc, char** argv) {
   options.tls_key = absl::GetFlag(FLAGS_tls_key);
   options.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
   options.token_file = absl::GetFlag(FLAGS_token_file);
+  options.reflection = absl::GetFlag(FLAGS_reflection);
   options.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
   if (options.tls_reload_interval < absl::Seconds(1)) Die("--tls_reload_interval must be at least 1s");
   options.jwt.public_keys_file = absl::GetFlag(FLAGS_jwt_public_keys);

@@ -6,7 +6,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/security/tls_certificate_provider.h>
@@ -17,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/path_beneath.h"
 #include "common/status_macros.h"
+#include "grpc/health/v1/health.pb.h"
+#include "server/api/reflection_service.h"
 #include "server/process_metrics.h"
 
 namespace kiln {
@@ -141,7 +142,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   const bool exec_enabled = options.concurrency > 0;
   worker->capabilities_service_ =
       std::make_unique<api::CapabilitiesService>(kMaxBatchTotalBytes, exec_enabled,
-                                                worker->authorizer_.get());
+                                                worker->authorizer_.get(), cas_options.max_blob_bytes);
   if (exec_enabled) {
     exec::ExecOptions exec_options = options.exec;
     exec_options.exec_root = options.state_dir + "/exec";
@@ -191,7 +192,6 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   worker->memory_trimmer_ = std::make_unique<MemoryTrimmer>(absl::Seconds(5));
 
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, credentials, &worker->grpc_port_);
   builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
@@ -207,15 +207,38 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
     builder.RegisterService(worker->execution_service_.get());
     builder.RegisterService(worker->operations_service_.get());
   }
+  // What this worker serves, for reflection and for Health.Check by name.
+  std::vector<std::string> served_names = {
+      rev2::Capabilities::service_full_name(), rev2::ContentAddressableStorage::service_full_name(),
+      api::bs::ByteStream::service_full_name(), rev2::ActionCache::service_full_name()};
+  if (exec_enabled) {
+    served_names.push_back(rev2::Execution::service_full_name());
+    served_names.push_back(api::lro::Operations::service_full_name());
+  }
+  if (options.reflection) {
+    // HealthCheckRequest::descriptor() also links Health's descriptor in.
+    std::vector<const google::protobuf::ServiceDescriptor*> served = {
+        grpc::health::v1::HealthCheckRequest::descriptor()->file()->FindServiceByName("Health")};
+    for (const std::string& name : served_names) {
+      served.push_back(google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(name));
+    }
+    worker->reflection_services_ = api::MakeReflectionServices(std::move(served));
+    for (const auto& service : worker->reflection_services_) builder.RegisterService(service.get());
+  }
   worker->server_ = builder.BuildAndStart();
   if (worker->server_ == nullptr || worker->grpc_port_ == 0) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on --listen=", options.listen,
         " (is the address valid and the port free?)"));
   }
-  spdlog::info("kiln-worker serving REAPI on {} (port {}, {}, authorization {}), metrics on {}",
+  // Health.Check of a named service answers SERVING for each one served
+  // (until draining); other names stay NOT_FOUND.
+  for (const std::string& name : served_names) {
+    worker->server_->GetHealthCheckService()->SetServingStatus(name, true);
+  }
+  spdlog::info("kiln-worker serving REAPI on {} (port {}, {}, authorization {}, reflection {}), metrics on {}",
                options.listen, worker->grpc_port_, options.tls_cert.empty() ? "plaintext" : "TLS",
-               worker->authorizer_ != nullptr ? "on" : "off",
+               worker->authorizer_ != nullptr ? "on" : "off", options.reflection ? "on" : "off",
                options.metrics_listen.empty() ? "(disabled)" : options.metrics_listen);
   return worker;
 }

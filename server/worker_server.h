@@ -7,6 +7,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/server.h>
 #include <prometheus/exposer.h>
@@ -52,6 +53,9 @@ struct WorkerOptions {
   // neither this, nor tls_client_ca, nor JWT keys, authorization is off.
   std::string token_file;
   api::JwtOptions jwt;  // JWT bearer tokens when jwt.public_keys_file is set
+  // gRPC server reflection (v1 and v1alpha), open to every caller like
+  // Health: it shows the API's shape, never data.
+  bool reflection = true;
 };
 
 // The largest gRPC message the server accepts; batch calls are capped lower
@@ -99,6 +103,7 @@ class WorkerServer {
   std::unique_ptr<exec::Scheduler> scheduler_;
   std::unique_ptr<api::ExecutionService> execution_service_;
   std::unique_ptr<api::OperationsService> operations_service_;
+  std::vector<std::unique_ptr<grpc::Service>> reflection_services_;  // empty: --noreflection
   std::unique_ptr<grpc::Server> server_;
   std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   std::unique_ptr<metrics::WorkerMetrics> metrics_;

@@ -227,6 +227,114 @@ TEST_F(ExecutionTest, RunsTheCommandAndReturnsACompleteResult) {
   EXPECT_EQ(again.response.result().stdout_digest().hash(), result.stdout_digest().hash());
 }
 
+// Each stage reaches a stream follower once: EXECUTING arrives with the live
+// log names and the partial metadata (v2.6) in the same message, never twice.
+// Every metadata names the digest function (v2.11), cache hits included.
+TEST_F(ExecutionTest, EachStageIsSentOnceWithStreamNamesAndPartialMetadata) {
+  Digest action = MakeAction("sleep 0.5; echo hi");
+  for (bool cached : {false, true}) {
+    SCOPED_TRACE(cached ? "cache hit" : "executed");
+    Execution e = Execute(action);
+    ASSERT_TRUE(e.call.ok()) << e.call.error_message();
+    std::map<int, int> seen;
+    int last = -1;
+    for (const auto& update : e.updates) {
+      rev2::ExecuteOperationMetadata metadata;
+      ASSERT_TRUE(update.metadata().UnpackTo(&metadata));
+      EXPECT_EQ(metadata.digest_function(), rev2::DigestFunction::SHA256);
+      EXPECT_GE(metadata.stage(), last);
+      last = metadata.stage();
+      ++seen[metadata.stage()];
+      if (metadata.stage() == rev2::ExecutionStage::EXECUTING) {
+        EXPECT_NE(metadata.stdout_stream_name(), "");
+        EXPECT_NE(metadata.stderr_stream_name(), "");
+        EXPECT_GT(metadata.partial_execution_metadata().worker_start_timestamp().seconds(), 0);
+        EXPECT_GT(metadata.partial_execution_metadata().queued_timestamp().seconds(), 0);
+      }
+    }
+    EXPECT_EQ(e.response.cached_result(), cached);
+    EXPECT_EQ(seen[rev2::ExecutionStage::EXECUTING], cached ? 0 : 1);
+    EXPECT_LE(seen[rev2::ExecutionStage::QUEUED], 1);
+    EXPECT_EQ(seen[rev2::ExecutionStage::COMPLETED], 1);
+  }
+}
+
+// A second follower (WaitExecution) also sees EXECUTING at most once.
+TEST_F(ExecutionTest, WaitExecutionAlsoSeesEachStageOnce) {
+  Digest action = MakeAction("sleep 1; echo hi");
+  rev2::ExecuteRequest request;
+  *request.mutable_action_digest() = action.ToProto();
+  grpc::ClientContext context;
+  auto reader = execution_->Execute(&context, request);
+  lro::Operation first;
+  ASSERT_TRUE(reader->Read(&first));
+  rev2::WaitExecutionRequest wait;
+  wait.set_name(first.name());
+  grpc::ClientContext wait_context;
+  auto waiter = execution_->WaitExecution(&wait_context, wait);
+  std::map<int, int> seen;
+  lro::Operation update;
+  while (waiter->Read(&update)) ++seen[Stage(update)];
+  EXPECT_TRUE(waiter->Finish().ok());
+  EXPECT_LE(seen[rev2::ExecutionStage::EXECUTING], 1);
+  EXPECT_EQ(seen[rev2::ExecutionStage::COMPLETED], 1);
+  while (reader->Read(&update)) {
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+}
+
+// Command.output_directory_format (v2.8): DIRECTORY_ONLY and
+// TREE_AND_DIRECTORY also store every Directory and set
+// root_directory_digest; the default (TREE_ONLY) stores the Tree alone.
+TEST_F(ExecutionTest, OutputDirectoryFormatStoresDirectoriesWhenAsked) {
+  for (auto format : {rev2::Command::TREE_ONLY, rev2::Command::DIRECTORY_ONLY,
+                      rev2::Command::TREE_AND_DIRECTORY}) {
+    SCOPED_TRACE(rev2::Command::OutputDirectoryFormat_Name(format));
+    rev2::Command command;
+    for (const char* arg : {"/bin/sh", "-c", "mkdir -p out/a/b out/c; echo x > out/a/b/f; echo y > out/top"}) {
+      command.add_arguments(arg);
+    }
+    command.add_arguments(rev2::Command::OutputDirectoryFormat_Name(format));  // a distinct action each
+    command.add_output_paths("out");
+    command.set_output_directory_format(format);
+    rev2::Action action;
+    *action.mutable_command_digest() = PutMessage(command).ToProto();
+    *action.mutable_input_root_digest() = PutMessage(rev2::Directory()).ToProto();
+    Execution e = Execute(PutMessage(action));
+    ASSERT_TRUE(e.call.ok()) << e.call.error_message();
+    ASSERT_EQ(e.response.status().code(), 0) << e.response.status().message();
+    ASSERT_EQ(e.response.result().output_directories_size(), 1);
+    const rev2::OutputDirectory& out = e.response.result().output_directories(0);
+    rev2::Tree tree;
+    ASSERT_TRUE(tree.ParseFromString(Get(out.tree_digest())));
+    if (format == rev2::Command::TREE_ONLY) {
+      EXPECT_FALSE(out.has_root_directory_digest());
+      continue;
+    }
+    ASSERT_TRUE(out.has_root_directory_digest());
+    // Walk the Directory blobs from the root, as a client of this form does.
+    std::vector<rev2::Digest> pending = {out.root_directory_digest()};
+    int directories = 0, files = 0;
+    while (!pending.empty()) {
+      rev2::Digest digest = pending.back();
+      pending.pop_back();
+      rev2::Directory directory;
+      ASSERT_TRUE(directory.ParseFromString(Get(digest))) << digest.hash();
+      ++directories;
+      files += directory.files_size();
+      for (const auto& child : directory.directories()) pending.push_back(child.digest());
+    }
+    EXPECT_EQ(directories, 4);  // out, a, a/b, c
+    EXPECT_EQ(files, 2);
+    EXPECT_EQ(tree.children_size(), 3);
+    // A cache hit carries the same digests.
+    Execution again = Execute(PutMessage(action));
+    ASSERT_TRUE(again.response.cached_result());
+    EXPECT_EQ(again.response.result().output_directories(0).root_directory_digest().hash(),
+              out.root_directory_digest().hash());
+  }
+}
+
 TEST_F(ExecutionTest, MissingInputsAreFailedPreconditionWithOneViolationEach) {
   rev2::Directory root;
   for (const char* name : {"a", "b"}) {

@@ -144,6 +144,11 @@ TEST_F(StorageTest, CapabilitiesAnnounceSha256ZstdBatchLimitAndNoExecution) {
   EXPECT_TRUE(cache.action_cache_update_capabilities().update_enabled());
   EXPECT_FALSE(caps.execution_capabilities().exec_enabled());
   EXPECT_EQ(caps.high_api_version().major(), 2);
+  // The versions whose additions Kiln serves (capabilities_service.cc): 2.0
+  // to 2.11; 2.12's SplitBlob/SpliceBlob are not served.
+  EXPECT_EQ(caps.low_api_version().minor(), 0);
+  EXPECT_EQ(caps.high_api_version().minor(), 11);
+  EXPECT_EQ(cache.max_cas_blob_size_bytes(), int64_t{8} << 20);  // --cas_max_blob_bytes
 }
 
 TEST_F(StorageTest, HealthServiceReportsServing) {

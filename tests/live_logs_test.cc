@@ -338,6 +338,32 @@ TEST_F(LiveLogsTest, KilnRunUploadsOnlyMissingBlobs) {
   EXPECT_NE(second.stderr_text.find("uploaded 4 of 7 blobs"), std::string::npos) << second.stderr_text;
 }
 
+// A real project directory (issue 11): a Python venv's absolute symlink
+// used to make the server refuse the whole input root, and build output was
+// uploaded with everything else.
+TEST_F(LiveLogsTest, KilnRunSendsWhatOutsideSymlinksPointToAndLeavesExcludesOut) {
+  std::filesystem::create_directories(input_ + "/venv/bin");
+  std::filesystem::create_directories(input_ + "/build/obj");
+  std::filesystem::create_directories(input_ + "/src");
+  std::filesystem::create_symlink("/bin/sh", input_ + "/venv/bin/python3");
+  std::filesystem::create_symlink("python3", input_ + "/venv/bin/python");
+  std::ofstream(input_ + "/build/obj/big.o") << std::string(1 << 20, 'o');
+  std::ofstream(input_ + "/src/main.c") << "int main() {}\n";
+  std::ofstream(input_ + "/src/main.o") << "object";
+  std::ofstream(input_ + "/.kilnignore") << "# build output\n*.o\n";
+  const std::string script =
+      "test -f venv/bin/python3 && test ! -L venv/bin/python3 && test -x venv/bin/python3 &&"
+      "test \"$(readlink venv/bin/python)\" = python3 && venv/bin/python -c 'echo venv works' &&"
+      "test ! -e build && test ! -e src/main.o && test -f src/main.c";
+  auto run = RunToCompletion(KilnRun({"--exclude=build/"}, script));
+  EXPECT_EQ(run.exit_code, 0) << run.stdout_text << run.stderr_text;
+  EXPECT_EQ(run.stdout_text, "venv works\n");
+  // Kept as a symlink, the same tree is refused by this server, by name.
+  auto preserved = RunToCompletion(KilnRun({"--exclude=build/", "--preserve_symlinks"}, "true"));
+  EXPECT_EQ(preserved.exit_code, 65) << preserved.stderr_text;
+  EXPECT_NE(preserved.stderr_text.find("python3"), std::string::npos) << preserved.stderr_text;
+}
+
 TEST_F(LiveLogsTest, KilnRunFailsClearlyWithDistinctCodes) {
   auto unreachable = RunToCompletion({Kiln(), "run", "--server=127.0.0.1:1", "--", "true"});
   EXPECT_EQ(unreachable.exit_code, 69);

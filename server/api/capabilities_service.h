@@ -13,8 +13,9 @@ namespace rev2 = ::build::bazel::remote::execution::v2;
 class CapabilitiesService final : public rev2::Capabilities::CallbackService {
  public:
   // `authorizer` may be null (authorization off).
+  // `max_blob_bytes`: the largest blob the CAS accepts (0: no limit).
   CapabilitiesService(int64_t max_batch_total_bytes, bool exec_enabled,
-                      const Authorizer* authorizer = nullptr);
+                      const Authorizer* authorizer = nullptr, int64_t max_blob_bytes = 0);
 
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* context,
                                             const rev2::GetCapabilitiesRequest* request,

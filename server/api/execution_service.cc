@@ -124,6 +124,7 @@ lro::Operation CachedOperation(const Digest& action_digest, rev2::ActionResult r
   rev2::ExecuteOperationMetadata metadata;
   metadata.set_stage(rev2::ExecutionStage::COMPLETED);
   *metadata.mutable_action_digest() = action_digest.ToProto();
+  metadata.set_digest_function(rev2::DigestFunction::SHA256);  // required since v2.11
   operation.mutable_metadata()->PackFrom(metadata);
   operation.set_done(true);
   rev2::ExecuteResponse response;

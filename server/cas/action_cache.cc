@@ -65,9 +65,16 @@ absl::Status ActionCache::CheckOutputsPresent(const rev2::ActionResult& result) 
     if (!tree.ParseFromString(*data)) {
       return absl::NotFoundError(absl::StrCat("the cached result's ", what, " is not a Tree"));
     }
+    // With a root_directory_digest (v2.8's Directory form) every Directory
+    // must be there too: the client walks them instead of the Tree.
+    const bool directories = dir.has_root_directory_digest();
+    if (directories) RETURN_IF_ERROR(RequirePresent(*cas_, dir.root_directory_digest(), what + " root"));
     auto check_files = [&](const rev2::Directory& directory) -> absl::Status {
       for (const auto& file : directory.files()) {
         RETURN_IF_ERROR(RequirePresent(*cas_, file.digest(), what + " file " + file.name()));
+      }
+      for (const auto& child : directory.directories()) {
+        if (directories) RETURN_IF_ERROR(RequirePresent(*cas_, child.digest(), what + " directory " + child.name()));
       }
       return absl::OkStatus();
     };

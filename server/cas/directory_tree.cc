@@ -64,6 +64,12 @@ absl::Status ValidateDirectory(const rev2::Directory& directory, const std::stri
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": symlink \"", link.name(), "\" has an empty target"));
     }
+    // symlinkat(2) would stop at the NUL: the link staged would not be the
+    // one checked (a target "..\0x" passes the escape check and becomes "..").
+    if (link.target().find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": symlink \"", link.name(), "\" has a NUL byte in its target"));
+    }
   }
   return absl::OkStatus();
 }

@@ -26,6 +26,19 @@ TEST(ValidateDirectoryTest, AcceptsCanonicalForm) {
   EXPECT_TRUE(ValidateDirectory(Dir({"a", "b"}), "d").ok());
 }
 
+// Found by fuzz/directory_tree_fuzzer (corpus file
+// regression-nul-in-symlink-target): a target with a NUL byte was accepted,
+// and symlinkat(2) would have created a shorter link than the one checked.
+TEST(ValidateDirectoryTest, RejectsANulByteInASymlinkTarget) {
+  rev2::Directory d;
+  auto* link = d.add_symlinks();
+  link->set_name("l");
+  link->set_target(std::string("..\0/x", 5));
+  absl::Status status = ValidateDirectory(d, "d");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("NUL"), absl::string_view::npos) << status;
+}
+
 TEST(ValidateDirectoryTest, RejectsUnsortedDuplicateAndBadNames) {
   auto unsorted = ValidateDirectory(Dir({"b", "a"}), "d");
   EXPECT_EQ(unsorted.code(), absl::StatusCode::kInvalidArgument);

@@ -2,13 +2,12 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <optional>
 
 #include <google/protobuf/util/time_util.h>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -22,6 +21,7 @@
 #include "server/cas/directory_tree.h"
 #include "server/exec/disk_watchdog.h"
 #include "server/exec/output_collector.h"
+#include "server/exec/sandbox_stats.h"
 
 namespace kiln::exec {
 namespace {
@@ -49,12 +49,18 @@ absl::StatusOr<rev2::Action> ReadAction(cas::BlobStore& cas, const Digest& diges
   return action;
 }
 
-absl::Duration ToDuration(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+// True when the filesystem holding `path` has (nearly) no space left for
+// unprivileged writers: less than the 1 MiB a stats file and a few log
+// lines could need.
+bool AlmostFull(const std::string& path) {
+  struct statvfs st;
+  if (statvfs(path.c_str(), &st) != 0) return false;
+  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize) < (int64_t{1} << 20) ||
+         (st.f_files > 0 && st.f_favail == 0);
 }
 
-google::protobuf::Duration ToProtoDuration(double seconds) {
-  return TimeUtil::NanosecondsToDuration(static_cast<int64_t>(seconds * 1e9));
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
 }  // namespace
@@ -281,47 +287,39 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   if (request.inline_stdout()) result->set_stdout_raw(read_small(dir + "/stdout"));
   if (request.inline_stderr()) result->set_stderr_raw(read_small(dir + "/stderr"));
 
-  std::ifstream stats_file(dir + "/stats.json");
-  nlohmann::json stats = nlohmann::json::parse(stats_file, nullptr, /*allow_exceptions=*/false);
-  if (cancel->cancelled() && (stats.is_discarded() || !stats.is_object())) {
+  absl::StatusOr<std::string> stats_text = ReadFileToString(dir + "/stats.json");
+  absl::StatusOr<SandboxStats> stats =
+      stats_text.ok() ? ParseSandboxStats(*stats_text, sandbox_exit) : stats_text.status();
+  if (cancel->cancelled() && !stats.ok()) {
     // Cancelled before the sandbox was up (SIGTERM during its start-up).
     report->outcome = RunReport::Outcome::kCancelled;
     return absl::CancelledError("the action was cancelled");
   }
-  if (stats.is_discarded() || !stats.is_object()) {
+  if (!stats.ok()) {
     report->teardown_failed = true;
+    if (AlmostFull(dir)) {
+      // kiln-sandbox had no room for its stats file (nor its stderr for
+      // saying so): the state dir's filesystem is full (found by
+      // tests/stress/full_disk_test.py).
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "no space left on the filesystem of the worker's state dir: the action's results could "
+          "not be written (kiln-sandbox exit ", sandbox_exit, ")"));
+    }
     // kiln-sandbox failed before running the action: its stderr says why.
     std::string why = read_small(dir + "/stderr");
     return absl::InternalError(absl::StrCat("the sandbox could not run the action (kiln-sandbox exit ",
                                             sandbox_exit, "): ", why));
   }
-  result->set_exit_code(stats.value("exit_code", sandbox_exit));
-  const bool timed_out = stats.value("timed_out", false);
-  const bool oom = stats.value("oom_killed", false);
+  result->set_exit_code(stats->exit_code);
+  const bool timed_out = stats->timed_out;
+  const bool oom = stats->oom_killed;
   report->sandbox_ran = true;
-  report->orphans_reaped = stats.value("orphans_reaped", 0);
-  report->killed_at_teardown = stats.value("killed_at_teardown", 0);
+  report->orphans_reaped = stats->orphans_reaped;
+  report->killed_at_teardown = stats->killed_at_teardown;
 
-  kiln::v1::SandboxResourceUsage usage;
-  const nlohmann::json rusage = stats.value("rusage", nlohmann::json::object());
-  *usage.mutable_user_time() = ToProtoDuration(rusage.value("user_cpu_seconds", 0.0));
-  *usage.mutable_system_time() = ToProtoDuration(rusage.value("system_cpu_seconds", 0.0));
-  usage.set_maximum_resident_set_size(rusage.value("max_rss_bytes", int64_t{0}));
-  usage.set_peak_memory_bytes(stats.value("peak_memory_bytes", int64_t{0}));
-  usage.set_minor_page_faults(rusage.value("minor_page_faults", int64_t{0}));
-  usage.set_major_page_faults(rusage.value("major_page_faults", int64_t{0}));
-  usage.set_block_input_operations(rusage.value("input_blocks", int64_t{0}));
-  usage.set_block_output_operations(rusage.value("output_blocks", int64_t{0}));
-  usage.set_voluntary_context_switches(rusage.value("voluntary_context_switches", int64_t{0}));
-  usage.set_involuntary_context_switches(rusage.value("involuntary_context_switches", int64_t{0}));
-  usage.set_orphans_reaped(report->orphans_reaped);
-  usage.set_killed_at_teardown(report->killed_at_teardown);
-  usage.set_oom_killed(oom);
-  usage.set_timed_out(timed_out);
+  kiln::v1::SandboxResourceUsage usage = stats->usage;
   usage.set_uid(uid);
-  const nlohmann::json stages = stats.value("stages_seconds", nlohmann::json::object());
-  report->sandbox_setup_seconds = stages.value("exec", 0.0);
-  *usage.mutable_sandbox_setup() = ToProtoDuration(report->sandbox_setup_seconds);
+  report->sandbox_setup_seconds = stats->setup_seconds;
   meta->add_auxiliary_metadata()->PackFrom(usage);
 
   if (!disk_exceeded.empty()) {
@@ -344,8 +342,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
     remarks.push_back(absl::StrFormat("processes killed at teardown: %d", report->killed_at_teardown));
   }
   if (!truncated_logs.empty()) remarks.push_back(truncated_logs.substr(2));  // drop the leading "; "
-  if (stats.value("tmp_full", false)) remarks.push_back("/tmp was full (kiln-worker --action_tmp_size)");
-  if (stats.value("shm_full", false)) remarks.push_back("/dev/shm was full (kiln-worker --action_shm_size)");
+  if (stats->tmp_full) remarks.push_back("/tmp was full (kiln-worker --action_tmp_size)");
+  if (stats->shm_full) remarks.push_back("/dev/shm was full (kiln-worker --action_shm_size)");
   if (timed_out) {
     remarks.push_back(absl::StrCat("timed out after ", absl::FormatDuration(loaded.timeout)));
   }

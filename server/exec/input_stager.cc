@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 
@@ -70,6 +71,7 @@ struct ExpandedSize {
   int64_t files = 0;
   int64_t directories = 0;
   int64_t bytes = 0;
+  int height = 0;  // levels of directories below this one
 };
 
 }  // namespace
@@ -214,14 +216,19 @@ class InputStager::Staging {
  private:
   // The expanded size of a directory, memoized per digest: a DAG is counted
   // as it will be staged without being expanded. Recursion stops at the
-  // depth limit.
+  // depth limit. A memoized directory met again deeper down is checked with
+  // its height: the depth where it was first met says nothing about this one.
   absl::StatusOr<ExpandedSize> Expand(const Digest& digest, int depth) {
-    if (depth > options_.limits.max_depth) {
+    auto too_deep = [&] {
       return absl::ResourceExhaustedError(absl::StrCat(
           "the input root is nested more than ", options_.limits.max_depth, " directories deep"));
-    }
+    };
+    if (depth > options_.limits.max_depth) return too_deep();
     auto known = expanded_.find(digest);
-    if (known != expanded_.end()) return known->second;
+    if (known != expanded_.end()) {
+      if (depth + known->second.height > options_.limits.max_depth) return too_deep();
+      return known->second;
+    }
     const rev2::Directory& directory = *directories_[digest];
     ExpandedSize size;
     size.files = directory.files_size() + directory.symlinks_size();
@@ -231,6 +238,7 @@ class InputStager::Staging {
       size.files = SaturatingAdd(size.files, sub.files);
       size.directories = SaturatingAdd(size.directories, SaturatingAdd(sub.directories, 1));
       size.bytes = SaturatingAdd(size.bytes, sub.bytes);
+      size.height = std::max(size.height, sub.height + 1);
     }
     expanded_[digest] = size;
     return size;

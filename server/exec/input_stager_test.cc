@@ -188,6 +188,40 @@ TEST_F(InputStagerTest, AZipBombDagIsRefusedBeforeAnythingIsWritten) {
   EXPECT_TRUE(StageInto(PutDir(top), Dest("fits"), small).ok());
 }
 
+// The expanded size is memoized per directory. A directory first met near
+// the root must still count its own height when it is met again deep down:
+// otherwise chains that reuse one another reach any depth while each
+// passes the check (found while writing fuzz/input_stager_fuzzer's depth
+// oracle).
+TEST_F(InputStagerTest, ADirectorySharedAtTwoDepthsCountsAtTheDeeperOne) {
+  auto wrap = [&](const Digest& inner) {
+    rev2::Directory d;
+    auto* child = d.add_directories();
+    child->set_name("d");
+    *child->mutable_digest() = inner.ToProto();
+    return PutDir(d);
+  };
+  Digest chain = PutDir(rev2::Directory());
+  for (int i = 0; i < 3; ++i) chain = wrap(chain);  // 3 levels below its top
+  Digest deep = chain;
+  for (int i = 0; i < 3; ++i) deep = wrap(deep);
+  rev2::Directory root;
+  for (auto [name, digest] : {std::pair{"a", chain}, std::pair{"b", deep}}) {
+    auto* child = root.add_directories();
+    child->set_name(name);
+    *child->mutable_digest() = digest.ToProto();
+  }
+  // a/d/d/d is 4 deep; b/d/d/d/d/d/d is 7 deep.
+  StageOptions options;
+  options.limits.max_depth = 5;
+  std::string dest = Dest("shared-depth");
+  absl::Status status = StageInto(PutDir(root), dest, options);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_TRUE(fs::is_empty(dest));
+  options.limits.max_depth = 7;
+  EXPECT_TRUE(StageInto(PutDir(root), Dest("shared-depth-fits"), options).ok());
+}
+
 TEST_F(InputStagerTest, CopiedInputsDoNotShareTheCasInode) {
   rev2::Directory root;
   auto* f = root.add_files();

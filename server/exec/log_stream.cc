@@ -9,12 +9,21 @@
 
 namespace kiln::exec {
 
-absl::StatusOr<std::shared_ptr<LogStream>> LogStream::Open(const std::string& path) {
+std::shared_ptr<LogStream> LogStream::Pending() { return std::shared_ptr<LogStream>(new LogStream()); }
+
+absl::Status LogStream::Attach(const std::string& path) {
   ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_RDONLY));
-  return std::shared_ptr<LogStream>(new LogStream(std::move(fd)));
+  absl::MutexLock lock(&mu_);
+  if (fd_.get() >= 0) return absl::FailedPreconditionError("log stream attached twice");
+  fd_ = std::move(fd);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> LogStream::Read(int64_t offset, int64_t max) const {
+  // Held across the read so that the fd cannot change under it; reads of a
+  // local file are short, and only MarkFinished/Attach wait on them.
+  absl::MutexLock lock(&mu_);
+  if (fd_.get() < 0) return std::string();
   return ReadAt(fd_.get(), offset, max, "action log");
 }
 

@@ -23,18 +23,24 @@ namespace kiln::exec {
 
 class LogStream {
  public:
-  static absl::StatusOr<std::shared_ptr<LogStream>> Open(const std::string& path);
+  // A stream whose file does not exist yet: it reads as empty (and not
+  // finished) until Attach, so its name can be announced before the action
+  // starts.
+  static std::shared_ptr<LogStream> Pending();
+  // Opens the file the writer appends to. Once only.
+  absl::Status Attach(const std::string& path);
 
   // Up to `max` bytes from `offset`; empty when nothing new was written yet.
   absl::StatusOr<std::string> Read(int64_t offset, int64_t max) const;
-  // Called once the writer is gone: no byte will be added any more.
+  // Called once the writer is gone (or will never come): no byte will be
+  // added any more.
   void MarkFinished();
   bool finished() const;
 
  private:
-  explicit LogStream(UniqueFd fd) : fd_(std::move(fd)) {}
-  const UniqueFd fd_;
+  LogStream() = default;
   mutable absl::Mutex mu_;
+  UniqueFd fd_ ABSL_GUARDED_BY(mu_);  // invalid until Attach
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 

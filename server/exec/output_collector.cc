@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <utility>
 
@@ -128,9 +129,26 @@ absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, int dirfd, c
   return directory;
 }
 
-absl::StatusOr<Digest> StoreTree(cas::BlobStore& cas, int dirfd, const std::string& output) {
+// An output directory as stored: always a Tree, and with `directories`
+// (Command.output_directory_format DIRECTORY_ONLY or TREE_AND_DIRECTORY, new
+// in v2.8) also each Directory as a blob of its own, so that a client can
+// fetch the root and walk it. Both forms are always written: the spec allows
+// a superset, and the action cache checks the Tree.
+struct StoredTree {
+  Digest tree;
+  std::optional<Digest> root_directory;
+};
+
+absl::StatusOr<StoredTree> StoreTree(cas::BlobStore& cas, int dirfd, const std::string& output,
+                                     bool directories) {
   std::vector<std::string> children;
   ASSIGN_OR_RETURN(rev2::Directory root, BuildDirectory(cas, dirfd, output, &children));
+  StoredTree stored;
+  if (directories) {
+    std::string root_bytes = root.SerializeAsString();
+    stored.root_directory = Digest::Of(root_bytes);
+    RETURN_IF_ERROR(cas.Put(*stored.root_directory, root_bytes));
+  }
   rev2::Tree tree;
   *tree.mutable_root() = std::move(root);
   // Each child once, in a stable order, so equal outputs give equal Trees.
@@ -140,11 +158,13 @@ absl::StatusOr<Digest> StoreTree(cas::BlobStore& cas, int dirfd, const std::stri
     if (!tree.add_children()->ParseFromString(bytes)) {
       return absl::InternalError("a Directory Kiln serialized does not parse");
     }
+    // The very bytes whose digest the parent's DirectoryNode holds.
+    if (directories) RETURN_IF_ERROR(cas.Put(Digest::Of(bytes), bytes));
   }
   std::string tree_bytes = tree.SerializeAsString();
-  Digest tree_digest = Digest::Of(tree_bytes);
-  RETURN_IF_ERROR(cas.Put(tree_digest, tree_bytes));
-  return tree_digest;
+  stored.tree = Digest::Of(tree_bytes);
+  RETURN_IF_ERROR(cas.Put(stored.tree, tree_bytes));
+  return stored;
 }
 
 }  // namespace
@@ -267,10 +287,15 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
             "output file ", output, " is a directory; declare it as an output directory"));
       }
       ASSIGN_OR_RETURN(UniqueFd dir, OpenBeneath(parent, name, O_RDONLY | O_DIRECTORY));
-      ASSIGN_OR_RETURN(Digest tree_digest, StoreTree(cas, dir.get(), output));
+      ASSIGN_OR_RETURN(StoredTree stored,
+                       StoreTree(cas, dir.get(), output,
+                                 command.output_directory_format() != rev2::Command::TREE_ONLY));
       auto* out = result->add_output_directories();
       out->set_path(output);
-      *out->mutable_tree_digest() = tree_digest.ToProto();
+      *out->mutable_tree_digest() = stored.tree.ToProto();
+      if (stored.root_directory.has_value()) {
+        *out->mutable_root_directory_digest() = stored.root_directory->ToProto();
+      }
     } else if (S_ISREG(entry.st.st_mode)) {
       if (!v21 && entry.legacy_directory) {
         return absl::FailedPreconditionError(

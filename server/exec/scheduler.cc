@@ -84,31 +84,38 @@ void LogAction(const Operation& operation, const rev2::ExecuteResponse& response
 }
 
 // Publishes a running action's output files as live ByteStream resources.
+// The names are registered (and announced with EXECUTING) before staging,
+// when the files do not exist yet: until the sandbox starts, readers see an
+// empty stream that has not ended.
 class LiveOutput : public SandboxObserver {
  public:
-  LiveOutput(Operation& operation, LogRegistry* logs) : operation_(operation), logs_(logs) {}
-
-  void OnSandboxStarting(const std::string& stdout_path, const std::string& stderr_path) override {
+  LiveOutput(Operation& operation, LogRegistry* logs) : operation_(operation), logs_(logs) {
     if (logs_ == nullptr) return;
     stdout_name_ = LogRegistry::StreamName(operation_.instance(), operation_.name(), "stdout");
     stderr_name_ = LogRegistry::StreamName(operation_.instance(), operation_.name(), "stderr");
-    absl::StatusOr<std::shared_ptr<LogStream>> out = LogStream::Open(stdout_path);
-    absl::StatusOr<std::shared_ptr<LogStream>> err = LogStream::Open(stderr_path);
-    if (!out.ok() || !err.ok()) return;  // no live view; the result still has both
-    out_ = *out;
-    err_ = *err;
     logs_->Register(stdout_name_, out_, operation_.owner());
     logs_->Register(stderr_name_, err_, operation_.owner());
-    operation_.SetStreamNames(stdout_name_, stderr_name_);
+  }
+
+  const std::string& stdout_name() const { return stdout_name_; }
+  const std::string& stderr_name() const { return stderr_name_; }
+
+  void OnSandboxStarting(const std::string& stdout_path, const std::string& stderr_path) override {
+    if (logs_ == nullptr) return;
+    absl::Status attached = out_->Attach(stdout_path);
+    if (attached.ok()) attached = err_->Attach(stderr_path);
+    // No live view then (readers see an empty stream); the result has both.
+    if (!attached.ok()) spdlog::warn("live output of {}: {}", operation_.name(), attached.ToString());
   }
   void OnSandboxExited() override {
-    if (out_ != nullptr) out_->MarkFinished();
-    if (err_ != nullptr) err_->MarkFinished();
+    out_->MarkFinished();
+    err_->MarkFinished();
   }
   void Unregister() {
-    if (out_ == nullptr) return;
-    logs_->Unregister(stdout_name_);
-    logs_->Unregister(stderr_name_);
+    if (logs_ != nullptr) {
+      logs_->Unregister(stdout_name_);
+      logs_->Unregister(stderr_name_);
+    }
     OnSandboxExited();  // also when the sandbox never started
   }
 
@@ -116,7 +123,8 @@ class LiveOutput : public SandboxObserver {
   Operation& operation_;
   LogRegistry* const logs_;
   std::string stdout_name_, stderr_name_;
-  std::shared_ptr<LogStream> out_, err_;
+  const std::shared_ptr<LogStream> out_ = LogStream::Pending();
+  const std::shared_ptr<LogStream> err_ = LogStream::Pending();
 };
 
 }  // namespace
@@ -140,6 +148,9 @@ google::longrunning::Operation Operation::Snapshot(int64_t* version) const {
   metadata.set_stage(stage_);
   metadata.set_stdout_stream_name(stdout_stream_name_);
   metadata.set_stderr_stream_name(stderr_stream_name_);
+  if (partial_.has_value() && !response_.has_value()) {
+    *metadata.mutable_partial_execution_metadata() = *partial_;
+  }
   out.mutable_metadata()->PackFrom(metadata);
   if (response_.has_value()) {
     out.set_done(true);
@@ -174,19 +185,13 @@ void Operation::Notify() {
   for (auto& [id, callback] : subscribers_) callback();
 }
 
-void Operation::SetStage(rev2::ExecutionStage::Value stage) {
+void Operation::SetExecuting(std::string stdout_name, std::string stderr_name,
+                             rev2::ExecutedActionMetadata partial) {
   {
     absl::MutexLock lock(&mu_);
     if (response_.has_value()) return;
-    stage_ = stage;
-    ++version_;
-  }
-  Notify();
-}
-
-void Operation::SetStreamNames(std::string stdout_name, std::string stderr_name) {
-  {
-    absl::MutexLock lock(&mu_);
+    stage_ = rev2::ExecutionStage::EXECUTING;
+    partial_ = std::move(partial);
     stdout_stream_name_ = std::move(stdout_name);
     stderr_stream_name_ = std::move(stderr_name);
     ++version_;
@@ -349,9 +354,9 @@ void Scheduler::RunSlot(int slot) {
     rev2::ExecutedActionMetadata metadata;
     *metadata.mutable_queued_timestamp() = next.queued_at;
     *metadata.mutable_worker_start_timestamp() = TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
-    next.operation->SetStage(rev2::ExecutionStage::EXECUTING);
-    RunReport report;
     LiveOutput live(*next.operation, logs_);
+    next.operation->SetExecuting(live.stdout_name(), live.stderr_name(), metadata);
+    RunReport report;
     rev2::ExecuteResponse response =
         runner_->Run(next.request, next.operation->action_digest(), slot,
                      &next.operation->cancel_token(), std::move(metadata), &live, &report);

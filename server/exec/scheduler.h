@@ -52,9 +52,12 @@ class Operation {
   int Subscribe(std::function<void()> on_change);
   void Unsubscribe(int id);
 
-  void SetStage(rev2::ExecutionStage::Value stage);
-  // Announces the live stdout/stderr streams (ByteStream resource names).
-  void SetStreamNames(std::string stdout_name, std::string stderr_name);
+  // EXECUTING, with the live stdout/stderr streams (ByteStream resource
+  // names, empty if none) and what is known of the execution so far
+  // (ExecuteOperationMetadata.partial_execution_metadata, v2.6) in the same
+  // change: one EXECUTING message per stream follower, never two.
+  void SetExecuting(std::string stdout_name, std::string stderr_name,
+                    rev2::ExecutedActionMetadata partial);
   void Complete(rev2::ExecuteResponse response);
   CancelToken& cancel_token() { return cancel_; }
   absl::Time completed_at() const;
@@ -72,6 +75,7 @@ class Operation {
   std::optional<rev2::ExecuteResponse> response_ ABSL_GUARDED_BY(mu_);
   std::string stdout_stream_name_ ABSL_GUARDED_BY(mu_);
   std::string stderr_stream_name_ ABSL_GUARDED_BY(mu_);
+  std::optional<rev2::ExecutedActionMetadata> partial_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time completed_at_ ABSL_GUARDED_BY(mu_);
   // Subscribers are called under their own lock so Unsubscribe can wait out

@@ -1,8 +1,15 @@
 #include "server/metrics/worker_metrics.h"
 
 #include <chrono>
+#include <optional>
 
 #include <google/protobuf/util/time_util.h>
+
+#include <grpcpp/server_context.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 
 namespace kiln::metrics {
 namespace {
@@ -42,24 +49,91 @@ prometheus::MetricFamily Single(const std::string& name, const std::string& help
   return family;
 }
 
+// Counts each call once, with the code the client actually got, when the
+// call is over (POST_RECV_CLOSE: status sent, or cancelled):
+//   - A call cancelled by the client or by its deadline counts as CANCELLED
+//     or DEADLINE_EXCEEDED, whatever status the handler chose afterwards
+//     (gRPC's Health.Watch finishes such a call with UNKNOWN; a call cancelled
+//     before its request arrived gets gRPC's empty UNIMPLEMENTED). Neither
+//     reaches the client, and neither is a server error.
+//   - A request that could not be parsed is answered by gRPC with an empty
+//     UNIMPLEMENTED, as if the method did not exist; it is rewritten here to
+//     INVALID_ARGUMENT with a message, which is what happened.
 class GrpcMetricsInterceptor : public grpc::experimental::Interceptor {
  public:
-  GrpcMetricsInterceptor(WorkerMetrics* metrics, std::string method)
-      : metrics_(metrics), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {}
+  GrpcMetricsInterceptor(WorkerMetrics* metrics, std::string method, grpc::experimental::ServerRpcInfo* info)
+      : metrics_(metrics),
+        method_(std::move(method)),
+        info_(info),
+        single_request_(info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY ||
+                        info->type() == grpc::experimental::ServerRpcInfo::Type::SERVER_STREAMING),
+        start_(std::chrono::steady_clock::now()) {}
+
+  ~GrpcMetricsInterceptor() override {
+    // Only if gRPC never reported the close (it always should).
+    absl::MutexLock lock(&mu_);
+    if (!recorded_) Record(sent_code_.value_or(grpc::StatusCode::CANCELLED));
+  }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(
-            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
-      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-      metrics_->RecordGrpc(method_, methods->GetSendStatus().error_code(), seconds);
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) &&
+        single_request_ && methods->GetRecvMessage() == nullptr) {
+      absl::MutexLock lock(&mu_);
+      undecodable_ = true;
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      grpc::Status status = methods->GetSendStatus();
+      absl::MutexLock lock(&mu_);
+      if (undecodable_ && status.error_code() == grpc::StatusCode::UNIMPLEMENTED &&
+          status.error_message().empty()) {
+        status = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              absl::StrCat("the request message of ", info_->method(),
+                                           " could not be parsed (not the method's request type?)"));
+        methods->ModifySendStatus(status);
+      }
+      sent_code_ = status.error_code();
+      sent_at_ = std::chrono::steady_clock::now();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_CLOSE)) {
+      grpc::ServerContextBase* context = info_->server_context();
+      absl::MutexLock lock(&mu_);
+      if (!recorded_) {
+        if (context->IsCancelled()) {
+          // The client's own deadline timer usually fires first and cancels
+          // the call a moment before the server's copy of the deadline
+          // (sent as a relative timeout, so it ends a transit time later).
+          const bool expired = context->deadline() <= std::chrono::system_clock::now() + kDeadlineSlack;
+          Record(expired ? grpc::StatusCode::DEADLINE_EXCEEDED : grpc::StatusCode::CANCELLED);
+        } else {
+          Record(sent_code_.value_or(grpc::StatusCode::UNKNOWN));
+        }
+      }
     }
     methods->Proceed();
   }
 
  private:
+  void Record(grpc::StatusCode code) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    recorded_ = true;
+    // Streams: until the status was sent (or until now, if it never was).
+    auto end = sent_at_.value_or(std::chrono::steady_clock::now());
+    metrics_->RecordGrpc(method_, code, std::chrono::duration<double>(end - start_).count());
+  }
+
+  static constexpr std::chrono::milliseconds kDeadlineSlack{500};
+
   WorkerMetrics* const metrics_;
   const std::string method_;
+  grpc::experimental::ServerRpcInfo* const info_;
+  const bool single_request_;  // one request message: unary or server-streaming
   const std::chrono::steady_clock::time_point start_;
+  // Hooks of one call may run on different threads.
+  absl::Mutex mu_;
+  bool undecodable_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::StatusCode> sent_code_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::chrono::steady_clock::time_point> sent_at_ ABSL_GUARDED_BY(mu_);
+  bool recorded_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 class GrpcMetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFactoryInterface {
@@ -69,10 +143,10 @@ class GrpcMetricsInterceptorFactory : public grpc::experimental::ServerIntercept
     // Only Kiln's own methods: a closed set, safe as a label value.
     std::string method = info->method();
     if (method.rfind("/build.bazel.", 0) != 0 && method.rfind("/google.", 0) != 0 &&
-        method.rfind("/grpc.health.", 0) != 0) {
+        method.rfind("/grpc.health.", 0) != 0 && method.rfind("/grpc.reflection.", 0) != 0) {
       method = "other";
     }
-    return new GrpcMetricsInterceptor(metrics_, method);
+    return new GrpcMetricsInterceptor(metrics_, method, info);
   }
 
  private:
@@ -118,7 +192,8 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
                              .Add({})),
       grpc_requests_(prometheus::BuildCounter()
                          .Name("kiln_grpc_requests_total")
-                         .Help("gRPC requests served, by method and status code.")
+                         .Help("gRPC requests served, by method and the status code the client got (CANCELLED or "
+                               "DEADLINE_EXCEEDED when the client or its deadline ended the call).")
                          .Register(registry)),
       grpc_duration_(prometheus::BuildHistogram()
                          .Name("kiln_grpc_request_duration_seconds")
