@@ -88,7 +88,9 @@ TEST(RemoveLeftoverSandboxCgroupsTest, RemovesTheCgroupsOfDeadLaunchersAndKillsW
 
   absl::StatusOr<int> removed = RemoveLeftoverSandboxCgroups(parents);
   ASSERT_TRUE(removed.ok()) << removed.status();
-  EXPECT_EQ(*removed, static_cast<int>(parents.size()));
+  // Not checked against parents.size(): on a shared host a worker started by
+  // another test may remove some of them first, which is the same clean-up.
+  EXPECT_LE(*removed, static_cast<int>(parents.size()));
   for (const std::string& leftover : leftovers) EXPECT_FALSE(Exists(leftover)) << leftover;
   int status = 0;
   ASSERT_EQ(waitpid(straggler, &status, 0), straggler) << "the straggler was not killed";
