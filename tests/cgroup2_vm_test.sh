@@ -90,12 +90,17 @@ build_initramfs() {
   echo "$image"
 }
 
-for tool in qemu-system-x86_64 busybox apt-get dpkg-deb; do
+for tool in qemu-system-x86_64 busybox apt-get dpkg-deb flock; do
   command -v "$tool" > /dev/null || { echo "cgroup2_vm_test: $tool is missing (./dev.sh deps)" >&2; exit 1; }
 done
 prepare_start=$(date +%s.%N)
+# One preparer at a time: worktrees share the cache.
+mkdir -p "$CACHE"
+exec 9> "$CACHE/lock"
+flock 9
 fetch_kernel
 INITRAMFS=$(build_initramfs)
+flock -u 9
 prepare_seconds=$(echo "$(date +%s.%N) - $prepare_start" | bc)
 
 # The share is where the guest writes; it appears at the same path inside,
