@@ -20,6 +20,7 @@ APT_PACKAGES=(
   bubblewrap prometheus socat
   python3 python3-grpcio python3-protobuf python3-grpc-tools python3-yaml python3-venv
   iproute2 procps bc curl openssl
+  qemu-system-x86 busybox-static
   clang libclang-rt-14-dev
 )
 

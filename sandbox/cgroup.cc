@@ -19,69 +19,10 @@
 #include "absl/strings/str_split.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
+#include "sandbox/cgroup_paths.h"
 
 namespace kiln::sandbox {
 namespace {
-
-struct Mount {
-  std::string point;
-  std::vector<std::string> controllers;  // empty for v2
-  bool v2 = false;
-};
-
-// Cgroup mounts from /proc/self/mountinfo.
-std::vector<Mount> CgroupMounts() {
-  std::vector<Mount> mounts;
-  std::ifstream in("/proc/self/mountinfo");
-  for (std::string line; std::getline(in, line);) {
-    // ... mount_point ... - fstype source super_options
-    std::vector<std::string> halves = absl::StrSplit(line, " - ");
-    if (halves.size() != 2) continue;
-    std::vector<std::string> left = absl::StrSplit(halves[0], ' ');
-    std::vector<std::string> right = absl::StrSplit(halves[1], ' ');
-    if (left.size() < 5 || right.size() < 3) continue;
-    if (right[0] == "cgroup2") {
-      mounts.push_back({left[4], {}, true});
-    } else if (right[0] == "cgroup") {
-      Mount m{left[4], {}, false};
-      for (absl::string_view option : absl::StrSplit(right[2], ',')) {
-        if (option == "memory" || option == "pids" || option == "cpu" || option == "cpuacct") {
-          m.controllers.emplace_back(option);
-        }
-      }
-      if (!m.controllers.empty()) mounts.push_back(m);
-    }
-  }
-  return mounts;
-}
-
-// This process's cgroup per v1 controller ("memory" -> "/a/b"), and "" -> v2 path.
-std::map<std::string, std::string> OwnCgroups() {
-  std::map<std::string, std::string> own;
-  std::ifstream in("/proc/self/cgroup");
-  for (std::string line; std::getline(in, line);) {
-    std::vector<std::string> parts = absl::StrSplit(line, absl::MaxSplits(':', 2));
-    if (parts.size() != 3) continue;
-    if (parts[1].empty()) {
-      own[""] = parts[2];
-    } else {
-      for (absl::string_view c : absl::StrSplit(parts[1], ',')) own[std::string(c)] = parts[2];
-    }
-  }
-  return own;
-}
-
-absl::Status WriteControl(const std::string& dir, const std::string& file,
-                          const std::string& value) {
-  std::string path = dir + "/" + file;
-  ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(path, O_WRONLY));
-  return WriteAll(fd.get(), value, path);
-}
-
-std::string ReadControl(const std::string& dir, const std::string& file) {
-  absl::StatusOr<std::string> text = ReadFileToString(dir + "/" + file);
-  return text.ok() ? *text : "";
-}
 
 // Value of "key N" in a flat-keyed file such as memory.events.
 int64_t KeyedValue(const std::string& text, absl::string_view key) {
@@ -96,45 +37,45 @@ int64_t KeyedValue(const std::string& text, absl::string_view key) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Cgroup>> Cgroup::Create(const std::string& name,
-                                                       const CgroupLimits& limits) {
+                                                       const CgroupLimits& limits,
+                                                       const std::string& v2_parent) {
   const bool required = limits.memory_bytes > 0 || limits.pids > 0 || limits.cpus > 0;
-  std::vector<std::string> wanted = {"memory", "pids", "cpu"};
-  std::vector<Mount> mounts = CgroupMounts();
+  const std::vector<std::string>& wanted = LimitControllers();
+  std::vector<CgroupMount> mounts = CgroupMounts();
   std::map<std::string, std::string> own = OwnCgroups();
   std::unique_ptr<Cgroup> cgroup(new Cgroup());
   std::string problems;  // why a hierarchy could not be used, for the error
 
   // Prefer v2 for every controller it offers.
-  for (const Mount& mount : mounts) {
-    if (!mount.v2 || !own.count("")) continue;
-    std::string parent = mount.point + own[""];
-    std::vector<std::string> available = absl::StrSplit(ReadControl(parent, "cgroup.controllers"),
-                                                        absl::ByAnyChar(" \n"), absl::SkipEmpty());
-    Hierarchy h{parent + "/" + name, {}, true};
+  std::string parent = v2_parent.empty() ? OwnV2CgroupWithControllers() : v2_parent;
+  std::vector<std::string> available = AvailableLimitControllers(parent);
+  if (!parent.empty() && !available.empty()) {
+    Hierarchy h{parent + "/" + name, available, true};
     std::string enable;
-    for (const std::string& c : wanted) {
-      if (std::find(available.begin(), available.end(), c) != available.end()) {
-        h.controllers.push_back(c);
-        absl::StrAppend(&enable, enable.empty() ? "" : " ", "+", c);
-      }
-    }
-    if (h.controllers.empty()) continue;
-    absl::Status enabled = WriteControl(parent, "cgroup.subtree_control", enable);
-    if (!enabled.ok()) {
-      if (!required) continue;
+    for (const std::string& c : available) absl::StrAppend(&enable, enable.empty() ? "" : " ", "+", c);
+    absl::Status enabled = WriteCgroupFile(parent, "cgroup.subtree_control", enable);
+    if (!enabled.ok() && required) {
       return absl::FailedPreconditionError(absl::StrCat(
           "cannot enable cgroup v2 controllers (", enable, ") under ", parent, ": ",
-          enabled.message(), "; run kiln in a delegated cgroup of its own"));
+          enabled.message(),
+          v2_parent.empty() ? "; a cgroup that holds processes cannot (the \"no internal "
+                              "processes\" rule): run kiln in a delegated cgroup of its own "
+                              "(systemd Delegate=yes) or pass --cgroup_parent"
+                            : ""));
     }
-    if (mkdir(h.path.c_str(), 0755) != 0 && errno != EEXIST) {
+    if (!enabled.ok()) {
+      absl::StrAppend(&problems, " ", enabled.message(), ";");
+    } else if (mkdir(h.path.c_str(), 0755) != 0 && errno != EEXIST) {
       absl::StrAppend(&problems, " cannot create ", h.path, ": ", strerror(errno), ";");
-      continue;
+    } else {
+      cgroup->hierarchies_.push_back(h);
     }
-    cgroup->hierarchies_.push_back(h);
-    break;
+  } else if (!v2_parent.empty() && required) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--cgroup_parent=", v2_parent, " offers none of the memory, pids and cpu controllers"));
   }
   // Then v1 hierarchies for whatever is still missing.
-  for (const Mount& mount : mounts) {
+  for (const CgroupMount& mount : mounts) {
     if (mount.v2) continue;
     Hierarchy h{"", {}, false};
     for (const std::string& c : mount.controllers) {
@@ -167,26 +108,26 @@ absl::StatusOr<std::unique_ptr<Cgroup>> Cgroup::Create(const std::string& name,
   if (limits.memory_bytes > 0) {
     std::string bytes = absl::StrCat(limits.memory_bytes);
     if (memory->v2) {
-      RETURN_IF_ERROR(WriteControl(memory->path, "memory.max", bytes));
+      RETURN_IF_ERROR(WriteCgroupFile(memory->path, "memory.max", bytes));
       // Without swap the limit is a real limit: the OOM killer, not paging.
-      (void)WriteControl(memory->path, "memory.swap.max", "0");
+      (void)WriteCgroupFile(memory->path, "memory.swap.max", "0");
     } else {
-      RETURN_IF_ERROR(WriteControl(memory->path, "memory.limit_in_bytes", bytes));
-      (void)WriteControl(memory->path, "memory.memsw.limit_in_bytes", bytes);
-      (void)WriteControl(memory->path, "memory.swappiness", "0");
+      RETURN_IF_ERROR(WriteCgroupFile(memory->path, "memory.limit_in_bytes", bytes));
+      (void)WriteCgroupFile(memory->path, "memory.memsw.limit_in_bytes", bytes);
+      (void)WriteCgroupFile(memory->path, "memory.swappiness", "0");
     }
   }
   if (limits.pids > 0) {
-    RETURN_IF_ERROR(WriteControl(pids->path, "pids.max", absl::StrCat(limits.pids)));
+    RETURN_IF_ERROR(WriteCgroupFile(pids->path, "pids.max", absl::StrCat(limits.pids)));
   }
   if (limits.cpus > 0) {
     constexpr int64_t kPeriodUs = 100000;
     int64_t quota = static_cast<int64_t>(std::llround(limits.cpus * kPeriodUs));
     if (cpu->v2) {
-      RETURN_IF_ERROR(WriteControl(cpu->path, "cpu.max", absl::StrCat(quota, " ", kPeriodUs)));
+      RETURN_IF_ERROR(WriteCgroupFile(cpu->path, "cpu.max", absl::StrCat(quota, " ", kPeriodUs)));
     } else {
-      RETURN_IF_ERROR(WriteControl(cpu->path, "cpu.cfs_period_us", absl::StrCat(kPeriodUs)));
-      RETURN_IF_ERROR(WriteControl(cpu->path, "cpu.cfs_quota_us", absl::StrCat(quota)));
+      RETURN_IF_ERROR(WriteCgroupFile(cpu->path, "cpu.cfs_period_us", absl::StrCat(kPeriodUs)));
+      RETURN_IF_ERROR(WriteCgroupFile(cpu->path, "cpu.cfs_quota_us", absl::StrCat(quota)));
     }
   }
   if (cgroup->hierarchies_.empty()) return std::unique_ptr<Cgroup>();
@@ -204,7 +145,7 @@ const Cgroup::Hierarchy* Cgroup::Find(const std::string& controller) const {
 
 absl::Status Cgroup::AddProcess(pid_t pid) {
   for (const Hierarchy& h : hierarchies_) {
-    RETURN_IF_ERROR(WriteControl(h.path, "cgroup.procs", absl::StrCat(pid)));
+    RETURN_IF_ERROR(WriteCgroupFile(h.path, "cgroup.procs", absl::StrCat(pid)));
   }
   return absl::OkStatus();
 }
@@ -212,23 +153,31 @@ absl::Status Cgroup::AddProcess(pid_t pid) {
 bool Cgroup::OomKilled() const {
   const Hierarchy* memory = Find("memory");
   if (memory == nullptr) return false;
-  if (memory->v2) return KeyedValue(ReadControl(memory->path, "memory.events"), "oom_kill") > 0;
-  return KeyedValue(ReadControl(memory->path, "memory.oom_control"), "oom_kill") > 0;
+  if (memory->v2) return KeyedValue(ReadCgroupFile(memory->path, "memory.events"), "oom_kill") > 0;
+  return KeyedValue(ReadCgroupFile(memory->path, "memory.oom_control"), "oom_kill") > 0;
 }
 
 int64_t Cgroup::PeakMemoryBytes() const {
   const Hierarchy* memory = Find("memory");
   if (memory == nullptr) return 0;
   int64_t peak = 0;
-  std::string text = ReadControl(memory->path, memory->v2 ? "memory.peak" : "memory.max_usage_in_bytes");
+  std::string text = ReadCgroupFile(memory->path, memory->v2 ? "memory.peak" : "memory.max_usage_in_bytes");
   if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &peak)) return 0;
   return peak;
 }
 
+double Cgroup::CpuThrottledSeconds() const {
+  const Hierarchy* cpu = Find("cpu");
+  if (cpu == nullptr) return 0;
+  std::string stat = ReadCgroupFile(cpu->path, "cpu.stat");
+  // v2 counts microseconds, v1 nanoseconds.
+  return cpu->v2 ? KeyedValue(stat, "throttled_usec") / 1e6 : KeyedValue(stat, "throttled_time") / 1e9;
+}
+
 void Cgroup::KillAll() {
   for (const Hierarchy& h : hierarchies_) {
-    if (h.v2 && WriteControl(h.path, "cgroup.kill", "1").ok()) continue;
-    std::istringstream procs(ReadControl(h.path, "cgroup.procs"));
+    if (h.v2 && WriteCgroupFile(h.path, "cgroup.kill", "1").ok()) continue;
+    std::istringstream procs(ReadCgroupFile(h.path, "cgroup.procs"));
     for (pid_t pid; procs >> pid;) kill(pid, SIGKILL);
   }
 }

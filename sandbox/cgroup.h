@@ -2,7 +2,11 @@
 // memory, and a kill switch. Works with cgroup v2 (unified) and with the v1
 // per-controller hierarchies, whichever provides each controller. The cgroup
 // is created as a child of this process's own cgroup in every hierarchy it
-// uses, so a delegated subtree (systemd Delegate=yes) is enough.
+// uses, or, on v2, of a given parent: under systemd (Delegate=yes) the
+// worker's own cgroup holds the worker, and a v2 cgroup with processes cannot
+// enable controllers for its children ("no internal processes"), so the
+// worker hands kiln-sandbox the delegated cgroup it emptied for actions
+// (cgroup_delegation.h).
 //
 // A limit that cannot be applied is an error: the run must fail rather than
 // run unlimited. Not thread-safe; owned by the single-threaded launcher.
@@ -29,9 +33,12 @@ class Cgroup {
  public:
   // Creates the cgroup named `name` and applies `limits`. With no limits it
   // is best effort (accounting only) and may return nullptr when cgroups are
-  // not writable, e.g. when running unprivileged.
+  // not writable, e.g. when running unprivileged. `v2_parent`, when not
+  // empty, is the cgroup v2 directory to create it in instead of this
+  // process's own v2 cgroup (v1 hierarchies always use their own).
   static absl::StatusOr<std::unique_ptr<Cgroup>> Create(const std::string& name,
-                                                        const CgroupLimits& limits);
+                                                        const CgroupLimits& limits,
+                                                        const std::string& v2_parent = "");
   // Kills what is left and removes the directories.
   ~Cgroup();
 
@@ -40,6 +47,8 @@ class Cgroup {
   bool OomKilled() const;
   // Highest memory use seen, in bytes; 0 when unknown.
   int64_t PeakMemoryBytes() const;
+  // How long the cpu limit held the cgroup back (cpu.stat); 0 without one.
+  double CpuThrottledSeconds() const;
   // SIGKILLs every process in the cgroup.
   void KillAll();
   // The directories, one per hierarchy used (for messages and tests).

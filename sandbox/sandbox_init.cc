@@ -507,6 +507,11 @@ int RunSandboxInit(void* arg) {
   char go = 0;
   if (read(config.go_fd, &go, 1) != 1) _exit(kSetupFailedExit);  // launcher gave up
   close(config.go_fd);
+  // The cgroup namespace is made now, not by clone(): the launcher has just
+  // moved this process into the action's cgroup, which thus becomes the
+  // namespace's root. /proc/self/cgroup then reads "0::/" instead of naming
+  // the launcher's cgroups ("/../kiln-sandbox-..." beside a worker's leaf).
+  CHECK_SYS(unshare(CLONE_NEWCGROUP), "unshare the cgroup namespace");
 
   umask(0);  // modes below are meant literally (0666 devices); PID 2 sets 022
   if (config.user_namespace) WriteIdMaps(config);

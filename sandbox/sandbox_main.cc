@@ -70,13 +70,16 @@ Options:
   --memory=SIZE         memory limit, e.g. 512MiB (needs a writable memory cgroup)
   --pids=N              process limit
   --cpus=X              CPU limit in cores, e.g. 1.5
+  --cgroup_parent=DIR   cgroup v2 directory to create the limits' cgroup in (default:
+                        kiln-sandbox's own cgroup, which must then have no other
+                        processes on v2); kiln-worker passes its delegated cgroup
   --timeout=DURATION    e.g. 30s or 2m; SIGTERM, then SIGKILL after --kill_grace
   --kill_grace=DURATION default 5s
   --uid=N --gid=N       the build user (default: a free uid of the pool)
   --uid_pool_base=N     first uid of the build-user pool (default 61000)
   --uid_pool_size=N     size of the pool (default 64)
   --stats_file=FILE     write the result (exit status, stage times, rusage, peak
-                        memory, orphans reaped, timeout, OOM) as JSON
+                        memory, cpu throttling, orphans reaped, timeout, OOM) as JSON
   --help
 
 Exit codes of kiln-sandbox itself: 64 bad option, 66 missing input, 71 setup
@@ -141,7 +144,7 @@ int main(int argc, char** argv) {
     kWorkDir = 1000, kCwd, kBind, kEnv, kHostname, kDomainname, kShareNetwork, kAllowHostNetwork,
     kLinux32, kUname26, kSeccomp, kAllowNestedSandbox, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
     kUidPoolBase, kUidPoolSize, kStatsFile, kHelp, kTmpSize, kShmSize, kMaxProcesses, kMaxFileSize,
-    kPathWhenUnset,
+    kPathWhenUnset, kCgroupParent,
   };
   static const struct option kOptions[] = {
       {"work_dir", required_argument, nullptr, kWorkDir},
@@ -164,6 +167,7 @@ int main(int argc, char** argv) {
       {"max_file_size", required_argument, nullptr, kMaxFileSize},
       {"pids", required_argument, nullptr, kPids},
       {"cpus", required_argument, nullptr, kCpus},
+      {"cgroup_parent", required_argument, nullptr, kCgroupParent},
       {"timeout", required_argument, nullptr, kTimeout},
       {"kill_grace", required_argument, nullptr, kKillGrace},
       {"uid", required_argument, nullptr, kUid},
@@ -215,6 +219,7 @@ int main(int argc, char** argv) {
       case kCpus:
         if (!absl::SimpleAtod(optarg, &spec.cpus)) Fail(kExitUsage, absl::StrCat("--cpus=", optarg, ": not a number"));
         break;
+      case kCgroupParent: spec.cgroup_parent = optarg; break;
       case kTimeout: spec.timeout = ParseDuration("timeout", optarg); break;
       case kKillGrace: spec.kill_grace = ParseDuration("kill_grace", optarg); break;
       case kUid: spec.uid = ParseNumber<uint32_t>("uid", optarg); break;

@@ -24,6 +24,7 @@
 #include "common/posix.h"
 #include "common/status_macros.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/cgroup_paths.h"
 #include "sandbox/sandbox_init.h"
 #include "sandbox/uid_pool.h"
 
@@ -82,7 +83,7 @@ Report ParseReport(const std::string& text) {
 
 std::string CgroupName() {
   static std::atomic<int> counter{0};
-  return absl::StrCat("kiln-sandbox-", getpid(), "-", counter++);
+  return absl::StrCat(kSandboxCgroupPrefix, getpid(), "-", counter++);
 }
 
 absl::Duration Since(int64_t start_ns, std::optional<int64_t> at_ns) {
@@ -167,7 +168,8 @@ absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxP
   // costs milliseconds on cgroup v1, more than the rest of the setup.
   std::unique_ptr<Cgroup> cgroup;
   if (spec.memory_bytes > 0 || spec.pids > 0 || spec.cpus > 0) {
-    ASSIGN_OR_RETURN(cgroup, Cgroup::Create(CgroupName(), {spec.memory_bytes, spec.pids, spec.cpus}));
+    ASSIGN_OR_RETURN(cgroup, Cgroup::Create(CgroupName(), {spec.memory_bytes, spec.pids, spec.cpus},
+                                            spec.cgroup_parent));
   }
   result.stages.cgroup_setup = absl::Nanoseconds(MonotonicNanos() - start_ns);
 
@@ -188,7 +190,8 @@ absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxP
   config.go_fd = go_pipe[0];
   config.report_fd = report_pipe[1];
 
-  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | SIGCHLD;
+  // CLONE_NEWCGROUP is left to PID 1, once it is in the action's cgroup.
+  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
   if (!spec.share_network) flags |= CLONE_NEWNET;
   if (result.user_namespace) flags |= CLONE_NEWUSER;
   void* stack = mmap(nullptr, kInitStackBytes, PROT_READ | PROT_WRITE,
@@ -252,6 +255,9 @@ absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxP
   if (cgroup != nullptr) {
     result.oom_killed = cgroup->OomKilled();
     result.peak_memory_bytes = cgroup->PeakMemoryBytes();
+    result.cpu_throttled_seconds = cgroup->CpuThrottledSeconds();
+    result.cgroups = cgroup->paths();
+    cgroup.reset();  // killed and removed before the caller reports "done"
   }
   if (result.peak_memory_bytes == 0) result.peak_memory_bytes = int64_t{result.rusage.ru_maxrss} * 1024;
   return result;

@@ -1,6 +1,8 @@
 #include "sandbox/sandbox_spec.h"
 
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include <cmath>
 
@@ -61,6 +63,14 @@ absl::Status ValidateSpec(const SandboxSpec& spec, const SandboxPolicy& policy) 
   if (!spec.cwd.empty() && (spec.cwd[0] == '/' || absl::StrContains("/" + spec.cwd + "/", "/../"))) {
     return absl::InvalidArgumentError(
         absl::StrCat("cwd \"", spec.cwd, "\" must be relative to the work dir, without \"..\""));
+  }
+  if (!spec.cgroup_parent.empty()) {
+    struct statfs fs;
+    if (!IsCleanAbsolute(spec.cgroup_parent) || statfs(spec.cgroup_parent.c_str(), &fs) != 0 ||
+        fs.f_type != CGROUP2_SUPER_MAGIC) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cgroup parent \"", spec.cgroup_parent, "\" is not a directory of a cgroup v2 hierarchy"));
+    }
   }
   if (spec.share_network && !policy.allow_host_network) {
     return absl::InvalidArgumentError(

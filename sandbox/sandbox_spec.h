@@ -52,6 +52,10 @@ struct SandboxSpec {
   int64_t memory_bytes = 0;
   int64_t pids = 0;
   double cpus = 0;                              // CPU time per wall second, e.g. 1.5
+  // The cgroup v2 directory the limits' cgroup is created in; empty: the
+  // launcher's own cgroup. The worker passes the delegated cgroup it moved
+  // out of (cgroup_delegation.h).
+  std::string cgroup_parent;
   // Limits that need no cgroup, on by default; 0 means unlimited.
   int64_t tmp_size_bytes = int64_t{1} << 30;    // tmpfs /tmp (and /work when no work_dir)
   int64_t shm_size_bytes = int64_t{256} << 20;  // tmpfs /dev/shm
@@ -101,6 +105,8 @@ struct SandboxResult {
   int orphans_reaped = 0;     // processes PID 1 reaped besides the action
   int killed_at_teardown = 0; // processes still alive when the action ended
   int64_t peak_memory_bytes = 0;  // from the cgroup when there is one, else maxrss
+  double cpu_throttled_seconds = 0;  // held back by the cpu limit (cgroup cpu.stat)
+  std::vector<std::string> cgroups;  // the cgroup directories used (removed by now)
   absl::Duration wall_time;
   StageTimes stages;
   struct rusage rusage = {};  // the whole process tree

@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -652,12 +653,19 @@ INSTANTIATE_TEST_SUITE_P(AsRootAndUnprivileged, SandboxTest,
 class SandboxLimitsTest : public SandboxTest {};
 
 TEST_P(SandboxLimitsTest, MemoryHogIsOomKilledAndReported) {
-  auto r = Shell("x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived", {"--memory=64MiB"});
+  // tail keeps a line that never ends: it grows until the limit stops it
+  // (fast even under emulation, where tests/cgroup2_vm_test.sh runs this).
+  auto r = Shell("exec tail /dev/zero", {"--memory=64MiB"});
   EXPECT_EQ(r.exit_code, 128 + SIGKILL);
   EXPECT_EQ(r.stdout_text, "");
   EXPECT_TRUE(Stats()["oom_killed"].get<bool>());
   // Reported in the stats file; CMD's stderr stays CMD's own.
   EXPECT_EQ(r.stderr_text.find("OOM"), std::string::npos) << r.stderr_text;
+  // The limit held (a global OOM kill would also give 137 and oom_kill).
+  EXPECT_LE(Stats()["peak_memory_bytes"].get<int64_t>(), int64_t{64} << 20) << Stats().dump();
+  // The killed action's cgroup is gone too.
+  ASSERT_FALSE(Stats()["cgroups"].empty());
+  for (const auto& path : Stats()["cgroups"]) EXPECT_FALSE(std::filesystem::exists(path.get<std::string>())) << path;
 }
 
 TEST_P(SandboxLimitsTest, ForkBombIsStoppedByThePidsLimit) {
@@ -667,6 +675,56 @@ TEST_P(SandboxLimitsTest, ForkBombIsStoppedByThePidsLimit) {
   // Never more than 20 processes in the cgroup (init, sh, sleeps, ls, wc).
   EXPECT_LE(std::stoi(absl::StrCat("0", absl::StripAsciiWhitespace(r.stdout_text))), 20);
   EXPECT_GE(Stats()["killed_at_teardown"].get<int>(), 10);
+}
+
+TEST_P(SandboxLimitsTest, CpuLimitThrottlesTheAction) {
+  // Two busy loops for two seconds would take up to two cores; a tenth of
+  // one is all they get (little enough to be throttled on a loaded host too).
+  auto r = Shell("for i in 1 2; do sh -c 'while :; do :; done' & done; sleep 2", {"--cpus=0.1"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  nlohmann::json stats = Stats();
+  const double cpu = stats["rusage"]["user_cpu_seconds"].get<double>() +
+                     stats["rusage"]["system_cpu_seconds"].get<double>();
+  const double wall = stats["wall_time_seconds"].get<double>();
+  EXPECT_GT(stats["cpu_throttled_seconds"].get<double>(), 0.5) << stats.dump();
+  EXPECT_LT(cpu, 0.1 * wall * 1.5 + 0.2) << stats.dump();
+}
+
+// The action's cgroups exist while it runs and are gone once kiln-sandbox
+// exits, whether the action ended or timed out (an OOM kill: above).
+TEST_P(SandboxLimitsTest, TheActionCgroupIsRemovedAfterwards) {
+  const std::vector<std::string> limits = {"--memory=64MiB", "--pids=50", "--cpus=1"};
+  struct Case {
+    std::string script;
+    std::vector<std::string> extra;
+  } cases[] = {
+      {"echo done", {}},
+      {"sleep 30 & sleep 30", {"--timeout=1s", "--kill_grace=0.2s"}},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> options = limits;
+    options.insert(options.end(), c.extra.begin(), c.extra.end());
+    auto r = Shell(c.script, options);
+    nlohmann::json stats = Stats();
+    ASSERT_FALSE(stats.is_discarded()) << r.stderr_text;
+    // One cgroup on v2 (all three controllers), one per hierarchy on v1.
+    const auto& cgroups = stats["cgroups"];
+    ASSERT_FALSE(cgroups.empty()) << c.script << ": " << stats.dump();
+    for (const auto& path : cgroups) {
+      EXPECT_NE(path.get<std::string>().find("/kiln-sandbox-"), std::string::npos) << path;
+      EXPECT_FALSE(std::filesystem::exists(path.get<std::string>())) << c.script << ": " << path << " is left";
+    }
+  }
+}
+
+// The action's cgroup is the root of its cgroup namespace: it sees "/" in
+// every hierarchy, nothing of the host's or the worker's cgroup tree.
+TEST_P(SandboxLimitsTest, TheActionCgroupIsTheRootOfItsCgroupNamespace) {
+  auto r = Shell("cat /proc/self/cgroup", {"--memory=64MiB", "--pids=50", "--cpus=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  std::vector<std::string> lines = Lines(r.stdout_text);
+  ASSERT_FALSE(lines.empty());
+  for (const std::string& line : lines) EXPECT_TRUE(absl::EndsWith(line, ":/")) << r.stdout_text;
 }
 
 TEST_P(SandboxLimitsTest, ConcurrentSandboxesGetDistinctBuildUsers) {

@@ -18,6 +18,8 @@ std::string ResultToJson(const SandboxResult& r) {
   out["orphans_reaped"] = r.orphans_reaped;
   out["killed_at_teardown"] = r.killed_at_teardown;
   out["peak_memory_bytes"] = r.peak_memory_bytes;
+  out["cpu_throttled_seconds"] = r.cpu_throttled_seconds;
+  out["cgroups"] = r.cgroups;
   out["wall_time_seconds"] = absl::ToDoubleSeconds(r.wall_time);
   out["uid"] = r.uid;
   out["user_namespace"] = r.user_namespace;

@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/flag_types.h"
+#include "sandbox/cgroup_delegation.h"
 #include "server/cas/verify_store.h"
 #include "server/worker_server.h"
 
@@ -155,6 +156,29 @@ std::string DefaultStateDir() {
 // Only these addresses are unreachable from other hosts.
 bool IsLoopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host == "[::1]" || absl::StartsWith(host, "127.");
+}
+
+// Before any thread starts: on cgroup v2 the worker moves into a leaf of its
+// delegated cgroup so that the action cgroups can get controllers there, and
+// on v1 and v2 the per-sandbox cgroups a crash left behind are removed.
+// Without usable cgroups the worker still serves; actions that ask for
+// limits then fail with kiln-sandbox's message.
+void SetUpActionCgroups(kiln::exec::ExecOptions* exec) {
+  absl::StatusOr<std::string> parent = kiln::sandbox::PrepareActionCgroupParent();
+  if (!parent.ok()) {
+    spdlog::warn("cgroup limits (memory, pids, cpus) are not available to actions: {}",
+                 std::string(parent.status().message()));
+  } else if (!parent->empty()) {
+    exec->cgroup_parent = *parent;
+    spdlog::info("cgroup v2: action cgroups go in {}", *parent);
+  }
+  absl::StatusOr<int> removed =
+      kiln::sandbox::RemoveLeftoverSandboxCgroups(kiln::sandbox::ActionCgroupParents(exec->cgroup_parent));
+  if (!removed.ok()) {
+    spdlog::warn("{}", std::string(removed.status().message()));
+  } else if (*removed > 0) {
+    spdlog::info("removed {} leftover sandbox cgroup(s) of an earlier run", *removed);
+  }
 }
 
 // --verify_cas: one line per problem on stdout, then a summary.
@@ -335,6 +359,7 @@ int main(int argc, char** argv) {
   sigaddset(&handled_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &handled_signals, nullptr);
 
+  SetUpActionCgroups(&options.exec);
   auto worker = kiln::WorkerServer::Start(options);
   if (!worker.ok()) Die(std::string(worker.status().message()));
   // Tests and scripts read this line to learn the chosen ports.

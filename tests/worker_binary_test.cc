@@ -5,7 +5,11 @@
 
 #include <sys/stat.h>
 
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include <grpcpp/create_channel.h>
 #include <gtest/gtest.h>
@@ -15,6 +19,8 @@
 #include "common/digest.h"
 #include "common/posix.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
+#include "sandbox/cgroup_delegation.h"
+#include "sandbox/cgroup_paths.h"
 #include "tests/worker_process.h"
 
 namespace kiln {
@@ -220,6 +226,89 @@ TEST_F(WorkerBinaryTest, ExecutesActionsWhenRunUnprivileged) {
   ASSERT_TRUE(cas->BatchReadBlobs(&read_context, read, &data).ok());
   // The build user inside the user namespace, in its own UTS namespace.
   EXPECT_EQ(data.responses(0).data(), "61000\nlocalhost\n");
+}
+
+// The parent pid of `pid`, or 0 when it is gone.
+pid_t ParentOf(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("PPid:", 0) == 0) return std::stoi(line.substr(5));
+  }
+  return 0;
+}
+
+// kill -9 of the worker while an action with a limit runs: its kiln-sandbox
+// dies with it (PDEATHSIG) without removing the action's cgroup, and the
+// next start removes that cgroup.
+TEST_F(WorkerBinaryTest, ACrashsLeftoverSandboxCgroupsAreRemovedAtTheNextStart) {
+  auto worker = std::make_unique<WorkerProcess>(Flags());
+  ASSERT_TRUE(worker->started());
+  auto channel = grpc::CreateChannel(worker->address(), grpc::InsecureChannelCredentials());
+  auto cas = rev2::ContentAddressableStorage::NewStub(channel);
+  auto put = [&](const std::string& data) {
+    rev2::BatchUpdateBlobsRequest request;
+    auto* entry = request.add_requests();
+    *entry->mutable_digest() = Digest::Of(data).ToProto();
+    entry->set_data(data);
+    rev2::BatchUpdateBlobsResponse response;
+    grpc::ClientContext context;
+    EXPECT_TRUE(cas->BatchUpdateBlobs(&context, request, &response).ok());
+    return Digest::Of(data);
+  };
+  rev2::Command command;
+  for (const char* arg : {"/bin/sleep", "30"}) command.add_arguments(arg);
+  rev2::Action action;
+  auto* property = action.mutable_platform()->add_properties();
+  property->set_name("pids");
+  property->set_value("64");
+  *action.mutable_command_digest() = put(command.SerializeAsString()).ToProto();
+  *action.mutable_input_root_digest() = put(rev2::Directory().SerializeAsString()).ToProto();
+  rev2::ExecuteRequest request;
+  *request.mutable_action_digest() = put(action.SerializeAsString()).ToProto();
+  auto execution = rev2::Execution::NewStub(channel);
+  grpc::ClientContext context;
+  std::thread client([&] {
+    auto reader = execution->Execute(&context, request);
+    google::longrunning::Operation operation;
+    while (reader->Read(&operation)) {
+    }
+    (void)reader->Finish();
+  });
+
+  // The action's cgroups: kiln-sandbox-<launcher>-N of a launcher the worker started.
+  std::vector<std::string> cgroups;
+  pid_t launcher = 0;
+  for (int attempt = 0; attempt < 200 && cgroups.empty(); ++attempt) {
+    for (const std::string& parent : sandbox::ActionCgroupParents("")) {
+      for (const auto& entry : std::filesystem::directory_iterator(parent)) {
+        std::string name = entry.path().filename();
+        if (name.rfind(sandbox::kSandboxCgroupPrefix, 0) != 0) continue;
+        pid_t pid = std::atoi(name.c_str() + std::strlen(sandbox::kSandboxCgroupPrefix));
+        if (pid > 0 && ParentOf(pid) == worker->pid()) {
+          launcher = pid;
+          cgroups.push_back(entry.path());
+        }
+      }
+    }
+    if (cgroups.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  worker->Stop(SIGKILL);
+  context.TryCancel();
+  client.join();
+  ASSERT_FALSE(cgroups.empty()) << "the action's cgroup never appeared";
+  for (int attempt = 0; attempt < 100 && ParentOf(launcher) != 0; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(ParentOf(launcher), 0) << "kiln-sandbox outlived its worker";
+  // Left behind (unless a worker another test started meanwhile in this
+  // cgroup already removed them: the same clean-up).
+  for (const std::string& cgroup : cgroups) {
+    if (!std::filesystem::exists(cgroup)) std::printf("%s: already removed by another worker\n", cgroup.c_str());
+  }
+
+  worker = std::make_unique<WorkerProcess>(Flags());
+  ASSERT_TRUE(worker->started());
+  for (const std::string& cgroup : cgroups) EXPECT_FALSE(std::filesystem::exists(cgroup)) << cgroup;
 }
 
 }  // namespace

@@ -271,6 +271,7 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   if (loaded.limits.memory_bytes > 0) argv.push_back(absl::StrCat("--memory=", loaded.limits.memory_bytes));
   if (loaded.limits.pids > 0) argv.push_back(absl::StrCat("--pids=", loaded.limits.pids));
   if (loaded.limits.cpus > 0) argv.push_back(absl::StrCat("--cpus=", loaded.limits.cpus));
+  if (!options_.cgroup_parent.empty()) argv.push_back("--cgroup_parent=" + options_.cgroup_parent);
   if (loaded.limits.linux32) argv.push_back("--linux32");
   if (options_.allow_nested_sandbox) argv.push_back("--allow_nested_sandbox");
   if (options_.tmp_size_bytes >= 0) argv.push_back(absl::StrCat("--tmp_size=", options_.tmp_size_bytes));

@@ -56,6 +56,10 @@ struct ExecOptions {
   int64_t max_processes = -1;    // --max_processes
   PlatformPolicy platform;
   std::vector<std::string> sandbox_binds;  // host dirs bound read-only (empty: kiln-sandbox's default)
+  // The cgroup v2 directory action cgroups go in (kiln-sandbox
+  // --cgroup_parent); empty: kiln-sandbox's own cgroup. See
+  // sandbox/cgroup_delegation.h.
+  std::string cgroup_parent;
 };
 
 // Lets the scheduler stop one running action. Thread-safe.
