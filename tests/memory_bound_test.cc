@@ -97,9 +97,10 @@ TEST(MemoryBoundTest, RssStaysBoundedUnderRepeatedLargeRequests) {
     int64_t last = warm;
     for (int i = 0; i < 3; ++i) last = round();
     std::printf("warm %ld KiB, last %ld KiB\n", static_cast<long>(warm), static_cast<long>(last));
-    EXPECT_LT(last - warm, 8 * 1024) << "RSS grew from " << warm << " KiB to " << last << " KiB";
-    // 94 MiB here without the trimmer, 51 MiB with it.
-    EXPECT_LT(last, 72 * 1024) << "RSS " << last << " KiB";
+    EXPECT_LT(last - warm, 16 * 1024) << "RSS grew from " << warm << " KiB to " << last << " KiB";
+    // 94 MiB here without the trimmer, 51 MiB with it; the margin is for a
+    // machine busy with other tests.
+    EXPECT_LT(last, 80 * 1024) << "RSS " << last << " KiB";
   }
   (void)RemoveTree(dir);
 }
