@@ -111,12 +111,27 @@ echo "BUILD_DIR=$BUILD_DIR" > "$SHARE/config.sh"
 cp "$HERE/cgroup2_vm/guest.sh" "$SHARE/guest.sh"
 : > "$SHARE/results"
 
+# The guest's /tmp is its own, so a source or build tree under the host's
+# /tmp (a CI checkout) is shared at its own path too.
+EXTRA_SHARES=()
+EXTRA_MOUNTS=""
+SOURCE_DIR=$(cd "$HERE/.." && pwd)
+n=0
+for dir in "$SOURCE_DIR" "$BUILD_DIR"; do
+  [[ $dir == /tmp/* ]] || continue
+  [[ $dir == "$SOURCE_DIR"/* && $dir != "$SOURCE_DIR" ]] && [[ $SOURCE_DIR == /tmp/* ]] && continue
+  EXTRA_SHARES+=(-virtfs "local,path=$dir,mount_tag=tree$n,security_model=none,multidevs=remap")
+  EXTRA_MOUNTS+=" kiln.mount=tree$n:$dir"
+  n=$((n + 1))
+done
+
 boot_start=$(date +%s.%N)
 qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot -nic none \
   -kernel "$CACHE/kernel/vmlinuz" -initrd "$INITRAMFS" \
-  -append "console=ttyS0 panic=-1 cgroup_no_v1=all quiet kiln.share=$SHARE kiln.script=$SHARE/guest.sh" \
+  -append "console=ttyS0 panic=-1 cgroup_no_v1=all quiet kiln.share=$SHARE kiln.script=$SHARE/guest.sh$EXTRA_MOUNTS" \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs "local,path=$SHARE,mount_tag=share,security_model=none,multidevs=remap" \
+  "${EXTRA_SHARES[@]}" \
   > "$SHARE/console.log" 2>&1 < /dev/null &
 QEMU_PID=$!
 timed_out=0

@@ -7,7 +7,9 @@
 # The root is read-only and does not change during a test, so its pages and
 # names are cached (cache=loose): start-up of the test binaries is much faster.
 # Kernel command line: kiln.share=DIR (the share, mounted at the same path as
-# on the host) kiln.script=FILE (run as PID 1 in the new root).
+# on the host) kiln.script=FILE (run as PID 1 in the new root), and any number
+# of kiln.mount=TAG:DIR (more host directories under /tmp, which the guest's
+# own /tmp would hide, e.g. a checkout in /tmp; mounted at the same path).
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -30,9 +32,11 @@ echo "+memory +pids +cpu" > /sys/fs/cgroup/cgroup.subtree_control || fail "enabl
 
 share=""
 script=""
+mounts=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     kiln.share=*) share=${arg#kiln.share=} ;;
+    kiln.mount=*) mounts="$mounts ${arg#kiln.mount=}" ;;
     kiln.script=*) script=${arg#kiln.script=} ;;
   esac
 done
@@ -46,6 +50,12 @@ mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp || fail "tmpfs /tmp"
 mount -t tmpfs -o mode=0755 tmpfs /newroot/run || fail "tmpfs /run"
 mkdir -p "/newroot$share"
 mount -t 9p -o "$options" share "/newroot$share" || fail "mount the share"
+for entry in $mounts; do
+  tag=${entry%%:*}
+  dir=${entry#*:}
+  mkdir -p "/newroot$dir"
+  mount -t 9p -o "$options" "$tag" "/newroot$dir" || fail "mount $dir"
+done
 for dir in /dev /proc /sys; do
   mount --move "$dir" "/newroot$dir" || fail "move $dir"
 done
