@@ -41,7 +41,7 @@ google::protobuf::Timestamp In(absl::Duration d) {
 // slots to report every 50 ms, and records everything it hears.
 class FakeScheduler final : public rw::OperationQueue::Service {
  public:
-  grpc::Status Synchronize(grpc::ServerContext*, const rw::SynchronizeRequest* request,
+  grpc::Status Synchronize(grpc::ServerContext* context, const rw::SynchronizeRequest* request,
                            rw::SynchronizeResponse* response) override {
     absl::MutexLock lock(&mu_);
     requests_.push_back(*request);
@@ -67,7 +67,9 @@ class FakeScheduler final : public rw::OperationQueue::Service {
     // Like bb_scheduler, hold an idle call for a while until there is work.
     auto has_work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty(); };
     if (!request->prefer_being_idle()) mu_.AwaitWithTimeout(absl::Condition(&has_work), absl::Milliseconds(200));
-    if (!queue_.empty() && !request->prefer_being_idle()) {
+    // A call whose worker went away meanwhile (a test that restarts the
+    // worker) must not take the action with it.
+    if (!queue_.empty() && !request->prefer_being_idle() && !context->IsCancelled()) {
       *response->mutable_desired_state()->mutable_executing() = queue_.front();
       queue_.pop_front();
       ++handed_out_;
