@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/path_beneath.h"
+#include "common/bearer_interceptor.h"
 #include "common/posix.h"
 #include "common/sha256.h"
 #include "common/status_macros.h"
@@ -29,35 +30,6 @@ std::string UploadId() {
   std::mt19937_64 random(std::random_device{}());
   return absl::StrFormat("%016x%016x", random(), random());
 }
-
-// Adds the bearer token to every call. An interceptor rather than call
-// credentials, which gRPC sends over TLS only: a loopback worker may take
-// tokens in plaintext.
-class BearerInterceptor final : public grpc::experimental::Interceptor {
- public:
-  explicit BearerInterceptor(const std::string* header) : header_(header) {}
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(
-            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
-      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
-    }
-    methods->Proceed();
-  }
-
- private:
-  const std::string* header_;
-};
-
-class BearerInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
- public:
-  explicit BearerInterceptorFactory(const std::string& token) : header_("Bearer " + token) {}
-  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
-    return new BearerInterceptor(&header_);
-  }
-
- private:
-  const std::string header_;  // lives as long as the channel
-};
 
 }  // namespace
 
@@ -81,7 +53,7 @@ RemoteClient::RemoteClient(const std::string& server, std::string instance,
   }
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
   if (!credentials.token.empty()) {
-    interceptors.push_back(std::make_unique<BearerInterceptorFactory>(credentials.token));
+    interceptors.push_back(std::make_unique<kiln::BearerInterceptorFactory>(credentials.token));
   }
   channel_ = grpc::experimental::CreateCustomChannelWithInterceptors(
       server, channel_credentials, args, std::move(interceptors));

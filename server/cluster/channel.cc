@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
+#include "common/bearer_interceptor.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
 
@@ -21,35 +22,6 @@ absl::StatusOr<std::string> ReadCredentialFile(const std::string& path, const ch
   // Certificates and tokens are small; a megabyte is far beyond any.
   return ReadAt(fd->get(), 0, 1 << 20, path);
 }
-
-// Adds the bearer token to every call. An interceptor rather than call
-// credentials, which gRPC sends over TLS only: a scheduler on loopback or a
-// private network may take tokens in plaintext (as the `kiln` client does).
-class BearerInterceptor final : public grpc::experimental::Interceptor {
- public:
-  explicit BearerInterceptor(const std::string* header) : header_(header) {}
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(
-            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
-      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
-    }
-    methods->Proceed();
-  }
-
- private:
-  const std::string* header_;
-};
-
-class BearerInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
- public:
-  explicit BearerInterceptorFactory(const std::string& token) : header_("Bearer " + token) {}
-  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
-    return new BearerInterceptor(&header_);
-  }
-
- private:
-  const std::string header_;  // lives as long as the channel
-};
 
 }  // namespace
 
@@ -72,7 +44,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> CreateClusterChannel(const std::s
   if (!files.token_file.empty()) {
     ASSIGN_OR_RETURN(std::string token, ReadCredentialFile(files.token_file, "token_file"));
     interceptors.push_back(
-        std::make_unique<BearerInterceptorFactory>(std::string(absl::StripAsciiWhitespace(token))));
+        std::make_unique<kiln::BearerInterceptorFactory>(std::string(absl::StripAsciiWhitespace(token))));
   }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
