@@ -194,5 +194,28 @@ TEST_F(JwtAuthTest, NoneAndAlgorithmConfusionAreRefused) {
       << confused.error_message();
 }
 
+TEST_F(JwtAuthTest, ABadKeyConfigurationStopsTheStartNamingTheProblem) {
+  std::ofstream(dir_ + "/no-keys.pem") << "not a key\n";
+  std::ofstream(dir_ + "/broken.pem") << "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+  const std::string worker = std::string(getenv("KILN_BIN_DIR")) + "/kiln-worker";
+  struct Case {
+    std::vector<std::string> flags;
+    std::string expected;
+  } cases[] = {
+      {{"--jwt_public_keys=" + dir_ + "/keys.pem"}, "--jwt_audience"},
+      {{"--jwt_public_keys=" + dir_ + "/no-keys.pem", "--jwt_audience=a"}, "BEGIN PUBLIC KEY"},
+      {{"--jwt_public_keys=" + dir_ + "/broken.pem", "--jwt_audience=a"}, "public key #1 is not readable"},
+      {{"--jwt_public_keys=" + dir_ + "/missing.pem", "--jwt_audience=a"}, "missing.pem"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {worker, "--listen=127.0.0.1:0", "--metrics_listen=",
+                                     "--state_dir=" + dir_ + "/bad-state", "--concurrency=0"};
+    argv.insert(argv.end(), c.flags.begin(), c.flags.end());
+    testing::ProcessResult result = RunToCompletion(argv);
+    EXPECT_NE(result.exit_code, 0) << c.expected;
+    EXPECT_NE(result.stderr_text.find(c.expected), std::string::npos) << result.stderr_text;
+  }
+}
+
 }  // namespace
 }  // namespace kiln
