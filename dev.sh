@@ -19,6 +19,7 @@ APT_PACKAGES=(
   bazel-bootstrap bazel-bootstrap-source bazel-platforms bazel-rules-java libnetty-tcnative-jni
   bubblewrap prometheus socat
   python3 python3-grpcio python3-protobuf python3-grpc-tools python3-yaml python3-venv
+  python3-matplotlib python3-prometheus-client
   iproute2 procps bc curl openssl
   qemu-system-x86 busybox-static
   clang libclang-rt-14-dev
