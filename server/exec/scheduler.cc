@@ -199,7 +199,10 @@ absl::StatusOr<std::shared_ptr<Operation>> Scheduler::Submit(const rev2::Execute
   auto operation =
       std::make_shared<Operation>(NewOperationName(), action_digest, request.instance_name(), owner);
   const std::string key = InFlightKey(*operation);
-  if (auto existing = in_flight_.find(key); existing != in_flight_.end()) return existing->second;
+  if (auto existing = in_flight_.find(key); existing != in_flight_.end()) {
+    ++merged_;
+    return existing->second;
+  }
   if (static_cast<int>(queue_.size()) >= max_queued_) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the queue is full (", max_queued_, " actions wait for ", slots_,
@@ -262,7 +265,16 @@ absl::Status Scheduler::CancelWith(const std::string& name, const absl::Status& 
   }
   // A queued action completes here; a running one when its sandbox stops.
   operation->cancel_token().Cancel();
-  if (was_queued) operation->Complete(ErrorResponse(why));
+  if (was_queued) {
+    rev2::ExecuteResponse response = ErrorResponse(why);
+    RunReport report;
+    report.outcome = RunReport::Outcome::kCancelled;
+    LogActionLine(operation->action_digest(), response, report);
+    // Counted like one cancelled while it ran: the metrics must add up to
+    // the operations clients saw end.
+    if (on_action_done_) on_action_done_(response, report);
+    operation->Complete(std::move(response));
+  }
   return absl::OkStatus();
 }
 
@@ -288,7 +300,7 @@ void Scheduler::Drain(absl::Duration grace) {
 
 SchedulerStats Scheduler::GetStats() {
   absl::MutexLock lock(&mu_);
-  return SchedulerStats{static_cast<int>(queue_.size()), running_, slots_, max_queued_};
+  return SchedulerStats{static_cast<int>(queue_.size()), running_, slots_, max_queued_, merged_};
 }
 
 void Scheduler::ForgetOldLocked() {

@@ -91,11 +91,16 @@ struct SchedulerStats {
   int running = 0;
   int slots = 0;
   int max_queued = 0;
+  // Submissions that joined an identical action already in flight.
+  int64_t merged = 0;
 };
 
 class Scheduler {
  public:
-  // Called on a slot thread after each action that ran (not for cache hits).
+  // Called after each action that ran (on its slot thread), and for each one
+  // cancelled while it waited for a slot (outcome kCancelled, on the thread
+  // that cancelled it), so that every operation is counted once. Not for
+  // cache hits, nor for submissions merged into an action in flight.
   using ActionDoneCallback =
       std::function<void(const rev2::ExecuteResponse& response, const RunReport& report)>;
 
@@ -151,6 +156,7 @@ class Scheduler {
   std::map<std::pair<int32_t, uint64_t>, Queued, Order> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
   int running_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t merged_ ABSL_GUARDED_BY(mu_) = 0;
   bool accepting_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Every operation by name, and the in-flight ones by action.

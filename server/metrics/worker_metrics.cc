@@ -259,6 +259,10 @@ std::vector<prometheus::MetricFamily> WorkerStateCollector::Collect() const {
     out.push_back(Single("kiln_action_queue_depth", "Actions waiting for an execution slot.", MetricType::Gauge, s.queued));
     out.push_back(Single("kiln_action_queue_capacity", "Most actions that may wait (--max_queued_actions).", MetricType::Gauge, s.max_queued));
     out.push_back(Single("kiln_execution_slots", "Actions that may run at once (--concurrency).", MetricType::Gauge, s.slots));
+    out.push_back(Single("kiln_actions_merged_total",
+                         "Execute requests that joined an identical action already queued or running (same "
+                         "instance, action digest and principal) instead of running it again.",
+                         MetricType::Counter, static_cast<double>(s.merged)));
   }
   if (cas_ != nullptr) {
     cas::BlobStoreStats c = cas_->GetStats();

@@ -1,0 +1,178 @@
+// The worker's action counters add up to what clients saw (found by the soak,
+// tests/stress/soak.py): against the real kiln-worker binary with one slot,
+//   - an action cancelled while it waits for the slot is counted in
+//     kiln_actions_total{outcome="cancelled",code="CANCELLED"}, like one
+//     cancelled while it runs (it used to be counted nowhere);
+//   - Execute calls that join an identical action in flight are counted in
+//     kiln_actions_merged_total, and the action itself once.
+#include <stdlib.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <regex>
+#include <string>
+
+#include <grpcpp/create_channel.h>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/numbers.h"
+#include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
+#include "common/digest.h"
+#include "common/posix.h"
+#include "google/longrunning/operations.grpc.pb.h"
+#include "tests/worker_process.h"
+
+namespace kiln {
+namespace {
+
+namespace rev2 = ::build::bazel::remote::execution::v2;
+namespace lro = ::google::longrunning;
+using testing::WorkerProcess;
+
+// The sum of every sample of `name` whose labels contain `labels` (e.g.
+// `outcome="cancelled"`; "" for any).
+double Scraped(const std::string& body, const std::string& name, const std::string& labels = "") {
+  const std::regex line("^" + name + R"((\{[^}]*\})? ([0-9.e+]+)$)");
+  double total = 0;
+  size_t start = 0;
+  while (start < body.size()) {
+    size_t end = body.find('\n', start);
+    if (end == std::string::npos) end = body.size();
+    const std::string text = body.substr(start, end - start);
+    start = end + 1;
+    std::smatch match;
+    double value = 0;
+    if (std::regex_match(text, match, line) && std::string(match[1]).find(labels) != std::string::npos &&
+        absl::SimpleAtod(std::string(match[2]), &value)) {
+      total += value;
+    }
+  }
+  return total;
+}
+
+class ActionMetricsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = ::testing::TempDir() + "/kiln-action-metrics-XXXXXX";
+    dir_ = mkdtemp(pattern.data());
+    worker_ = std::make_unique<WorkerProcess>(std::vector<std::string>{
+        "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0", "--state_dir=" + dir_ + "/state",
+        "--concurrency=1", "--kill_grace=0.5s"});
+    ASSERT_TRUE(worker_->started());
+    channel_ = grpc::CreateChannel(worker_->address(), grpc::InsecureChannelCredentials());
+  }
+  void TearDown() override {
+    worker_.reset();
+    (void)RemoveTree(dir_);
+  }
+
+  Digest Put(const std::string& data) {
+    rev2::BatchUpdateBlobsRequest request;
+    auto* entry = request.add_requests();
+    *entry->mutable_digest() = Digest::Of(data).ToProto();
+    entry->set_data(data);
+    rev2::BatchUpdateBlobsResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    grpc::Status status =
+        rev2::ContentAddressableStorage::NewStub(channel_)->BatchUpdateBlobs(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return Digest::Of(data);
+  }
+
+  Digest PutAction(const std::string& script) {
+    rev2::Command command;
+    for (const char* arg : {"/bin/sh", "-c"}) command.add_arguments(arg);
+    command.add_arguments(script);
+    auto* path = command.add_environment_variables();
+    path->set_name("PATH");
+    path->set_value("/usr/bin:/bin");
+    rev2::Action action;
+    *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
+    *action.mutable_input_root_digest() = Put(rev2::Directory().SerializeAsString()).ToProto();
+    action.set_do_not_cache(true);
+    return Put(action.SerializeAsString());
+  }
+
+  // An Execute call, read until its operation reaches `stage` (or ends).
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> context = std::make_unique<grpc::ClientContext>();
+    std::unique_ptr<grpc::ClientReader<lro::Operation>> reader;
+    lro::Operation last;
+  };
+  std::unique_ptr<Call> Start(const Digest& action, rev2::ExecutionStage::Value stage) {
+    auto call = std::make_unique<Call>();
+    call->context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    rev2::ExecuteRequest request;
+    *request.mutable_action_digest() = action.ToProto();
+    request.set_skip_cache_lookup(true);
+    call->reader = rev2::Execution::NewStub(channel_)->Execute(call->context.get(), request);
+    while (call->reader->Read(&call->last)) {
+      rev2::ExecuteOperationMetadata metadata;
+      call->last.metadata().UnpackTo(&metadata);
+      if (metadata.stage() == stage || call->last.done()) break;
+    }
+    return call;
+  }
+  // Reads the call to its end: the status code of its ExecuteResponse.
+  static int Finish(Call& call) {
+    while (!call.last.done() && call.reader->Read(&call.last)) {
+    }
+    EXPECT_TRUE(call.reader->Finish().ok());
+    rev2::ExecuteResponse response;
+    call.last.response().UnpackTo(&response);
+    return response.status().code();
+  }
+  void Cancel(const std::string& name) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    lro::CancelOperationRequest request;
+    request.set_name(name);
+    google::protobuf::Empty empty;
+    grpc::Status status = lro::Operations::NewStub(channel_)->CancelOperation(&context, request, &empty);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+  }
+  std::string Metrics() { return testing::HttpGet(worker_->metrics_port(), "/metrics"); }
+
+  std::string dir_;
+  std::unique_ptr<WorkerProcess> worker_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+TEST_F(ActionMetricsTest, CancelledWhileQueuedAndMergedCallsAreCounted) {
+  // The only slot is busy, so what follows waits in the queue.
+  auto blocker = Start(PutAction("sleep 60"), rev2::ExecutionStage::EXECUTING);
+  ASSERT_FALSE(blocker->last.name().empty());
+
+  auto queued = Start(PutAction("echo never"), rev2::ExecutionStage::QUEUED);
+  ASSERT_FALSE(queued->last.done());
+  Cancel(queued->last.name());
+  EXPECT_EQ(Finish(*queued), grpc::StatusCode::CANCELLED);
+  std::string metrics = Metrics();
+  EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="cancelled")"), 1) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(code="CANCELLED")"), 1) << metrics;
+
+  // Three identical calls while the slot is busy: one operation.
+  const Digest twin = PutAction("echo twin");
+  auto first = Start(twin, rev2::ExecutionStage::QUEUED);
+  auto second = Start(twin, rev2::ExecutionStage::QUEUED);
+  auto third = Start(twin, rev2::ExecutionStage::QUEUED);
+  EXPECT_EQ(second->last.name(), first->last.name());
+  EXPECT_EQ(third->last.name(), first->last.name());
+  EXPECT_EQ(Scraped(Metrics(), "kiln_actions_merged_total"), 2);
+
+  Cancel(blocker->last.name());  // running: counted when its sandbox stops
+  EXPECT_EQ(Finish(*blocker), grpc::StatusCode::CANCELLED);
+  for (auto* call : {first.get(), second.get(), third.get()}) EXPECT_EQ(Finish(*call), grpc::StatusCode::OK);
+
+  metrics = Metrics();
+  EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="cancelled")"), 2) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="success")"), 1) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_actions_total"), 3) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_actions_merged_total"), 2) << metrics;
+}
+
+}  // namespace
+}  // namespace kiln
