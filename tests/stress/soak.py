@@ -13,7 +13,9 @@ actions in flight at once (merged by the worker into one operation).
 Checked, with a message naming what went wrong:
 - every answer is right (the clients check each one);
 - after the run and a short settle, against a baseline taken after a
-  warm-up: the worker's fds, threads and RSS (bounds below), no exec dir
+  warm-up, once with the finished operations still kept (as the worker does
+  for 10 minutes) and once after the clients deleted them (DeleteOperation):
+  the worker's fds, threads and RSS (bounds below), no exec dir
   left under the state dir, no mount left beneath the worker's directory,
   no kiln-sandbox-* cgroup left, no process left in the worker's build-uid
   range;
@@ -44,6 +46,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "security"))
 import kiln_harness as h  # noqa: E402
+from google.longrunning import operations_pb2_grpc  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,16 +54,28 @@ UID_POOL = 16          # --build_uid_pool_size: a small range we can attribute t
 SETTLE_SECONDS = 12    # after the run: the memory trimmer runs every 5 s, idle gRPC threads exit
 SETTLE_LIMIT = 60      # how long fds/threads/RSS may take to come back within bounds
 
-# Bounds against the baseline taken after the warm-up. Measured (docs/soak.md):
-# fds and threads come back to the baseline exactly once the clients have
-# disconnected; the slack absorbs a gRPC poller or timer thread that is between
-# jobs at the moment of the sample. RSS: after a 10,000-action run the worker
-# settles within a few MiB of its post-warm-up RSS; 32 MiB is far below the
-# growth of a real leak over such a run (10,000 actions of MiBs of outputs, or
-# even a few KiB per action, would be 40+ MiB) yet above the allocator's noise.
+# Bounds against the baseline taken after the warm-up, from measurements
+# (docs/soak.md). fds and threads come back to the baseline exactly once the
+# clients have disconnected; the slack absorbs a gRPC poller or timer thread
+# between jobs at the moment of the sample.
 FD_SLACK = 4
 THREAD_SLACK = 4
-RSS_SLACK_MIB = 32
+# RSS grows with what the worker keeps by design, so the bound is that plus
+# a fixed slack, each term measured on this worker:
+# - every operation, for 10 minutes after it ends (Scheduler::kKeepCompleted),
+#   for WaitExecution and GetOperation: 1.2 KiB each (5,000 runs of the same
+#   32 actions, no new blobs); allowed 2 KiB. The soak then deletes them
+#   (DeleteOperation, as a client that needs them no more) and checks again
+#   without this term.
+# - the CAS index entry of each new blob, kept until eviction: 340 bytes each
+#   (40,000 small blobs); allowed 512 bytes (the hash table grows by doubling).
+# - 16 MiB for the allocator's arenas and a table doubling at the wrong moment.
+# A leak of a few KiB per action (a response, a buffer, a stream) breaks the
+# bound within a 10,000-action run; so does any leak that grows with bytes
+# moved (the heavy actions move ~2.5 GiB).
+RSS_SLACK_MIB = 16
+RSS_PER_OPERATION = 2048
+RSS_PER_BLOB = 512
 
 
 class Cleanups:
@@ -267,18 +282,22 @@ class Soak:
                 "mounts": mounts_beneath(self.worker.base), "cgroups": sandbox_cgroups(),
                 "uid_processes": processes_of_uids(self.uid_base, UID_POOL)}
 
-    def leaks(self, baseline, after):
+    def leaks(self, baseline, after, operations=0, blobs=0):
+        """What did not come back: [] if nothing. `operations` and `blobs` the
+        worker keeps by design since the baseline (RSS bound above)."""
         problems = []
         b, a = baseline["usage"], after["usage"]
+        rss_bound = RSS_SLACK_MIB + (operations * RSS_PER_OPERATION + blobs * RSS_PER_BLOB) / 1048576.0
         if a["fds"] > b["fds"] + FD_SLACK:
             problems.append("fds: %d after the run, %d at the baseline (bound +%d); open: %s" % (
                 a["fds"], b["fds"], FD_SLACK, self.fd_targets()))
         if a["threads"] > b["threads"] + THREAD_SLACK:
             problems.append("threads: %d after the run, %d at the baseline (bound +%d)" % (
                 a["threads"], b["threads"], THREAD_SLACK))
-        if a["rss_mib"] > b["rss_mib"] + RSS_SLACK_MIB:
-            problems.append("RSS: %.1f MiB after the run, %.1f MiB at the baseline (bound +%d MiB)" % (
-                a["rss_mib"], b["rss_mib"], RSS_SLACK_MIB))
+        if a["rss_mib"] > b["rss_mib"] + rss_bound:
+            problems.append("RSS: %.1f MiB after the run, %.1f MiB at the baseline (bound +%.1f MiB: %d MiB, "
+                            "%d operations kept, %d new CAS blobs)" % (
+                                a["rss_mib"], b["rss_mib"], rss_bound, RSS_SLACK_MIB, operations, blobs))
         if after["exec_dirs"]:
             problems.append("exec dirs left in %s: %s" % (self.exec_root, after["exec_dirs"][:10]))
         if after["mounts"]:
@@ -327,15 +346,40 @@ class Soak:
             targets[re.sub(r"\[\d+\]", "", target)] += 1
         return dict(targets)
 
-    def settle(self, baseline):
+    def settle(self, baseline, **kept):
         """Waits SETTLE_SECONDS, then up to SETTLE_LIMIT for the bounds; the last snapshot."""
         time.sleep(SETTLE_SECONDS)
         deadline = time.time() + SETTLE_LIMIT
         while True:
             after = self.snapshot()
-            if not self.leaks(baseline, after) or time.time() > deadline:
+            if not self.leaks(baseline, after, **kept) or time.time() > deadline:
                 return after
             time.sleep(1)
+
+    def delete_operations(self, names):
+        """DeleteOperation for each (finished) operation: the worker forgets them."""
+        # A channel of its own, closed after: its connection must not count
+        # as an fd the worker kept.
+        channel = h.grpc.insecure_channel("127.0.0.1:%d" % self.worker.port)
+        stub = operations_pb2_grpc.OperationsStub(channel)
+        failures = []
+        lock = threading.Lock()
+        names = sorted(names)
+
+        def delete(part):
+            for name in part:
+                try:
+                    stub.DeleteOperation(h.operations_pb2.DeleteOperationRequest(name=name), timeout=30)
+                except h.grpc.RpcError as e:
+                    with lock:
+                        failures.append("DeleteOperation(%s): %s %s" % (name, e.code().name, e.details()))
+        threads = [threading.Thread(target=delete, args=(names[i::8],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        channel.close()
+        return failures
 
     def check_metrics(self, before, after, run):
         """The worker's counters moved exactly as the clients saw."""
@@ -394,7 +438,14 @@ class Soak:
         self.wait_idle()
         metrics_after = scrape(self.metrics_port)
         at_end = worker_usage(self.worker.pid)
-        after = self.settle(baseline)
+        operations = {name for name, _, _ in run["answers"]}
+        blobs = int(summed(metrics_after, "kiln_cas_blobs") - summed(before, "kiln_cas_blobs"))
+        # First with every operation still kept (the worker's default for
+        # 10 minutes), then once the clients deleted them.
+        kept = self.settle(baseline, operations=len(operations), blobs=blobs)
+        kept_problems = self.leaks(baseline, kept, operations=len(operations), blobs=blobs)
+        delete_failures = self.delete_operations(operations)
+        after = self.settle(baseline, blobs=blobs)
         peak_rss = max([s[2] for s in self.samples] + [at_end["rss_mib"]])
         result = {
             "actions": run["total"], "seconds": round(run["seconds"], 1),
@@ -402,12 +453,17 @@ class Soak:
             "by_kind": dict(sorted(run["by_kind"].items())),
             "duplicate_groups": run["duplicate_groups"], "duplicate_groups_merged": run["duplicate_groups_merged"],
             "rss_mib": {"baseline": round(baseline["usage"]["rss_mib"], 1), "peak": round(peak_rss, 1),
-                        "end_of_run": round(at_end["rss_mib"], 1), "settled": round(after["usage"]["rss_mib"], 1),
+                        "end_of_run": round(at_end["rss_mib"], 1),
+                        "settled_operations_kept": round(kept["usage"]["rss_mib"], 1),
+                        "settled_operations_deleted": round(after["usage"]["rss_mib"], 1),
                         "hwm": round(self.worker.vm_hwm_kib() / 1024.0, 1)},
             "fds": {"baseline": baseline["usage"]["fds"], "end_of_run": at_end["fds"],
                     "settled": after["usage"]["fds"]},
             "threads": {"baseline": baseline["usage"]["threads"], "end_of_run": at_end["threads"],
                         "settled": after["usage"]["threads"]},
+            "peak_threads": max([s[3] for s in self.samples] + [at_end["threads"]]),
+            "peak_fds": max([s[4] for s in self.samples] + [at_end["fds"]]),
+            "operations": len(operations), "new_cas_blobs": blobs,
         }
         metric_problems, counted = self.check_metrics(before, metrics_after, run)
         result["metrics_delta"] = counted
@@ -421,7 +477,8 @@ class Soak:
             problems.append("only %d of %d actions were answered" % (run["total"], a.actions))
         if a.actions >= 200 and run["duplicate_groups"] and not run["duplicate_groups_merged"]:
             problems.append("no group of identical actions in flight was merged")
-        problems += self.leaks(baseline, after) + metric_problems
+        problems += ["with the operations kept: " + p for p in kept_problems]
+        problems += delete_failures[:10] + self.leaks(baseline, after, blobs=blobs) + metric_problems
         if not self.worker.alive():
             problems.append("the worker died")
         if problems:
