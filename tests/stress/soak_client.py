@@ -36,6 +36,9 @@ MIX = [
     ("true", 18), ("echo", 18), ("heavy", 5), ("fail", 10), ("timeout", 4), ("cancel", 4),
     ("abandon", 3), ("cache_pair", 8), ("popular", 10), ("duplicates", 5),
 ]
+if os.environ.get("KILN_SOAK_MIX"):  # e.g. "heavy:1,fail:2": to look at some kinds alone
+    MIX = [(kind, int(weight)) for kind, weight in
+           (item.split(":") for item in os.environ["KILN_SOAK_MIX"].split(","))]
 POPULAR = 16  # distinct cacheable actions shared by every client process
 
 
