@@ -10,6 +10,9 @@
 // one line: request to result, and of it, request to exec (setup) and exit
 // to result received (completion). bench/run_sandbox_bench.sh compares the
 // first with bwrap and unshare spawning the same command.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,12 +54,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: warm_sandbox_bench [--runs=N] -- CMD [ARGS...]\n");
     return 2;
   }
+  // As kiln-worker does: every run's work dir and log files are beneath one
+  // parent the sandbox knows while it prepares.
+  char parent_template[] = "/tmp/kiln-warm-bench.XXXXXX";
+  const std::string parent = mkdtemp(parent_template);
   kiln::sandbox::v1::SandboxRequest prepare;
   prepare.set_use_default_binds(true);
   prepare.set_uid(61000);
   prepare.set_gid(61000);
-  kiln::sandbox::v1::SandboxRequest action = prepare;
-  for (char* arg : command) action.add_argv(arg);
+  prepare.set_work_dir_parent(parent);
   std::vector<double> total, setup, completion;
   const int warmup = absl::GetFlag(FLAGS_warmup);
   for (int i = 0; i < warmup + absl::GetFlag(FLAGS_runs); ++i) {
@@ -65,6 +71,16 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "cannot start kiln-sandbox\n");
       return 1;
     }
+    const std::string dir = parent + "/" + std::to_string(i);
+    mkdir(dir.c_str(), 0700);
+    mkdir((dir + "/root").c_str(), 0755);
+    close(open((dir + "/stdout").c_str(), O_WRONLY | O_CREAT, 0600));
+    close(open((dir + "/stderr").c_str(), O_WRONLY | O_CREAT, 0600));
+    kiln::sandbox::v1::SandboxRequest action = prepare;
+    for (char* arg : command) action.add_argv(arg);
+    action.set_work_dir(dir + "/root");
+    action.set_stdout_path(dir + "/stdout");
+    action.set_stderr_path(dir + "/stderr");
     absl::SleepFor(absl::GetFlag(FLAGS_ready_wait));
     const int64_t start = MonotonicNanos();
     if (!(*process)->Send(action).ok()) return 1;
@@ -76,11 +92,16 @@ int main(int argc, char** argv) {
       return 1;
     }
     (*process)->Wait();  // teardown, outside the timed part
+    for (const char* name : {"/root", "/stdout", "/stderr", ""}) {
+      std::string path = dir + name;
+      if (*name == '\0' || std::string(name) == "/root") rmdir(path.c_str()); else unlink(path.c_str());
+    }
     if (i < warmup) continue;
     total.push_back((end - start) / 1e6);
     setup.push_back((result->stages().exec() - start) / 1e6);
     completion.push_back((end - result->stages().action_exited()) / 1e6);
   }
+  rmdir(parent.c_str());
   std::printf("%.2f %.2f %.2f %.2f %.2f\n", Percentile(total, 0.5), Percentile(total, 0.9),
               Percentile(total, 0), Percentile(setup, 0.5), Percentile(completion, 0.5));
   return 0;

@@ -320,20 +320,54 @@ void PrepareRoot(const ChildConfig& config) {
   MakeDirs(root + "/.old-root");
 }
 
-// The action's part of the root: /etc/hosts and /work. Then the root
-// becomes the root with pivot_root, and the old one is detached.
-void FinishRootAndPivot(const ChildConfig& config, const SandboxSpec& spec) {
+void MountTmpfsWork(const std::string& work, const ChildConfig& config, const SandboxSpec& spec) {
+  std::string options = TmpfsOptions(absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid),
+                                     spec.tmp_size_bytes);
+  CHECK_SYS(mount("tmpfs", work.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()),
+            "mount tmpfs on /work");
+}
+
+// The action's part of the root, /etc/hosts and /work, for a sandbox that
+// pivots when its action comes. Then Pivot.
+void MountWorkBeforePivot(const ChildConfig& config, const SandboxSpec& spec) {
   const std::string& root = config.root_mount_point;
   WriteEtcHosts(root, spec);
   const std::string work = root + kWorkMountPoint;
   if (!spec.work_dir.empty()) {
     MountBind(spec.work_dir, work, BindKind::kWritable);
   } else {
-    std::string options = TmpfsOptions(absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid),
-                                       spec.tmp_size_bytes);
-    CHECK_SYS(mount("tmpfs", work.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()),
-              "mount tmpfs on /work");
+    MountTmpfsWork(work, config, spec);
   }
+}
+
+// `path` relative to `parent` (the spec's work_dir_parent); the launcher
+// checked that it is beneath it (CheckPreparedFor).
+std::string BeneathParent(const std::string& path, const std::string& parent) {
+  return path.substr(parent.size() + 1);
+}
+
+// /work for a sandbox that pivoted while preparing: a clone of the work dir
+// taken from the detached copy of its parent, with the writable binds'
+// flags, moved onto /work. Mounts only: no unmount on the action's path.
+void MountWorkAfterPivot(int parent_fd, const ChildConfig& config, const SandboxSpec& spec) {
+  if (spec.work_dir.empty()) {
+    MountTmpfsWork(kWorkMountPoint, config, spec);
+    return;
+  }
+  const std::string relative = BeneathParent(spec.work_dir, spec.work_dir_parent);
+  int work = open_tree(parent_fd, relative.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+  CHECK_SYS(work, "clone the work dir " + spec.work_dir);
+  struct mount_attr attr = {};
+  attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  CHECK_SYS(mount_setattr(work, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr),
+            "mount_setattr the work dir");
+  CHECK_SYS(move_mount(work, "", AT_FDCWD, kWorkMountPoint, MOVE_MOUNT_F_EMPTY_PATH), "move the work dir to /work");
+  close(work);
+}
+
+// Makes the built root the root with pivot_root, and detaches the old one.
+void Pivot(const ChildConfig& config) {
+  const std::string& root = config.root_mount_point;
   const std::string old_root = root + "/.old-root";
   CHECK_SYS(syscall(SYS_pivot_root, root.c_str(), old_root.c_str()), "pivot_root");
   CHECK_SYS(chdir("/"), "chdir /");
@@ -530,7 +564,29 @@ int RunSandboxInit(void* arg) {
   // Nothing mounted here may propagate back to the host.
   CHECK_SYS(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "make / private");
   Report(absl::StrCat("stage namespaces ", MonotonicNanos()));
+  // With a work dir parent, a detached copy of it lets the sandbox pivot
+  // now. Kernels before 6.15 cannot clone from a detached copy: then the
+  // pivot waits for the action, as without a parent.
+  int parent_fd = -1;
+  if (!prepared.work_dir_parent.empty()) {
+    parent_fd = open_tree(AT_FDCWD, prepared.work_dir_parent.c_str(),
+                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    CHECK_SYS(parent_fd, "clone the work dir parent " + prepared.work_dir_parent);
+    int probe = open_tree(parent_fd, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (probe < 0) {
+      close(parent_fd);
+      parent_fd = -1;
+    } else {
+      close(probe);
+    }
+  }
   PrepareRoot(config);
+  if (parent_fd >= 0) {
+    CHECK_SYS(sethostname(prepared.hostname.data(), prepared.hostname.size()), "sethostname");
+    CHECK_SYS(setdomainname(prepared.domainname.data(), prepared.domainname.size()), "setdomainname");
+    WriteEtcHosts(config.root_mount_point, prepared);
+    Pivot(config);
+  }
   Report(absl::StrCat("stage root ", MonotonicNanos()));
   if (!prepared.share_network) BringUpLoopback();
   Report(absl::StrCat("stage network ", MonotonicNanos()));
@@ -546,19 +602,27 @@ int RunSandboxInit(void* arg) {
     errno = EINVAL;
     DieAt(__FILE__, __LINE__, "parse the action's request");
   }
-  CHECK_SYS(sethostname(spec.hostname.data(), spec.hostname.size()), "sethostname");
-  CHECK_SYS(setdomainname(spec.domainname.data(), spec.domainname.size()), "setdomainname");
-  // The action's log files are opened here, before the pivot hides the host:
-  // a warm sandbox was cloned before they existed.
-  if (!spec.stdout_path.empty()) {
-    spec.stdout_fd = open(spec.stdout_path.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-    CHECK_SYS(spec.stdout_fd, "open the action's stdout file");
+  // The action's log files are opened here, before the pivot hides the host
+  // (or through the detached copy of their parent): a warm sandbox was
+  // cloned before they existed.
+  auto open_log = [&](const std::string& path) {
+    int fd = parent_fd >= 0 ? openat(parent_fd, BeneathParent(path, spec.work_dir_parent).c_str(),
+                                     O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+                            : open(path.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+    CHECK_SYS(fd, "open the action's log file " + path);
+    return fd;
+  };
+  if (!spec.stdout_path.empty()) spec.stdout_fd = open_log(spec.stdout_path);
+  if (!spec.stderr_path.empty()) spec.stderr_fd = open_log(spec.stderr_path);
+  if (parent_fd >= 0) {
+    MountWorkAfterPivot(parent_fd, config, spec);
+    close(parent_fd);
+  } else {
+    CHECK_SYS(sethostname(spec.hostname.data(), spec.hostname.size()), "sethostname");
+    CHECK_SYS(setdomainname(spec.domainname.data(), spec.domainname.size()), "setdomainname");
+    MountWorkBeforePivot(config, spec);
+    Pivot(config);
   }
-  if (!spec.stderr_path.empty()) {
-    spec.stderr_fd = open(spec.stderr_path.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-    CHECK_SYS(spec.stderr_fd, "open the action's stderr file");
-  }
-  FinishRootAndPivot(config, spec);
 
   // Signals to forward stay blocked until PID 2 exists, so none is lost.
   struct sigaction forward = {};

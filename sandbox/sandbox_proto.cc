@@ -59,6 +59,7 @@ pb::SandboxRequest ToRequest(const SandboxSpec& spec, const SandboxPolicy& polic
   }
   request.set_path_when_unset(spec.path_when_unset);
   request.set_work_dir(spec.work_dir);
+  request.set_work_dir_parent(spec.work_dir_parent);
   request.set_cwd(spec.cwd);
   for (const BindMount& bind : spec.binds) {
     pb::BindMount* out = request.add_binds();
@@ -102,6 +103,7 @@ absl::Status FromRequest(const pb::SandboxRequest& request, SandboxSpec* spec, S
   }
   spec->path_when_unset = request.path_when_unset();
   spec->work_dir = request.work_dir();
+  spec->work_dir_parent = request.work_dir_parent();
   spec->cwd = request.cwd();
   if (request.use_default_binds()) {
     if (request.binds_size() > 0) return absl::InvalidArgumentError("use_default_binds with explicit binds");

@@ -170,9 +170,23 @@ absl::Status CheckPreparedFor(const SandboxSpec& prepared, const SandboxSpec& ac
     if (a.source != b.source || a.target != b.target || a.writable != b.writable) return differs("binds");
   }
   if (prepared.share_network != action.share_network) return differs("network");
+  if (prepared.work_dir_parent != action.work_dir_parent) return differs("work dir parent");
   if (prepared.uid != action.uid || prepared.gid != action.gid) return differs("build user");
   if (prepared.tmp_size_bytes != action.tmp_size_bytes || prepared.shm_size_bytes != action.shm_size_bytes) {
     return differs("tmpfs sizes");
+  }
+  if (!prepared.work_dir_parent.empty()) {
+    // Pivoted while preparing: the rest of the root is fixed, and what the
+    // action brings is found beneath the parent.
+    if (prepared.hostname != action.hostname || prepared.domainname != action.domainname) {
+      return differs("hostname");
+    }
+    const std::string beneath = prepared.work_dir_parent + "/";
+    for (const std::string* path : {&action.work_dir, &action.stdout_path, &action.stderr_path}) {
+      if (!path->empty() && (!absl::StartsWith(*path, beneath) || absl::StrContains(*path, "/../"))) {
+        return differs("work dir parent");
+      }
+    }
   }
   if (prepared.memory_bytes != action.memory_bytes || prepared.pids != action.pids ||
       prepared.cpus != action.cpus || prepared.cgroup_parent != action.cgroup_parent) {

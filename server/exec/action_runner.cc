@@ -210,6 +210,9 @@ pb::SandboxRequest BaseSandboxRequest(const ExecOptions& options) {
       mount->set_target(colon == std::string::npos ? bind : bind.substr(colon + 1));
     }
   }
+  // Every action's directory is beneath the exec root: the sandbox can
+  // pivot before its action comes (sandbox_spec.h).
+  request.set_work_dir_parent(options.exec_root);
   request.set_memory_bytes(options.default_memory_bytes);
   request.set_cgroup_parent(options.cgroup_parent);
   request.set_allow_nested_sandbox(options.allow_nested_sandbox);
