@@ -13,6 +13,7 @@ each slot's next sandbox is prepared before its action arrives. Attacks:
 import json
 import os
 import random
+import subprocess
 import time
 
 import kiln_harness as h
@@ -62,7 +63,20 @@ def probe():
     return found
 
 if sys.argv[1] == "probe":
-    print(json.dumps(probe()))
+    found = probe()
+    found["uid"] = os.getuid()
+    print(json.dumps(found))
+    sys.exit(0)
+if sys.argv[1].startswith("host-"):  # outside any sandbox, as a build uid
+    if sys.argv[1] == "host-add":
+        r = libc.syscall(L(248), b"user", token.encode(), b"payload", ctypes.c_size_t(7), L(-4))
+        print("added" if r >= 0 else "denied")
+    elif sys.argv[1] == "host-invalidate":  # KEYCTL_SEARCH, then KEYCTL_INVALIDATE
+        key = libc.syscall(L(250), L(10), L(-4), b"user", token.encode(), L(0))
+        if key >= 0:
+            libc.syscall(L(250), L(21), L(key))
+    else:
+        print("found" if probe()["user_key"] else "not-found")
     sys.exit(0)
 
 made = {}
@@ -120,9 +134,9 @@ def build_uid_processes(base, size=64):
 
 class WarmSandboxTest(h.SecurityTest):
 
-    def warm_worker(self, base, flags=()):
+    def warm_worker(self, base, flags=(), unprivileged=False):
         return self.worker(flags=["--build_uid_base=%d" % base, "--log_level=info"] + list(flags),
-                           concurrency=1)
+                           concurrency=1, unprivileged=unprivileged)
 
     def test_nothing_runs_or_writes_when_outputs_are_read(self):
         """A writer loops on out/busy and a daemon on out/daemon when the action exits."""
@@ -148,8 +162,15 @@ class WarmSandboxTest(h.SecurityTest):
         self.assertIn("warm_sandbox=true", w.log(), "no action ran in a warm sandbox")
 
     def test_nothing_carries_over_between_actions_of_a_slot(self):
+        self.check_nothing_carries_over(unprivileged=False)
+
+    def test_nothing_carries_over_between_actions_of_a_slot_of_an_unprivileged_worker(self):
+        """The same with the worker as nobody: user namespaces, the build uid base+slot in each."""
+        self.check_nothing_carries_over(unprivileged=True)
+
+    def check_nothing_carries_over(self, unprivileged):
         base = random.randrange(64000, 64900, 64)
-        w = self.warm_worker(base)
+        w = self.warm_worker(base, unprivileged=unprivileged)
         token = "kiln-warm-" + os.urandom(6).hex()
         root = w.directory(files={"state.py": STATE.encode()})
         # Warm up: the slot's next sandbox is prepared before action 1 comes.
@@ -164,11 +185,22 @@ class WarmSandboxTest(h.SecurityTest):
         # Keys outlive sandboxes (a user keyring is per uid, and as root the
         # build uids are reused): the seccomp filter refuses to make them.
         self.assertTrue(report["made"]["user_key"].startswith("denied"), report)
+        if not unprivileged:
+            # Without the sandbox's defence a key outlives its process: two
+            # processes of one build uid, one after the other, share it. Plant
+            # one for the uid the next action gets (the slot's uid, reused).
+            setpriv = ["/usr/bin/setpriv", "--reuid=%d" % base, "--regid=%d" % base, "--clear-groups",
+                       "/usr/bin/python3", "-c", STATE]
+            self.addCleanup(subprocess.call, setpriv + ["host-invalidate", token], stdout=subprocess.DEVNULL)
+            self.assertEqual(subprocess.check_output(setpriv + ["host-add", token], text=True).strip(), "added")
+            self.assertEqual(subprocess.check_output(setpriv + ["host-read", token], text=True).strip(), "found")
         time.sleep(0.5)  # the slot's next sandbox is ready
         second = w.execute(["/usr/bin/python3", "state.py", "probe", token], root=root)
         self.assertEqual((second.code, second.result.exit_code), (h.OK, 0), second)
         seen = json.loads(w.read(second.result.stdout_digest))
         self.assertEqual({k for k in KINDS if seen[k]}, set(), "action 2 saw action 1's state: %s" % seen)
+        if not unprivileged:
+            self.assertEqual(seen["uid"], base, "action 2 did not run as the slot's reused build uid")
         self.assertIn("warm_sandbox=true", w.log(), "no action ran in a warm sandbox")
 
 
