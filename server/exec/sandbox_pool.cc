@@ -74,6 +74,9 @@ absl::StatusOr<ReadySandbox> SandboxPool::Acquire(int slot, pb::SandboxRequest r
     if (it != warm_.end() && PreparedFor(options_.warm_template, request)) {
       ReadySandbox ready = std::move(it->second);
       warm_.erase(it);
+      // The slot's next sandbox prepares while this action runs: actions
+      // that follow each other closely find it ready.
+      if (!stopping_) to_warm_.push_back(slot);
       return ready;
     }
   }
@@ -120,8 +123,9 @@ void SandboxPool::Background() {
     if (!slot.has_value()) continue;
     absl::StatusOr<ReadySandbox> ready = StartSandbox(*slot, options_.warm_template);
     if (!ready.ok()) {
-      // The action then gets a cold sandbox, which reports the same problem.
-      spdlog::warn("could not start a warm sandbox for slot {}: {}", *slot, ready.status().ToString());
+      // The action then gets a cold sandbox, which reports the same problem
+      // (e.g. every build uid in use); the slot tries again after it.
+      spdlog::debug("could not start a warm sandbox for slot {}: {}", *slot, ready.status().ToString());
       continue;
     }
     ready->warm = true;

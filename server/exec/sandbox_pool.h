@@ -2,7 +2,8 @@
 // namespaces cloned, root built, loopback up) before its next action
 // arrives, and finished sandboxes are reaped off the action's critical path.
 // A warm sandbox serves exactly one action; the next one for the slot is
-// started while the previous action's outputs are collected.
+// started as soon as it is taken, so it prepares while the action runs (as
+// root it leases a second build uid meanwhile: a slot may hold two).
 //
 // What a warm sandbox is prepared with is the worker's default action (its
 // binds, tmpfs sizes, default memory limit, no network). An action that
