@@ -569,12 +569,12 @@ int RunSandboxInit(void* arg) {
   // pivot waits for the action, as without a parent.
   int parent_fd = -1;
   if (!prepared.work_dir_parent.empty()) {
+    // (No open_tree at all before 5.2: the same fallback.)
     parent_fd = open_tree(AT_FDCWD, prepared.work_dir_parent.c_str(),
                           OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-    CHECK_SYS(parent_fd, "clone the work dir parent " + prepared.work_dir_parent);
-    int probe = open_tree(parent_fd, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    int probe = parent_fd < 0 ? -1 : open_tree(parent_fd, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
     if (probe < 0) {
-      close(parent_fd);
+      if (parent_fd >= 0) close(parent_fd);
       parent_fd = -1;
     } else {
       close(probe);
