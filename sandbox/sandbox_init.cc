@@ -447,7 +447,8 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
 }
 
 // PID 2: becomes the action. Never returns.
-[[noreturn]] void ExecAction(const ChildConfig& config, const SandboxSpec& spec, int exec_error_fd) {
+[[noreturn]] void ExecAction(const ChildConfig& config, const SandboxSpec& spec,
+                             const SeccompProgram& seccomp, int exec_error_fd) {
   // A session of its own, not just a process group: the action then has no
   // controlling terminal, so it cannot TIOCSTI keystrokes into the terminal
   // kiln-sandbox was started from, nor get its SIGHUP/job-control signals.
@@ -466,10 +467,8 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
   SetResourceLimits(spec);
   DropPrivileges(config);
   // Last, after no_new_privs: the filter binds the action and all it starts.
-  SeccompOptions seccomp;
-  seccomp.allow_nested_sandbox = spec.allow_nested_sandbox;
   std::string seccomp_error;
-  if (!InstallSeccompFilter(seccomp, &seccomp_error)) {
+  if (!LoadSeccompProgram(seccomp, &seccomp_error)) {
     DieAt(__FILE__, __LINE__, seccomp_error);
   }
 
@@ -589,6 +588,11 @@ int RunSandboxInit(void* arg) {
   }
   Report(absl::StrCat("stage root ", MonotonicNanos()));
   if (!prepared.share_network) BringUpLoopback();
+  SeccompProgram seccomp;
+  std::string seccomp_error;
+  SeccompOptions seccomp_options;
+  seccomp_options.allow_nested_sandbox = prepared.allow_nested_sandbox;
+  if (!CompileSeccompFilter(seccomp_options, &seccomp, &seccomp_error)) DieAt(__FILE__, __LINE__, seccomp_error);
   Report(absl::StrCat("stage network ", MonotonicNanos()));
 
   // Ready: wait for the action. The launcher checked that it fits what was
@@ -614,6 +618,10 @@ int RunSandboxInit(void* arg) {
   };
   if (!spec.stdout_path.empty()) spec.stdout_fd = open_log(spec.stdout_path);
   if (!spec.stderr_path.empty()) spec.stderr_fd = open_log(spec.stderr_path);
+  if (spec.allow_nested_sandbox != prepared.allow_nested_sandbox) {
+    seccomp_options.allow_nested_sandbox = spec.allow_nested_sandbox;
+    if (!CompileSeccompFilter(seccomp_options, &seccomp, &seccomp_error)) DieAt(__FILE__, __LINE__, seccomp_error);
+  }
   if (parent_fd >= 0) {
     MountWorkAfterPivot(parent_fd, config, spec);
     close(parent_fd);
@@ -635,7 +643,7 @@ int RunSandboxInit(void* arg) {
   CHECK_SYS(action, "fork the action");
   if (action == 0) {
     close(exec_pipe[0]);
-    ExecAction(config, spec, exec_pipe[1]);
+    ExecAction(config, spec, seccomp, exec_pipe[1]);
   }
   g_action_pid = action;
   close(exec_pipe[1]);
