@@ -172,6 +172,11 @@ int Serve(int fd) {
   // The answer goes out now; the namespaces and the cgroup go afterwards.
   (void)sb::WriteMessage(fd, result.ok() ? sb::ToResultMessage(*result) : sb::ErrorResultMessage(result.status()));
   close(fd);
+  // Nothing of the action runs any more: the teardown (PID 1 exiting, the
+  // cgroup's removal) finishes even if the thread that started us ends now
+  // (PR_SET_PDEATHSIG follows the parent thread, e.g. a worker's slot thread
+  // at shutdown), so that no cgroup is left behind.
+  prctl(PR_SET_PDEATHSIG, 0);
   return 0;
 }
 

@@ -36,11 +36,13 @@ SandboxPool::~SandboxPool() {
     stopping_ = true;
     warm.swap(warm_);
   }
-  background_.join();
   // A waiting kiln-sandbox stops on SIGTERM and tears its namespaces and
-  // cgroup down itself.
+  // cgroup down itself. Before the background thread ends: a process it
+  // spawned gets SIGKILL when it does (PR_SET_PDEATHSIG follows the thread),
+  // which would leave a cgroup behind until the next start.
   for (auto& [slot, ready] : warm) ready.process->Terminate();
   for (auto& [slot, ready] : warm) ready.process->Wait();
+  background_.join();  // after reaping what is still tearing down
 }
 
 absl::StatusOr<ReadySandbox> SandboxPool::StartSandbox(int slot, pb::SandboxRequest prepare) {
