@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "sandbox/sandbox_proto.h"
@@ -45,9 +47,13 @@ SandboxPool::~SandboxPool() {
   background_.join();  // after reaping what is still tearing down
 }
 
-absl::StatusOr<ReadySandbox> SandboxPool::StartSandbox(int slot, pb::SandboxRequest prepare) {
+absl::StatusOr<ReadySandbox> SandboxPool::StartSandbox(int slot, pb::SandboxRequest prepare,
+                                                       std::optional<sandbox::UidLease> lease) {
   ReadySandbox ready;
-  if (options_.privileged) {
+  if (lease.has_value()) {
+    ready.uid = lease->uid();
+    ready.lease = std::move(lease);
+  } else if (options_.privileged) {
     absl::StatusOr<sandbox::UidLease> lease = sandbox::AcquireBuildUid(
         options_.uid_lock_dir, options_.build_uid_base, options_.build_uid_pool_size);
     if (!lease.ok()) {
@@ -70,19 +76,31 @@ absl::StatusOr<ReadySandbox> SandboxPool::StartSandbox(int slot, pb::SandboxRequ
 }
 
 absl::StatusOr<ReadySandbox> SandboxPool::Acquire(int slot, pb::SandboxRequest request) {
+  std::optional<sandbox::UidLease> lease;
   if (options_.warm) {
     absl::MutexLock lock(&mu_);
     auto it = warm_.find(slot);
-    if (it != warm_.end() && PreparedFor(options_.warm_template, request)) {
+    if (it != warm_.end()) {
       ReadySandbox ready = std::move(it->second);
       warm_.erase(it);
-      // The slot's next sandbox prepares while this action runs: actions
-      // that follow each other closely find it ready.
-      if (!stopping_) to_warm_.push_back(slot);
-      return ready;
+      if (PreparedFor(options_.warm_template, request)) {
+        // The slot's next sandbox prepares while this action runs, so that
+        // actions that follow each other closely find it ready. As root that
+        // holds a second build uid: only when the pool has two per slot.
+        const bool uids_to_spare = !options_.privileged || 2 * slots_ <= options_.build_uid_pool_size;
+        if (!stopping_ && uids_to_spare) to_warm_.push_back(slot);
+        return ready;
+      }
+      // Not prepared for this action: it gives its build uid to the sandbox
+      // prepared for it (a full pool must not refuse the action), and the
+      // slot gets a new one after the action.
+      ready.process->Terminate();
+      lease = std::move(ready.lease);
+      ready.lease.reset();
+      to_reap_.push_back(std::move(ready));
     }
   }
-  return StartSandbox(slot, std::move(request));
+  return StartSandbox(slot, std::move(request), std::move(lease));
 }
 
 void SandboxPool::Release(int slot, ReadySandbox used, bool tree_gone) {
@@ -93,8 +111,9 @@ void SandboxPool::Release(int slot, ReadySandbox used, bool tree_gone) {
 }
 
 void SandboxPool::Prewarm(int slots) {
-  if (!options_.warm) return;
   absl::MutexLock lock(&mu_);
+  slots_ = std::max(slots_, slots);
+  if (!options_.warm) return;
   for (int slot = 0; slot < slots; ++slot) to_warm_.push_back(slot);
 }
 

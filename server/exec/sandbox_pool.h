@@ -3,7 +3,8 @@
 // arrives, and finished sandboxes are reaped off the action's critical path.
 // A warm sandbox serves exactly one action; the next one for the slot is
 // started as soon as it is taken, so it prepares while the action runs (as
-// root it leases a second build uid meanwhile: a slot may hold two).
+// root it leases a second build uid meanwhile, when the pool has two uids
+// per slot; otherwise it starts once the action is answered).
 //
 // What a warm sandbox is prepared with is the worker's default action (its
 // binds, tmpfs sizes, default memory limit, no network). An action that
@@ -59,8 +60,9 @@ class SandboxPool {
 
   // The slot's warm sandbox when it was prepared for `request` (whose uid is
   // ignored: the warm one's is used), else a cold one started and sent
-  // `request` (with a build user leased for it) to prepare for. Either way
-  // the caller then sends the action's request with the returned uid.
+  // `request` to prepare for, with the warm one's build uid (which is then
+  // stopped) or a newly leased one. Either way the caller then sends the
+  // action's request with the returned uid.
   absl::StatusOr<ReadySandbox> Acquire(int slot, kiln::sandbox::v1::SandboxRequest request);
   // After its result: the sandbox is reaped in the background, and the
   // slot's next warm sandbox started. `tree_gone`: the sandbox answered, so
@@ -72,7 +74,9 @@ class SandboxPool {
   void Prewarm(int slots);
 
  private:
-  absl::StatusOr<ReadySandbox> StartSandbox(int slot, kiln::sandbox::v1::SandboxRequest prepare);
+  // `lease`: a build uid to use (as root) instead of leasing one.
+  absl::StatusOr<ReadySandbox> StartSandbox(int slot, kiln::sandbox::v1::SandboxRequest prepare,
+                                            std::optional<sandbox::UidLease> lease = std::nullopt);
   void Background();
 
   const SandboxPoolOptions options_;
@@ -81,6 +85,7 @@ class SandboxPool {
   std::deque<int> to_warm_ ABSL_GUARDED_BY(mu_);
   std::deque<ReadySandbox> to_reap_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int slots_ ABSL_GUARDED_BY(mu_) = 1;  // from Prewarm
   std::thread background_;
 };
 

@@ -205,6 +205,24 @@ class WarmSandboxTest(h.SecurityTest):
             self.assertIn(seen["uid"], range(base, base + 4), "action 2 did not run as one of the slot's build uids")
         self.assertIn("warm_sandbox=true", w.log(), "no action ran in a warm sandbox")
 
+    def test_an_action_the_warm_sandbox_was_not_prepared_for_gets_its_own_with_a_full_uid_pool(self):
+        """Host network needs a sandbox prepared for it; with one build uid, the warm one gives its uid."""
+        base = random.randrange(64000, 64900, 64)
+        w = self.warm_worker(base, flags=["--allow_network", "--build_uid_pool_size=1"])
+        time.sleep(0.5)  # the slot's warm sandbox holds the only uid
+        command = h.rex.Command(arguments=["sh", "-c", "id -u; tail -n +3 /proc/net/dev | wc -l"])
+        command.platform.properties.add(name="network", value="on")
+        action = h.rex.Action(command_digest=w.put_message(command), input_root_digest=w.empty_dir(),
+                              do_not_cache=True)
+        networked = w.execute_digest(w.put_message(action))
+        self.assertEqual((networked.code, networked.result.exit_code), (h.OK, 0), networked)
+        uid, interfaces = w.read(networked.result.stdout_digest).decode().split()
+        self.assertEqual(int(uid), base)
+        self.assertGreater(int(interfaces), 1, "the action did not get the host network")
+        plain = w.execute(["sh", "-c", "id -u; tail -n +3 /proc/net/dev | wc -l"])
+        self.assertEqual((plain.code, plain.result.exit_code), (h.OK, 0), plain)
+        self.assertEqual(w.read(plain.result.stdout_digest).decode().split(), [str(base), "1"])
+
 
 if __name__ == "__main__":
     h.main()
