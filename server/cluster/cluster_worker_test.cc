@@ -353,6 +353,32 @@ TEST_F(ClusterWorkerTest, MissingInputsAreFailedPreconditionWithOneViolationEach
   EXPECT_EQ(failure.violations(0).subject(), absl::StrCat("blobs/", input.hash, "/", input.size));
 }
 
+// The local CAS is a cache smaller than one action's inputs: each blob
+// fetched evicts the ones fetched before it unless they are held until the
+// action is staged.
+TEST_F(ClusterWorkerTest, FetchedInputsStayInASmallLocalCacheUntilStaged) {
+  worker_.reset();
+  StartWorker([](WorkerOptions& options) { options.cas_max_bytes = 32 << 10; });
+  rev2::Directory root;
+  for (int i = 0; i < 16; ++i) {
+    auto* file = root.add_files();
+    file->set_name(absl::StrCat("f", 10 + i, ".txt"));
+    *file->mutable_digest() = Put(std::string(6000, static_cast<char>('a' + i))).ToProto();
+  }
+  rev2::Command command;
+  for (const char* arg : {"/bin/sh", "-c", "cat f*.txt | wc -c"}) command.add_arguments(arg);
+  rev2::Action action;
+  *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
+  *action.mutable_input_root_digest() = Put(root.SerializeAsString()).ToProto();
+  action.mutable_timeout()->set_seconds(60);
+  scheduler_->Enqueue(Put(action.SerializeAsString()), action);
+  std::vector<rev2::ExecuteResponse> completed = scheduler_->AwaitCompleted(1);
+  ASSERT_EQ(completed.size(), 1u);
+  ASSERT_EQ(completed[0].status().code(), 0) << completed[0].status().message();
+  EXPECT_EQ(completed[0].result().exit_code(), 0);
+  EXPECT_EQ(*Get(completed[0].result().stdout_digest()), "96000\n");
+}
+
 TEST_F(ClusterWorkerTest, ACompletionTheSchedulerDidNotTakeIsSentAgainNotRunAgain) {
   scheduler_->FailNextCompletions(3);
   auto [digest, action] = MakeAction("echo once");
