@@ -128,6 +128,10 @@ class ActionRunner {
   struct Preloaded {
     rev2::Action action;
     rev2::Command command;
+    // The input blobs a remote fetch put into the local CAS, held there
+    // until the action is staged: a local cache under pressure from other
+    // slots' fetches must not evict them in between.
+    std::vector<cas::BlobPin> input_pins;
   };
 
   // `metadata` arrives with queued/worker-start timestamps and is completed.
