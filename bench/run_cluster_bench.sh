@@ -2,27 +2,35 @@
 # Kiln workers against Buildbarn's own bb_worker + bb_runner, behind the same
 # bb_storage + bb_scheduler, in one run: per-action overhead of /bin/true
 # (p50/p99 of the client's Execute call) and throughput at concurrency 1 and
-# 8, rounds interleaved so both see the same machine. Both pools run at the
-# same time with 2 slots each (two Kiln workers of one slot; one bb_worker
-# with a runner of concurrency 2), told apart by a platform property
-# (bench=kiln / bench=buildbarn) that the scheduler routes on.
+# 8, rounds interleaved so both see the same machine; then the wall time of
+# a Bazel 4.2.3 build of GENRULES trivial genrules (--jobs=8) on each pool.
+# Both pools run at the same time with 2 slots each (two Kiln workers of one
+# slot; one bb_worker with a runner of concurrency 2), told apart by a
+# platform property (bench=kiln / bench=buildbarn) that the scheduler routes
+# on.
 #
-#   bench/run_cluster_bench.sh [ROUNDS] [N_C1] [N_C8]     (after ./dev.sh build)
+#   bench/run_cluster_bench.sh [ROUNDS] [N_C1] [N_C8] [GENRULES]   (after ./dev.sh build)
+#   GENRULES=0 skips the Bazel part.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN_DIR=$ROOT/build/bin
 ROUNDS=${1:-5}
 N1=${2:-100}
 N8=${3:-200}
+GENRULES=${4:-300}
 WORK=$(mktemp -d /tmp/kiln-cluster-bench.XXXXXX)
 source "$ROOT/tests/buildbarn/cluster.sh"
 RUNNER_PID=""
 BBWORKER_PID=""
 cleanup() {
   local pid
+  if [[ -d "$WORK/ws" ]]; then
+    (cd "$WORK/ws" && bazel --output_user_root="$WORK/bazel-root" shutdown > /dev/null 2>&1) || true
+  fi
   for pid in $BBWORKER_PID $RUNNER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   stop_all_kiln
   stop_buildbarn
+  chmod -R u+w "$WORK" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -109,4 +117,49 @@ for c in (1, 8):
         c, med("kiln", c, "p50_ms") / med("buildbarn", c, "p50_ms"),
         med("kiln", c, "p99_ms") / med("buildbarn", c, "p99_ms"),
         med("kiln", c, "actions_per_s") / med("buildbarn", c, "actions_per_s")))
+PY
+
+[[ "$GENRULES" -gt 0 ]] || exit 0
+
+# The Bazel build: GENRULES independent genrules, each a distinct action
+# (--action_env salts every action's key per round, and the remote cache is
+# not consulted), sent through the frontend with the pool's platform.
+mkdir -p "$WORK/ws/gen"
+touch "$WORK/ws/WORKSPACE"
+for i in $(seq 1 "$GENRULES"); do
+  echo "genrule(name = \"g$i\", outs = [\"g$i.txt\"], cmd = \"echo $i > \$@\")"
+done > "$WORK/ws/gen/BUILD"
+cd "$WORK/ws"
+bz() { bazel --output_user_root="$WORK/bazel-root" "$@"; }
+bz info > /dev/null 2>&1  # the Bazel server starts outside the timings
+bz build --nobuild //gen:all > /dev/null 2>&1
+timed_build() {  # timed_build PLATFORM ROUND: seconds of one clean remote build
+  local start end
+  bz clean > /dev/null 2>&1
+  start=$(date +%s.%N)
+  bz build --jobs=8 --remote_executor="grpc://127.0.0.1:$FRONTEND_PORT" --remote_timeout=120 \
+    --noremote_accept_cached --remote_default_exec_properties="bench=$1" \
+    --action_env=KILN_BENCH_ROUND="$2" //gen:all > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; exit 1; }
+  end=$(date +%s.%N)
+  grep -q "$GENRULES remote" "$WORK/build.log" || { grep "processes:" "$WORK/build.log" >&2; exit 1; }
+  echo "$end - $start" | bc
+}
+# An untimed build per pool first (the JVM compiles its remote code paths on
+# first use), then rounds alternating the pools.
+timed_build kiln warmup > /dev/null
+timed_build buildbarn warmup > /dev/null
+BAZEL=$WORK/bazel.txt
+for round in $(seq "$ROUNDS"); do
+  for platform in kiln buildbarn; do
+    echo "$platform $(timed_build "$platform" "round$round")" | tee -a "$BAZEL"
+  done
+done
+/usr/bin/python3 - "$BAZEL" "$GENRULES" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+kiln = statistics.median(float(s) for p, s in rows if p == "kiln")
+bb = statistics.median(float(s) for p, s in rows if p == "buildbarn")
+print()
+print("Bazel, %s genrules, --jobs=8, 2 slots per pool: Kiln %.2f s, Buildbarn %.2f s, Kiln/Buildbarn %.2f (goal <= 0.8)"
+      % (sys.argv[2], kiln, bb, kiln / bb))
 PY

@@ -1,9 +1,10 @@
 // kiln-sandbox's option values and spec checks (sandbox/sandbox_spec.h,
 // common/flag_types.h): byte sizes, durations and host:port as the CLI
 // parses them, then ValidateSpec on a spec built from them. And the stats
-// it returns: any SandboxResult, written as kiln-sandbox writes it
-// (sandbox/stats_json.h), reads back in the worker (server/exec/
-// sandbox_stats.h) with the same values.
+// it returns: any SandboxResult, sent as kiln-sandbox sends it
+// (sandbox/sandbox_proto.h), reads back in the worker (server/exec/
+// sandbox_stats.h) with the same values; and the spec survives its trip as
+// a SandboxRequest.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include "absl/time/time.h"
 #include "common/flag_types.h"
 #include "sandbox/sandbox_spec.h"
+#include "sandbox/sandbox_proto.h"
 #include "sandbox/stats_json.h"
 #include "server/exec/sandbox_stats.h"
 
@@ -68,9 +70,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   result.rusage.ru_utime.tv_usec = in.ConsumeIntegralInRange(0, 999999);
   result.rusage.ru_maxrss = in.ConsumeIntegralInRange<long>(0, long{1} << 40);
   result.rusage.ru_minflt = in.ConsumeIntegralInRange<long>(0, long{1} << 40);
-  result.stages.exec = absl::Microseconds(in.ConsumeIntegralInRange(0, 1 << 30));
+  result.stages.request = in.ConsumeIntegralInRange<int64_t>(0, int64_t{1} << 50);
+  result.stages.exec = in.ConsumeIntegralInRange<int64_t>(0, int64_t{1} << 50);
   result.exec_error = in.ConsumeRandomLengthString(40);  // not necessarily UTF-8
-  absl::StatusOr<kiln::exec::SandboxStats> stats = kiln::exec::ParseSandboxStats(sb::ResultToJson(result), -7);
+  (void)sb::ResultToJson(result);  // kiln-sandbox --stats_file: never throws
+  absl::StatusOr<kiln::exec::SandboxStats> stats = kiln::exec::ReadSandboxResult(sb::ToResultMessage(result));
   if (!stats.ok() || stats->exit_code != result.exit_code || stats->timed_out != result.timed_out ||
       stats->oom_killed != result.oom_killed || stats->orphans_reaped != result.orphans_reaped ||
       stats->killed_at_teardown != result.killed_at_teardown || stats->tmp_full != result.tmp_full ||

@@ -30,6 +30,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "sandbox/sandbox_proto.h"
 #include "sandbox/seccomp_filter.h"
 
 namespace kiln::sandbox {
@@ -255,7 +256,9 @@ void MountDev(const std::string& root, const ChildConfig& config) {
   CHECK_SYS(symlink("/proc/self/fd/2", (dev + "/stderr").c_str()), "symlink /dev/stderr");
 }
 
-// /etc holds only what Kiln writes: no host configuration leaks in.
+// /etc holds only what Kiln writes: no host configuration leaks in. Written
+// while preparing; /etc/hosts, which names the action's hostname, when the
+// action arrives (WriteEtcHosts).
 void WriteEtc(const std::string& root, const ChildConfig& config) {
   const std::string etc = root + "/etc";
   MakeDirs(etc);
@@ -267,19 +270,23 @@ void WriteEtc(const std::string& root, const ChildConfig& config) {
   WriteFileOrDie(etc + "/group",
                  absl::StrCat("root:x:0:\n", "kiln:x:", config.gid, ":\n", "nogroup:x:65534:\n"),
                  0644);
-  WriteFileOrDie(etc + "/hosts",
-                 absl::StrCat("127.0.0.1 localhost ", config.spec->hostname, "\n",
-                              "::1 localhost ip6-localhost ip6-loopback\n"),
-                 0644);
   if (config.spec->share_network) {
     struct stat st;
     if (stat("/etc/resolv.conf", &st) == 0) MountBind("/etc/resolv.conf", etc + "/resolv.conf", BindKind::kReadOnly);
   }
 }
 
-// Builds the new root on a tmpfs at the (empty) mount point, then makes it
-// the root with pivot_root and detaches the old one.
-void BuildRootAndPivot(const ChildConfig& config) {
+void WriteEtcHosts(const std::string& root, const SandboxSpec& spec) {
+  WriteFileOrDie(root + "/etc/hosts",
+                 absl::StrCat("127.0.0.1 localhost ", spec.hostname, "\n",
+                              "::1 localhost ip6-localhost ip6-loopback\n"),
+                 0644);
+}
+
+// Builds the new root on a tmpfs at the (empty) mount point: the binds,
+// /dev, /proc, /tmp and /etc. Everything but the action's own /work, so that
+// a warm sandbox has done it before its action arrives.
+void PrepareRoot(const ChildConfig& config) {
   const SandboxSpec& spec = *config.spec;
   const std::string& root = config.root_mount_point;
   CHECK_SYS(mount("tmpfs", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m"),
@@ -309,18 +316,59 @@ void BuildRootAndPivot(const ChildConfig& config) {
                   TmpfsOptions("mode=1777", spec.tmp_size_bytes).c_str()),
             "mount /tmp");
   WriteEtc(root, config);
+  MakeDirs(root + kWorkMountPoint);
+  MakeDirs(root + "/.old-root");
+}
+
+void MountTmpfsWork(const std::string& work, const ChildConfig& config, const SandboxSpec& spec) {
+  std::string options = TmpfsOptions(absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid),
+                                     spec.tmp_size_bytes);
+  CHECK_SYS(mount("tmpfs", work.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()),
+            "mount tmpfs on /work");
+}
+
+// The action's part of the root, /etc/hosts and /work, for a sandbox that
+// pivots when its action comes. Then Pivot.
+void MountWorkBeforePivot(const ChildConfig& config, const SandboxSpec& spec) {
+  const std::string& root = config.root_mount_point;
+  WriteEtcHosts(root, spec);
   const std::string work = root + kWorkMountPoint;
   if (!spec.work_dir.empty()) {
     MountBind(spec.work_dir, work, BindKind::kWritable);
   } else {
-    MakeDirs(work);
-    std::string options = TmpfsOptions(absl::StrCat("mode=0755,uid=", config.uid, ",gid=", config.gid),
-                                       spec.tmp_size_bytes);
-    CHECK_SYS(mount("tmpfs", work.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()),
-              "mount tmpfs on /work");
+    MountTmpfsWork(work, config, spec);
   }
+}
+
+// `path` relative to `parent` (the spec's work_dir_parent); the launcher
+// checked that it is beneath it (CheckPreparedFor).
+std::string BeneathParent(const std::string& path, const std::string& parent) {
+  return path.substr(parent.size() + 1);
+}
+
+// /work for a sandbox that pivoted while preparing: a clone of the work dir
+// taken from the detached copy of its parent, with the writable binds'
+// flags, moved onto /work. Mounts only: no unmount on the action's path.
+void MountWorkAfterPivot(int parent_fd, const ChildConfig& config, const SandboxSpec& spec) {
+  if (spec.work_dir.empty()) {
+    MountTmpfsWork(kWorkMountPoint, config, spec);
+    return;
+  }
+  const std::string relative = BeneathParent(spec.work_dir, spec.work_dir_parent);
+  int work = open_tree(parent_fd, relative.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+  CHECK_SYS(work, "clone the work dir " + spec.work_dir);
+  struct mount_attr attr = {};
+  attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  CHECK_SYS(mount_setattr(work, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr),
+            "mount_setattr the work dir");
+  CHECK_SYS(move_mount(work, "", AT_FDCWD, kWorkMountPoint, MOVE_MOUNT_F_EMPTY_PATH), "move the work dir to /work");
+  close(work);
+}
+
+// Makes the built root the root with pivot_root, and detaches the old one.
+void Pivot(const ChildConfig& config) {
+  const std::string& root = config.root_mount_point;
   const std::string old_root = root + "/.old-root";
-  MakeDirs(old_root);
   CHECK_SYS(syscall(SYS_pivot_root, root.c_str(), old_root.c_str()), "pivot_root");
   CHECK_SYS(chdir("/"), "chdir /");
   CHECK_SYS(umount2("/.old-root", MNT_DETACH), "detach the old root");
@@ -399,8 +447,8 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
 }
 
 // PID 2: becomes the action. Never returns.
-[[noreturn]] void ExecAction(const ChildConfig& config, int exec_error_fd) {
-  const SandboxSpec& spec = *config.spec;
+[[noreturn]] void ExecAction(const ChildConfig& config, const SandboxSpec& spec,
+                             const SeccompProgram& seccomp, int exec_error_fd) {
   // A session of its own, not just a process group: the action then has no
   // controlling terminal, so it cannot TIOCSTI keystrokes into the terminal
   // kiln-sandbox was started from, nor get its SIGHUP/job-control signals.
@@ -419,10 +467,8 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
   SetResourceLimits(spec);
   DropPrivileges(config);
   // Last, after no_new_privs: the filter binds the action and all it starts.
-  SeccompOptions seccomp;
-  seccomp.allow_nested_sandbox = spec.allow_nested_sandbox;
   std::string seccomp_error;
-  if (!InstallSeccompFilter(seccomp, &seccomp_error)) {
+  if (!LoadSeccompProgram(seccomp, &seccomp_error)) {
     DieAt(__FILE__, __LINE__, seccomp_error);
   }
 
@@ -492,9 +538,9 @@ int CountRemainingProcesses() {
 
 int RunSandboxInit(void* arg) {
   const ChildConfig& config = *static_cast<ChildConfig*>(arg);
-  const SandboxSpec& spec = *config.spec;
+  const SandboxSpec& prepared = *config.spec;
   g_report_fd = config.report_fd;
-  WipeLauncherArgv(spec);
+  WipeLauncherArgv(prepared);
   if (getpid() != 1) {
     errno = EINVAL;
     DieAt(__FILE__, __LINE__, "the init is not PID 1 of its namespace");
@@ -505,8 +551,7 @@ int RunSandboxInit(void* arg) {
   // terminal's ^C, timeout(1)) reaches the action once, through the launcher.
   setpgid(0, 0);
   char go = 0;
-  if (read(config.go_fd, &go, 1) != 1) _exit(kSetupFailedExit);  // launcher gave up
-  close(config.go_fd);
+  if (read(config.request_fd, &go, 1) != 1) _exit(kSetupFailedExit);  // launcher gave up
   // The cgroup namespace is made now, not by clone(): the launcher has just
   // moved this process into the action's cgroup, which thus becomes the
   // namespace's root. /proc/self/cgroup then reads "0::/" instead of naming
@@ -517,13 +562,75 @@ int RunSandboxInit(void* arg) {
   if (config.user_namespace) WriteIdMaps(config);
   // Nothing mounted here may propagate back to the host.
   CHECK_SYS(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "make / private");
-  CHECK_SYS(sethostname(spec.hostname.data(), spec.hostname.size()), "sethostname");
-  CHECK_SYS(setdomainname(spec.domainname.data(), spec.domainname.size()), "setdomainname");
   Report(absl::StrCat("stage namespaces ", MonotonicNanos()));
-  BuildRootAndPivot(config);
+  // With a work dir parent, a detached copy of it lets the sandbox pivot
+  // now. Kernels before 6.15 cannot clone from a detached copy: then the
+  // pivot waits for the action, as without a parent.
+  int parent_fd = -1;
+  if (!prepared.work_dir_parent.empty()) {
+    // (No open_tree at all before 5.2: the same fallback.)
+    parent_fd = open_tree(AT_FDCWD, prepared.work_dir_parent.c_str(),
+                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    int probe = parent_fd < 0 ? -1 : open_tree(parent_fd, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (probe < 0) {
+      if (parent_fd >= 0) close(parent_fd);
+      parent_fd = -1;
+    } else {
+      close(probe);
+    }
+  }
+  PrepareRoot(config);
+  if (parent_fd >= 0) {
+    CHECK_SYS(sethostname(prepared.hostname.data(), prepared.hostname.size()), "sethostname");
+    CHECK_SYS(setdomainname(prepared.domainname.data(), prepared.domainname.size()), "setdomainname");
+    WriteEtcHosts(config.root_mount_point, prepared);
+    Pivot(config);
+  }
   Report(absl::StrCat("stage root ", MonotonicNanos()));
-  if (!spec.share_network) BringUpLoopback();
+  if (!prepared.share_network) BringUpLoopback();
+  SeccompProgram seccomp;
+  std::string seccomp_error;
+  SeccompOptions seccomp_options;
+  seccomp_options.allow_nested_sandbox = prepared.allow_nested_sandbox;
+  if (!CompileSeccompFilter(seccomp_options, &seccomp, &seccomp_error)) DieAt(__FILE__, __LINE__, seccomp_error);
   Report(absl::StrCat("stage network ", MonotonicNanos()));
+
+  // Ready: wait for the action. The launcher checked that it fits what was
+  // prepared (CheckPreparedFor).
+  v1::SandboxRequest request;
+  if (!ReadMessage(config.request_fd, &request).ok()) _exit(kSetupFailedExit);  // no action came
+  close(config.request_fd);
+  SandboxSpec spec = prepared;
+  SandboxPolicy unused_policy;
+  if (!FromRequest(request, &spec, &unused_policy).ok()) {
+    errno = EINVAL;
+    DieAt(__FILE__, __LINE__, "parse the action's request");
+  }
+  // The action's log files are opened here, before the pivot hides the host
+  // (or through the detached copy of their parent): a warm sandbox was
+  // cloned before they existed.
+  auto open_log = [&](const std::string& path) {
+    int fd = parent_fd >= 0 ? openat(parent_fd, BeneathParent(path, spec.work_dir_parent).c_str(),
+                                     O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
+                            : open(path.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+    CHECK_SYS(fd, "open the action's log file " + path);
+    return fd;
+  };
+  if (!spec.stdout_path.empty()) spec.stdout_fd = open_log(spec.stdout_path);
+  if (!spec.stderr_path.empty()) spec.stderr_fd = open_log(spec.stderr_path);
+  if (spec.allow_nested_sandbox != prepared.allow_nested_sandbox) {
+    seccomp_options.allow_nested_sandbox = spec.allow_nested_sandbox;
+    if (!CompileSeccompFilter(seccomp_options, &seccomp, &seccomp_error)) DieAt(__FILE__, __LINE__, seccomp_error);
+  }
+  if (parent_fd >= 0) {
+    MountWorkAfterPivot(parent_fd, config, spec);
+    close(parent_fd);
+  } else {
+    CHECK_SYS(sethostname(spec.hostname.data(), spec.hostname.size()), "sethostname");
+    CHECK_SYS(setdomainname(spec.domainname.data(), spec.domainname.size()), "setdomainname");
+    MountWorkBeforePivot(config, spec);
+    Pivot(config);
+  }
 
   // Signals to forward stay blocked until PID 2 exists, so none is lost.
   struct sigaction forward = {};
@@ -536,10 +643,12 @@ int RunSandboxInit(void* arg) {
   CHECK_SYS(action, "fork the action");
   if (action == 0) {
     close(exec_pipe[0]);
-    ExecAction(config, exec_pipe[1]);
+    ExecAction(config, spec, seccomp, exec_pipe[1]);
   }
   g_action_pid = action;
   close(exec_pipe[1]);
+  if (!spec.stdout_path.empty()) close(spec.stdout_fd);
+  if (!spec.stderr_path.empty()) close(spec.stderr_fd);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -550,7 +659,10 @@ int RunSandboxInit(void* arg) {
   } while (n < 0 && errno == EINTR);
   close(exec_pipe[0]);
   if (n == sizeof exec_error) {
-    Report(absl::StrCat("exec-error ", spec.argv[0], ": ", strerror(exec_error)));
+    // argv[0] is the action's: a newline in it must not forge report lines.
+    std::string program = spec.argv[0];
+    std::replace(program.begin(), program.end(), '\n', ' ');
+    Report(absl::StrCat("exec-error ", program, ": ", strerror(exec_error)));
   } else {
     Report(absl::StrCat("stage exec ", MonotonicNanos()));
   }
@@ -571,14 +683,38 @@ int RunSandboxInit(void* arg) {
     }
     ++orphans;
   }
+  g_action_pid = 0;
+  Report(absl::StrCat("stage action_exited ", MonotonicNanos()));
   // Reap zombies already waiting, then count what is still running.
   for (int status; waitpid(-1, &status, WNOHANG) > 0;) ++orphans;
+  const int remaining = CountRemainingProcesses();
+  // Early completion: the launcher answers as soon as this reports "done",
+  // before the namespaces are torn down, so nothing of the action may be
+  // left then. SIGKILL to -1 reaches every process of this PID namespace but
+  // PID 1; a fork racing it is undone by the kernel (the parent has a fatal
+  // signal pending). Every survivor's parent chain ends at PID 1, so once
+  // waitpid says ECHILD there is no process left that could write in the
+  // action's directory.
+  kill(-1, SIGKILL);
+  while (true) {
+    int status = 0;
+    if (waitpid(-1, &status, 0) < 0 && errno != EINTR) break;
+  }
+  struct rusage usage = {};
+  getrusage(RUSAGE_CHILDREN, &usage);
+  Report(absl::StrCat("stage tree_gone ", MonotonicNanos()));
   int signal_number = WIFSIGNALED(action_status) ? WTERMSIG(action_status) : 0;
   int exit_code = WIFEXITED(action_status) ? WEXITSTATUS(action_status) : 128 + signal_number;
-  Report(absl::StrCat("done orphans=", orphans, " remaining=", CountRemainingProcesses(),
+  Report(absl::StrCat("done orphans=", orphans, " remaining=", remaining,
                       " exit=", exit_code, " signal=", signal_number,
                       " tmp_full=", int{spec.tmp_size_bytes > 0 && IsFull("/tmp")},
-                      " shm_full=", int{spec.shm_size_bytes > 0 && IsFull("/dev/shm")}));
+                      " shm_full=", int{spec.shm_size_bytes > 0 && IsFull("/dev/shm")},
+                      " utime_us=", int64_t{usage.ru_utime.tv_sec} * 1000000 + usage.ru_utime.tv_usec,
+                      " stime_us=", int64_t{usage.ru_stime.tv_sec} * 1000000 + usage.ru_stime.tv_usec,
+                      " maxrss=", usage.ru_maxrss, " minflt=", usage.ru_minflt,
+                      " majflt=", usage.ru_majflt, " inblock=", usage.ru_inblock,
+                      " oublock=", usage.ru_oublock, " nvcsw=", usage.ru_nvcsw,
+                      " nivcsw=", usage.ru_nivcsw));
   if (WIFSIGNALED(action_status)) return 128 + WTERMSIG(action_status);
   return WEXITSTATUS(action_status);
 }

@@ -20,6 +20,8 @@ inline constexpr int kSetupFailedExit = 71;  // EX_OSERR
 inline constexpr int kExecFailedExit = 127;  // like a shell's "command not found"
 
 struct ChildConfig {
+  // What the sandbox is prepared with; the action's own SandboxRequest
+  // arrives later on request_fd.
   const SandboxSpec* spec = nullptr;
   uid_t uid = 0;
   gid_t gid = 0;
@@ -27,7 +29,9 @@ struct ChildConfig {
   uid_t outer_uid = 0;
   gid_t outer_gid = 0;
   std::string root_mount_point;  // an empty host dir; PID 1 mounts the new root on it
-  int go_fd = -1;      // read end: the launcher writes one byte when PID 1 may start
+  // A socket from the launcher: one byte when PID 1 may start preparing,
+  // then the action's SandboxRequest (sandbox_proto.h framing).
+  int request_fd = -1;
   int report_fd = -1;  // write end of the report pipe
 };
 

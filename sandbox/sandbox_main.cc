@@ -15,6 +15,9 @@
 #include "absl/time/time.h"
 #include "common/flag_types.h"
 #include "common/posix.h"
+#include <poll.h>
+
+#include "sandbox/sandbox_proto.h"
 #include "sandbox/sandbox_runner.h"
 #include "sandbox/stats_json.h"
 
@@ -80,6 +83,12 @@ Options:
   --uid_pool_size=N     size of the pool (default 64)
   --stats_file=FILE     write the result (exit status, stage times, rusage, peak
                         memory, cpu throttling, orphans reaped, timeout, OOM) as JSON
+  --serve_fd=FD         serve one action over the stream socket FD (kiln-worker's warm
+                        sandboxes): read a SandboxRequest to prepare for, prepare,
+                        read the action's SandboxRequest, answer with a SandboxResult
+                        as soon as its processes are gone, tear down, exit (the
+                        protocol is proto/kiln/sandbox/v1/sandbox.proto); no other
+                        option or CMD is taken then
   --help
 
 Exit codes of kiln-sandbox itself: 64 bad option, 66 missing input, 71 setup
@@ -129,6 +138,48 @@ absl::Duration ParseDuration(const char* option, const char* text) {
   return d;
 }
 
+// kiln-sandbox --serve_fd: one action over a socket (sandbox_proto.h). Every
+// action request gets exactly one SandboxResult, an error one included.
+int Serve(int fd) {
+  namespace sb = kiln::sandbox;
+  sb::pb::SandboxRequest prepare_message;
+  if (!sb::ReadMessage(fd, &prepare_message).ok()) return 0;  // the worker went away
+  SandboxSpec prepared;
+  SandboxPolicy policy;
+  absl::Status parsed = sb::FromRequest(prepare_message, &prepared, &policy);
+  absl::StatusOr<std::unique_ptr<sb::PreparedSandbox>> sandbox =
+      parsed.ok() ? sb::PreparedSandbox::Prepare(prepared, policy)
+                  : absl::StatusOr<std::unique_ptr<sb::PreparedSandbox>>(parsed);
+  // Wait for the action (or the worker closing the socket, or SIGTERM).
+  while (true) {
+    struct pollfd fds[2] = {{fd, POLLIN, 0}, {sandbox.ok() ? (*sandbox)->signal_fd() : -1, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return kExitSetupFailed;
+    }
+    if (fds[1].revents & POLLIN) return 0;  // stopped while waiting: the destructor tears down
+    if (fds[0].revents != 0) break;
+  }
+  sb::pb::SandboxRequest action_message;
+  if (!sb::ReadMessage(fd, &action_message).ok()) return 0;
+  SandboxSpec spec;
+  SandboxPolicy action_policy;
+  absl::Status parsed_action = sb::FromRequest(action_message, &spec, &action_policy);
+  absl::StatusOr<kiln::sandbox::SandboxResult> result =
+      !parsed_action.ok() ? parsed_action
+      : sandbox.ok()      ? (*sandbox)->Run(spec, action_policy)
+                          : absl::StatusOr<kiln::sandbox::SandboxResult>(sandbox.status());
+  // The answer goes out now; the namespaces and the cgroup go afterwards.
+  (void)sb::WriteMessage(fd, result.ok() ? sb::ToResultMessage(*result) : sb::ErrorResultMessage(result.status()));
+  close(fd);
+  // Nothing of the action runs any more: the teardown (PID 1 exiting, the
+  // cgroup's removal) finishes even if the thread that started us ends now
+  // (PR_SET_PDEATHSIG follows the parent thread, e.g. a worker's slot thread
+  // at shutdown), so that no cgroup is left behind.
+  prctl(PR_SET_PDEATHSIG, 0);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -144,7 +195,7 @@ int main(int argc, char** argv) {
     kWorkDir = 1000, kCwd, kBind, kEnv, kHostname, kDomainname, kShareNetwork, kAllowHostNetwork,
     kLinux32, kUname26, kSeccomp, kAllowNestedSandbox, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
     kUidPoolBase, kUidPoolSize, kStatsFile, kHelp, kTmpSize, kShmSize, kMaxProcesses, kMaxFileSize,
-    kPathWhenUnset, kCgroupParent,
+    kPathWhenUnset, kCgroupParent, kServeFd,
   };
   static const struct option kOptions[] = {
       {"work_dir", required_argument, nullptr, kWorkDir},
@@ -175,6 +226,7 @@ int main(int argc, char** argv) {
       {"uid_pool_base", required_argument, nullptr, kUidPoolBase},
       {"uid_pool_size", required_argument, nullptr, kUidPoolSize},
       {"stats_file", required_argument, nullptr, kStatsFile},
+      {"serve_fd", required_argument, nullptr, kServeFd},
       {"help", no_argument, nullptr, kHelp},
       {nullptr, 0, nullptr, 0},
   };
@@ -228,6 +280,7 @@ int main(int argc, char** argv) {
       case kUidPoolSize: policy.uid_pool_size = ParseNumber<int>("uid_pool_size", optarg); break;
       case kStatsFile: stats_file = optarg; break;
       case kHelp: std::fputs(kUsage, stdout); return 0;
+      case kServeFd: return Serve(ParseNumber<int>("serve_fd", optarg));
       default:
         Fail(kExitUsage, absl::StrCat("unknown or incomplete option \"", argv[optind - 1],
                                       "\"; see kiln-sandbox --help"));

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "sandbox/cgroup.h"
 #include "sandbox/cgroup_paths.h"
 #include "sandbox/sandbox_init.h"
+#include "sandbox/sandbox_proto.h"
 #include "sandbox/uid_pool.h"
 
 namespace kiln::sandbox {
@@ -43,10 +45,13 @@ int64_t MonotonicNanos() {
 struct Report {
   std::string error;
   std::string exec_error;
-  std::optional<int64_t> namespaces_ns, root_ns, network_ns, exec_ns;
+  int64_t namespaces_ns = 0, root_ns = 0, network_ns = 0, exec_ns = 0, action_exited_ns = 0, tree_gone_ns = 0;
   bool done = false;
   int orphans = 0, remaining = 0, exit_code = -1, signal = 0, tmp_full = 0, shm_full = 0;
+  struct rusage rusage = {};  // the tree's, from PID 1 (RUSAGE_CHILDREN)
 };
+
+struct timeval Micros(int64_t us) { return {us / 1000000, us % 1000000}; }
 
 Report ParseReport(const std::string& text) {
   Report report;
@@ -63,13 +68,24 @@ Report ParseReport(const std::string& text) {
       if (parts[0] == "root") report.root_ns = ns;
       if (parts[0] == "network") report.network_ns = ns;
       if (parts[0] == "exec") report.exec_ns = ns;
+      if (parts[0] == "action_exited") report.action_exited_ns = ns;
+      if (parts[0] == "tree_gone") report.tree_gone_ns = ns;
     } else if (absl::ConsumePrefix(&line, "done ")) {
       report.done = true;
       for (absl::string_view field : absl::StrSplit(line, ' ')) {
         std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(field, '=');
-        int value = 0;
+        int64_t value = 0;
         if (!absl::SimpleAtoi(kv.second, &value)) continue;
         if (kv.first == "orphans") report.orphans = value;
+        if (kv.first == "utime_us") report.rusage.ru_utime = Micros(value);
+        if (kv.first == "stime_us") report.rusage.ru_stime = Micros(value);
+        if (kv.first == "maxrss") report.rusage.ru_maxrss = value;
+        if (kv.first == "minflt") report.rusage.ru_minflt = value;
+        if (kv.first == "majflt") report.rusage.ru_majflt = value;
+        if (kv.first == "inblock") report.rusage.ru_inblock = value;
+        if (kv.first == "oublock") report.rusage.ru_oublock = value;
+        if (kv.first == "nvcsw") report.rusage.ru_nvcsw = value;
+        if (kv.first == "nivcsw") report.rusage.ru_nivcsw = value;
         if (kv.first == "remaining") report.remaining = value;
         if (kv.first == "exit") report.exit_code = value;
         if (kv.first == "signal") report.signal = value;
@@ -86,14 +102,13 @@ std::string CgroupName() {
   return absl::StrCat(kSandboxCgroupPrefix, getpid(), "-", counter++);
 }
 
-absl::Duration Since(int64_t start_ns, std::optional<int64_t> at_ns) {
-  return at_ns ? absl::Nanoseconds(*at_ns - start_ns) : absl::ZeroDuration();
-}
 
-// Waits for PID 1 to exit while enforcing the timeout and forwarding the
-// launcher's own termination signals. Returns true if the timeout fired.
-bool SuperviseUntilExit(pid_t init, int pidfd, int signal_fd, const SandboxSpec& spec,
-                        int64_t start_ns, Cgroup* cgroup) {
+// Reads what PID 1 reports until it says "done" (the action's whole tree is
+// gone) or the report ends (PID 1 exited: killed, or a setup step failed),
+// while enforcing the timeout and forwarding the launcher's own termination
+// signals. Returns true if the timeout fired.
+bool SuperviseUntilDone(pid_t init, int report_fd, int signal_fd, const SandboxSpec& spec,
+                        int64_t start_ns, Cgroup* cgroup, std::string* report_text) {
   const bool has_timeout = spec.timeout > absl::ZeroDuration();
   int64_t term_at = has_timeout ? start_ns + absl::ToInt64Nanoseconds(spec.timeout) : INT64_MAX;
   int64_t kill_at = INT64_MAX;
@@ -115,10 +130,21 @@ bool SuperviseUntilExit(pid_t init, int pidfd, int signal_fd, const SandboxSpec&
     }
     int64_t next = std::min(term_at, kill_at);
     int timeout_ms = next == INT64_MAX ? -1 : static_cast<int>(std::max<int64_t>(0, (next - now) / 1000000 + 1));
-    struct pollfd fds[2] = {{pidfd, POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    struct pollfd fds[2] = {{report_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}};
     int ready = poll(fds, 2, timeout_ms);
     if (ready < 0 && errno != EINTR) return timed_out;
-    if (fds[0].revents & POLLIN) return timed_out;
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      char buffer[4096];
+      ssize_t n = read(report_fd, buffer, sizeof buffer);
+      if (n <= 0 && !(n < 0 && errno == EINTR)) return timed_out;  // PID 1 is gone
+      if (n > 0) report_text->append(buffer, n);
+      // "done" is PID 1's last line, written once nothing else is left.
+      size_t done = report_text->find("\ndone ");
+      if ((absl::StartsWith(*report_text, "done ") || done != std::string::npos) &&
+          report_text->back() == '\n') {
+        return timed_out;
+      }
+    }
     if (fds[1].revents & POLLIN) {
       struct signalfd_siginfo info;
       if (read(signal_fd, &info, sizeof info) == sizeof info) {
@@ -133,32 +159,72 @@ bool SuperviseUntilExit(pid_t init, int pidfd, int signal_fd, const SandboxSpec&
 
 }  // namespace
 
-absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxPolicy& policy) {
-  RETURN_IF_ERROR(ValidateSpec(spec, policy));
-  const int64_t start_ns = MonotonicNanos();
-  SandboxResult result;
-  result.user_namespace = geteuid() != 0;
+absl::Status CheckPreparedFor(const SandboxSpec& prepared, const SandboxSpec& action) {
+  auto differs = [](absl::string_view what) {
+    return absl::FailedPreconditionError(absl::StrCat("the sandbox was prepared with other ", what));
+  };
+  if (prepared.binds.size() != action.binds.size()) return differs("binds");
+  for (size_t i = 0; i < prepared.binds.size(); ++i) {
+    const BindMount& a = prepared.binds[i];
+    const BindMount& b = action.binds[i];
+    if (a.source != b.source || a.target != b.target || a.writable != b.writable) return differs("binds");
+  }
+  if (prepared.share_network != action.share_network) return differs("network");
+  if (prepared.work_dir_parent != action.work_dir_parent) return differs("work dir parent");
+  if (prepared.uid != action.uid || prepared.gid != action.gid) return differs("build user");
+  if (prepared.tmp_size_bytes != action.tmp_size_bytes || prepared.shm_size_bytes != action.shm_size_bytes) {
+    return differs("tmpfs sizes");
+  }
+  if (!prepared.work_dir_parent.empty()) {
+    // Pivoted while preparing: the rest of the root is fixed, and what the
+    // action brings is found beneath the parent.
+    if (prepared.hostname != action.hostname || prepared.domainname != action.domainname) {
+      return differs("hostname");
+    }
+    const std::string beneath = prepared.work_dir_parent + "/";
+    for (const std::string* path : {&action.work_dir, &action.stdout_path, &action.stderr_path}) {
+      if (!path->empty() && (!absl::StartsWith(*path, beneath) || absl::StrContains(*path, "/../"))) {
+        return differs("work dir parent");
+      }
+    }
+  }
+  if (prepared.memory_bytes != action.memory_bytes || prepared.pids != action.pids ||
+      prepared.cpus != action.cpus || prepared.cgroup_parent != action.cgroup_parent) {
+    return differs("cgroup limits");
+  }
+  return absl::OkStatus();
+}
 
-  ChildConfig config;
-  config.spec = &spec;
-  config.user_namespace = result.user_namespace;
+absl::StatusOr<std::unique_ptr<PreparedSandbox>> PreparedSandbox::Prepare(const SandboxSpec& prepared,
+                                                                           const SandboxPolicy& policy) {
+  {
+    // The action's fields are checked by Run; here only what is prepared.
+    SandboxSpec check = prepared;
+    if (check.argv.empty()) check.argv = {"/bin/true"};
+    check.work_dir.clear();
+    RETURN_IF_ERROR(ValidateSpec(check, policy));
+  }
+  std::unique_ptr<PreparedSandbox> sandbox(new PreparedSandbox());
+  PreparedSandbox& s = *sandbox;
+  s.stages_.start = MonotonicNanos();
+  s.prepared_ = prepared;
+  s.user_namespace_ = geteuid() != 0;
+
+  ChildConfig& config = s.config_;
+  config.spec = &s.prepared_;
+  config.user_namespace = s.user_namespace_;
   config.outer_uid = geteuid();
   config.outer_gid = getegid();
-  std::string runtime_dir = result.user_namespace
-                                ? absl::StrCat("/tmp/kiln-sandbox-", geteuid())
-                                : policy.lock_dir;
-  std::optional<UidLease> lease;
-  if (spec.uid.has_value()) {
-    config.uid = *spec.uid;
-  } else if (result.user_namespace) {
+  std::string runtime_dir = s.user_namespace_ ? absl::StrCat("/tmp/kiln-sandbox-", geteuid()) : policy.lock_dir;
+  if (prepared.uid.has_value()) {
+    config.uid = *prepared.uid;
+  } else if (s.user_namespace_) {
     config.uid = policy.uid_pool_base;  // namespaced: no other sandbox can see it
   } else {
-    ASSIGN_OR_RETURN(lease, AcquireBuildUid(runtime_dir, policy.uid_pool_base,
-                                            policy.uid_pool_size));
-    config.uid = lease->uid();
+    ASSIGN_OR_RETURN(s.lease_, AcquireBuildUid(runtime_dir, policy.uid_pool_base, policy.uid_pool_size));
+    config.uid = s.lease_->uid();
   }
-  config.gid = spec.gid.value_or(static_cast<gid_t>(config.uid));
-  result.uid = config.uid;
+  config.gid = prepared.gid.value_or(static_cast<gid_t>(config.uid));
   // Every sandbox mounts its own tmpfs on this one empty directory, each in
   // its own mount namespace.
   config.root_mount_point = runtime_dir + "/root";
@@ -166,78 +232,119 @@ absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxP
 
   // A cgroup only when a limit asks for one: moving a process into a cgroup
   // costs milliseconds on cgroup v1, more than the rest of the setup.
-  std::unique_ptr<Cgroup> cgroup;
-  if (spec.memory_bytes > 0 || spec.pids > 0 || spec.cpus > 0) {
-    ASSIGN_OR_RETURN(cgroup, Cgroup::Create(CgroupName(), {spec.memory_bytes, spec.pids, spec.cpus},
-                                            spec.cgroup_parent));
+  if (prepared.memory_bytes > 0 || prepared.pids > 0 || prepared.cpus > 0) {
+    ASSIGN_OR_RETURN(s.cgroup_, Cgroup::Create(CgroupName(), {prepared.memory_bytes, prepared.pids, prepared.cpus},
+                                               prepared.cgroup_parent));
   }
-  result.stages.cgroup_setup = absl::Nanoseconds(MonotonicNanos() - start_ns);
+  s.stages_.cgroup_setup = MonotonicNanos();
 
   // The forwarded signals are blocked here and read from a signalfd; PID 1
   // inherits the mask and unblocks once it can forward them.
-  sigset_t forwarded, previous_mask;
+  sigset_t forwarded;
   sigemptyset(&forwarded);
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&forwarded, sig);
-  sigprocmask(SIG_BLOCK, &forwarded, &previous_mask);
-  UniqueFd signal_fd(signalfd(-1, &forwarded, SFD_CLOEXEC | SFD_NONBLOCK));
+  sigprocmask(SIG_BLOCK, &forwarded, &s.previous_mask_);
+  s.signal_fd_ = UniqueFd(signalfd(-1, &forwarded, SFD_CLOEXEC | SFD_NONBLOCK));
 
-  int go_pipe[2], report_pipe[2];
-  if (pipe2(go_pipe, O_CLOEXEC) != 0 || pipe2(report_pipe, O_CLOEXEC) != 0) {
-    sigprocmask(SIG_SETMASK, &previous_mask, nullptr);
+  int request_pair[2], report_pipe[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, request_pair) != 0) {
+    return PosixError("socketpair", errno);
+  }
+  if (pipe2(report_pipe, O_CLOEXEC) != 0) {
+    close(request_pair[0]);
+    close(request_pair[1]);
     return PosixError("pipe", errno);
   }
-  UniqueFd go_write(go_pipe[1]), report_read(report_pipe[0]);
-  config.go_fd = go_pipe[0];
+  s.request_write_ = UniqueFd(request_pair[0]);
+  s.report_read_ = UniqueFd(report_pipe[0]);
+  config.request_fd = request_pair[1];
   config.report_fd = report_pipe[1];
 
   // CLONE_NEWCGROUP is left to PID 1, once it is in the action's cgroup.
   int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | SIGCHLD;
-  if (!spec.share_network) flags |= CLONE_NEWNET;
-  if (result.user_namespace) flags |= CLONE_NEWUSER;
-  void* stack = mmap(nullptr, kInitStackBytes, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return PosixError("mmap the init's stack", errno);
-  const int64_t clone_ns = MonotonicNanos();
-  pid_t init = clone(RunSandboxInit, static_cast<char*>(stack) + kInitStackBytes, flags, &config);
-  int clone_error = errno;
-  result.stages.clone = absl::Nanoseconds(MonotonicNanos() - start_ns);
-  close(go_pipe[0]);
-  close(report_pipe[1]);
-  if (init < 0) {
-    munmap(stack, kInitStackBytes);
-    sigprocmask(SIG_SETMASK, &previous_mask, nullptr);
-    return PosixError("clone the sandbox's namespaces", clone_error);
+  if (!prepared.share_network) flags |= CLONE_NEWNET;
+  if (s.user_namespace_) flags |= CLONE_NEWUSER;
+  s.stack_ = mmap(nullptr, kInitStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (s.stack_ == MAP_FAILED) {
+    s.stack_ = nullptr;
+    close(request_pair[1]);
+    close(report_pipe[1]);
+    return PosixError("mmap the init's stack", errno);
   }
-  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, init, 0)));
+  s.init_ = clone(RunSandboxInit, static_cast<char*>(s.stack_) + kInitStackBytes, flags, &config);
+  const int clone_error = errno;
+  s.stages_.clone = MonotonicNanos();
+  close(request_pair[1]);
+  close(report_pipe[1]);
+  if (s.init_ < 0) return PosixError("clone the sandbox's namespaces", clone_error);
 
-  absl::Status placed = cgroup != nullptr ? cgroup->AddProcess(init) : absl::OkStatus();
+  absl::Status placed = s.cgroup_ != nullptr ? s.cgroup_->AddProcess(s.init_) : absl::OkStatus();
   if (placed.ok()) {
     char go = 1;
-    if (write(go_write.get(), &go, 1) != 1) placed = PosixError("start the sandbox", errno);
+    if (send(s.request_write_.get(), &go, 1, MSG_NOSIGNAL) != 1) placed = PosixError("start the sandbox", errno);
   }
-  go_write.Reset();  // without the byte, PID 1 exits before doing anything
-  result.timed_out =
-      placed.ok() && SuperviseUntilExit(init, pidfd.get(), signal_fd.get(), spec, clone_ns, cgroup.get());
-  int status = 0;
-  while (wait4(init, &status, 0, &result.rusage) < 0 && errno == EINTR) {
+  // Without the byte, PID 1 exits before doing anything; the destructor reaps it.
+  if (!placed.ok()) return placed;
+  return sandbox;
+}
+
+void PreparedSandbox::ReapInit() {
+  if (init_ < 0 || init_reaped_) return;
+  while (wait4(init_, &init_status_, 0, &init_rusage_) < 0 && errno == EINTR) {
   }
-  const int64_t end_ns = MonotonicNanos();
-  munmap(stack, kInitStackBytes);
-  sigprocmask(SIG_SETMASK, &previous_mask, nullptr);
-  RETURN_IF_ERROR(placed);
+  init_reaped_ = true;
+}
+
+PreparedSandbox::~PreparedSandbox() {
+  if (init_ > 0 && !init_reaped_) {
+    // After "done" PID 1 is exiting by itself; otherwise (no action came, or
+    // it failed) its SIGKILL takes the namespace down.
+    if (!done_) kill(init_, SIGKILL);
+    ReapInit();
+  }
+  if (cgroup_ != nullptr) cgroup_.reset();  // kills what is left and removes it
+  if (stack_ != nullptr) munmap(stack_, kInitStackBytes);
+  if (signal_fd_.valid()) {
+    signal_fd_.Reset();
+    sigprocmask(SIG_SETMASK, &previous_mask_, nullptr);
+  }
+}
+
+absl::StatusOr<SandboxResult> PreparedSandbox::Run(const SandboxSpec& spec, const SandboxPolicy& policy) {
+  SandboxResult result;
+  result.stages = stages_;
+  result.stages.request = MonotonicNanos();
+  result.user_namespace = user_namespace_;
+  result.uid = config_.uid;
+  if (ran_) return absl::FailedPreconditionError("a sandbox runs one action only");
+  ran_ = true;
+  RETURN_IF_ERROR(ValidateSpec(spec, policy));
+  RETURN_IF_ERROR(CheckPreparedFor(prepared_, spec));
+  absl::Status sent = WriteMessage(request_write_.get(), ToRequest(spec, policy));
+  request_write_.Reset();
 
   std::string report_text;
-  char buffer[4096];
-  for (ssize_t n; (n = read(report_read.get(), buffer, sizeof buffer)) > 0;) report_text.append(buffer, n);
+  result.timed_out = SuperviseUntilDone(init_, report_read_.get(), signal_fd_.get(), spec,
+                                        result.stages.request, cgroup_.get(), &report_text);
   Report report = ParseReport(report_text);
+  done_ = report.done;
+  if (!report.done) {
+    // PID 1 is gone (or going) without a report: wait until its namespace is
+    // empty, which also gives the rusage of what ran.
+    ReapInit();
+  }
   if (!report.error.empty()) {
     return absl::InternalError(absl::StrCat("sandbox setup failed: ", report.error));
   }
-  result.wall_time = absl::Nanoseconds(end_ns - clone_ns);
-  result.stages.namespaces = Since(clone_ns, report.namespaces_ns);
-  result.stages.root = Since(clone_ns, report.root_ns);
-  result.stages.network = Since(clone_ns, report.network_ns);
-  result.stages.exec = Since(clone_ns, report.exec_ns);
+  if (!report.done && !sent.ok()) return sent;
+  const int64_t end_ns = MonotonicNanos();
+  result.wall_time = absl::Nanoseconds(end_ns - result.stages.request);
+  result.stages.namespaces = report.namespaces_ns;
+  result.stages.root = report.root_ns;
+  result.stages.network = report.network_ns;
+  result.stages.exec = report.exec_ns;
+  result.stages.action_exited = report.action_exited_ns;
+  result.stages.tree_gone = report.tree_gone_ns;
   result.orphans_reaped = report.orphans;
   result.killed_at_teardown = report.remaining;
   result.exec_error = report.exec_error;
@@ -246,20 +353,31 @@ absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxP
     result.signal = report.signal;
     result.tmp_full = report.tmp_full != 0;
     result.shm_full = report.shm_full != 0;
+    result.rusage = report.rusage;
   } else {
     // PID 1 itself was killed (timeout or OOM): so was the action.
-    result.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    result.exit_code = WIFSIGNALED(status) ? 128 + result.signal : WEXITSTATUS(status);
+    result.signal = WIFSIGNALED(init_status_) ? WTERMSIG(init_status_) : 0;
+    result.exit_code = WIFSIGNALED(init_status_) ? 128 + result.signal : WEXITSTATUS(init_status_);
+    result.rusage = init_rusage_;
   }
   result.file_size_exceeded = result.signal == SIGXFSZ;
-  if (cgroup != nullptr) {
-    result.oom_killed = cgroup->OomKilled();
-    result.peak_memory_bytes = cgroup->PeakMemoryBytes();
-    result.cpu_throttled_seconds = cgroup->CpuThrottledSeconds();
-    result.cgroups = cgroup->paths();
-    cgroup.reset();  // killed and removed before the caller reports "done"
+  if (cgroup_ != nullptr) {
+    result.oom_killed = cgroup_->OomKilled();
+    result.peak_memory_bytes = cgroup_->PeakMemoryBytes();
+    result.cpu_throttled_seconds = cgroup_->CpuThrottledSeconds();
+    result.cgroups = cgroup_->paths();
   }
   if (result.peak_memory_bytes == 0) result.peak_memory_bytes = int64_t{result.rusage.ru_maxrss} * 1024;
+  return result;
+}
+
+absl::StatusOr<SandboxResult> RunSandbox(const SandboxSpec& spec, const SandboxPolicy& policy) {
+  RETURN_IF_ERROR(ValidateSpec(spec, policy));
+  absl::StatusOr<SandboxResult> result;
+  {
+    ASSIGN_OR_RETURN(std::unique_ptr<PreparedSandbox> sandbox, PreparedSandbox::Prepare(spec, policy));
+    result = sandbox->Run(spec, policy);
+  }  // torn down: the cgroups are removed before the caller reports "done"
   return result;
 }
 

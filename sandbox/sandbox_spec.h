@@ -38,6 +38,11 @@ struct SandboxSpec {
   std::map<std::string, std::string> env;       // exactly the action's environment
   std::string path_when_unset;                  // PATH added when env has none; empty: none
   std::string work_dir;                         // host dir mounted rw at /work; empty: a tmpfs
+  // When set, the work dir, stdout and stderr will be beneath this host
+  // directory: a sandbox prepared with it keeps a detached copy of it
+  // (open_tree) and pivots before its action comes, so that the action's
+  // part of the setup does no unmount (each costs an RCU grace period).
+  std::string work_dir_parent;
   std::string cwd;                              // relative to /work
   std::vector<BindMount> binds;                 // read-only host paths (default /bin /usr /lib /lib64)
   std::string hostname = "localhost";
@@ -77,6 +82,11 @@ struct SandboxSpec {
   int stdin_fd = -1;
   int stdout_fd = 1;
   int stderr_fd = 2;
+  // When set, PID 1 opens these (append, O_NOFOLLOW) for the action's stdout
+  // and stderr instead of using stdout_fd/stderr_fd: a warm sandbox was
+  // cloned before the action's files existed (kiln-sandbox --serve_fd).
+  std::string stdout_path;
+  std::string stderr_path;
 };
 
 struct SandboxPolicy {
@@ -86,15 +96,20 @@ struct SandboxPolicy {
   std::string lock_dir = "/run/kiln-sandbox";  // per-uid locks of the pool
 };
 
-// Wall time of each setup stage, measured from clone() (all on
-// CLOCK_MONOTONIC, which PID namespaces share).
+// When each stage ended: CLOCK_MONOTONIC nanoseconds, which every PID
+// namespace shares; 0 when the stage was not reached. A warm sandbox
+// (sandbox_runner.h) reaches `network` long before its `request`.
 struct StageTimes {
-  absl::Duration cgroup_setup;   // parent: cgroup created before clone
-  absl::Duration clone;          // clone() returned in the parent
-  absl::Duration namespaces;     // PID 1: uid map, hostname, / private
-  absl::Duration root;           // PID 1: new root built and pivoted into
-  absl::Duration network;        // PID 1: loopback up
-  absl::Duration exec;           // PID 2 exec'd the command
+  int64_t start = 0;          // the launcher started preparing
+  int64_t cgroup_setup = 0;   // parent: cgroup created before clone
+  int64_t clone = 0;          // clone() returned in the parent
+  int64_t namespaces = 0;     // PID 1: uid map, / private
+  int64_t root = 0;           // PID 1: new root built (without /work)
+  int64_t network = 0;        // PID 1: loopback up: ready for the request
+  int64_t request = 0;        // the launcher got the action's request
+  int64_t exec = 0;           // PID 2 exec'd the command
+  int64_t action_exited = 0;  // PID 1 reaped the action
+  int64_t tree_gone = 0;      // PID 1 killed and reaped every other process
 };
 
 struct SandboxResult {

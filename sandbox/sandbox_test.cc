@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <pty.h>
 #include <sys/ioctl.h>
@@ -31,8 +32,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/posix.h"
+#include "sandbox/sandbox_proto.h"
 #include "sandbox/sandbox_spec.h"
 #include "tests/worker_process.h"
+
+extern char** environ;
 
 namespace kiln::sandbox {
 namespace {
@@ -431,6 +435,94 @@ TEST_P(SandboxTest, OrdinaryCallsWorkUnderSeccomp) {
   ExpectProbes(ordinary, 1, {"--linux32"});
   // The old opt-in flag is still accepted (the filter is always on).
   ExpectProbes({"mount"}, 0, {"--seccomp"});
+}
+
+// kiln-sandbox --serve_fd, as the worker drives it (proto/kiln/sandbox/v1/
+// sandbox.proto): prepared first, then one action, answered once the
+// action's processes are gone; an action the sandbox was not prepared for
+// is refused without running.
+class ServedSandbox {
+ public:
+  explicit ServedSandbox(bool unprivileged) {
+    int pair[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    socket_ = UniqueFd(pair[0]);
+    std::vector<std::string> argv;
+    if (unprivileged) argv = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"};
+    const char* bin = getenv("KILN_BIN_DIR");
+    argv.push_back(std::string(bin ? bin : "build/bin") + "/kiln-sandbox");
+    argv.push_back("--serve_fd=3");
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, pair[1], 3);
+    EXPECT_EQ(posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ), 0);
+    posix_spawn_file_actions_destroy(&actions);
+    close(pair[1]);
+  }
+  ~ServedSandbox() {
+    socket_.Reset();  // a waiting kiln-sandbox ends when the socket closes
+    int status;
+    waitpid(pid_, &status, 0);
+  }
+  int fd() const { return socket_.get(); }
+
+ private:
+  UniqueFd socket_;
+  pid_t pid_ = -1;
+};
+
+TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
+  v1::SandboxRequest prepare;
+  prepare.set_use_default_binds(true);
+  prepare.set_work_dir_parent(dir_);
+  ServedSandbox served(Unprivileged());
+  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+  for (const char* name : {"/out", "/err"}) {
+    ASSERT_TRUE(OpenFile(dir_ + name, O_WRONLY | O_CREAT, 0666).ok());
+    chmod((dir_ + name).c_str(), 0666);
+  }
+  v1::SandboxRequest action = prepare;
+  for (const char* arg : {"/bin/sh", "-c", "echo out; echo err >&2; hostname; pwd; sleep 30 & exit 3"}) {
+    action.add_argv(arg);
+  }
+  action.set_work_dir(work_);
+  action.set_stdout_path(dir_ + "/out");
+  action.set_stderr_path(dir_ + "/err");
+  ASSERT_TRUE(WriteMessage(served.fd(), action).ok());
+  v1::SandboxResult result;
+  ASSERT_TRUE(ReadMessage(served.fd(), &result).ok());
+  ASSERT_EQ(result.error_code(), 0) << result.error_message();
+  EXPECT_EQ(result.exit_code(), 3);
+  EXPECT_EQ(result.killed_at_teardown(), 1);  // the sleep, gone before the answer
+  EXPECT_EQ(*ReadFileToString(dir_ + "/out"), "out\nlocalhost\n/work\n");
+  EXPECT_EQ(*ReadFileToString(dir_ + "/err"), "err\n");
+  const auto& t = result.stages();
+  EXPECT_GT(t.request(), 0);
+  EXPECT_GE(t.exec(), t.request());
+  EXPECT_GE(t.tree_gone(), t.action_exited());
+  EXPECT_GE(t.action_exited(), t.exec());
+  // One action per sandbox: the socket is closed after the answer.
+  EXPECT_EQ(ReadMessage(served.fd(), &result).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_P(SandboxTest, ServeModeRefusesAnActionItWasNotPreparedFor) {
+  v1::SandboxRequest prepare;
+  prepare.set_use_default_binds(true);
+  ServedSandbox served(Unprivileged());
+  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+  v1::SandboxRequest action = prepare;
+  for (const char* arg : {"/bin/sh", "-c", "touch /work/ran"}) action.add_argv(arg);
+  action.set_work_dir(work_);
+  action.set_share_network(true);  // the prepared sandbox has its own network
+  action.set_allow_host_network(true);
+  ASSERT_TRUE(WriteMessage(served.fd(), action).ok());
+  v1::SandboxResult result;
+  ASSERT_TRUE(ReadMessage(served.fd(), &result).ok());
+  EXPECT_EQ(result.error_code(), static_cast<int>(absl::StatusCode::kFailedPrecondition)) << result.error_message();
+  EXPECT_FALSE(std::filesystem::exists(work_ + "/ran"));
 }
 
 TEST_P(SandboxTest, StatsFileHasStageTimesAndRusage) {

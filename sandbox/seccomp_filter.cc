@@ -1,12 +1,17 @@
 #include "sandbox/seccomp_filter.h"
 
+#include <fcntl.h>
 #include <linux/netlink.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <cstdint>
 #include <initializer_list>
 
@@ -74,7 +79,7 @@ scmp_arg_cmp IntArgIs(unsigned arg, uint32_t value) {
 
 }  // namespace
 
-bool InstallSeccompFilter(const SeccompOptions& options, std::string* error) {
+bool CompileSeccompFilter(const SeccompOptions& options, SeccompProgram* program, std::string* error) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) {
     errno = ENOMEM;
@@ -150,7 +155,43 @@ bool InstallSeccompFilter(const SeccompOptions& options, std::string* error) {
     }
   }
 
-  return !Failed(seccomp_load(ctx), "seccomp_load", error);
+  // The BPF program as seccomp_load would load it, through a pipe (this
+  // libseccomp has no export to memory); a few hundred instructions fit.
+  int pipe_fds[2];
+  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    *error = "pipe for the seccomp program";
+    return false;
+  }
+  const int exported = seccomp_export_bpf(ctx, pipe_fds[1]);
+  close(pipe_fds[1]);
+  std::string bytes;
+  char buffer[4096];
+  for (ssize_t n; (n = read(pipe_fds[0], buffer, sizeof buffer)) > 0;) bytes.append(buffer, n);
+  close(pipe_fds[0]);
+  if (Failed(exported, "seccomp_export_bpf", error)) return false;
+  if (bytes.empty() || bytes.size() % sizeof(struct sock_filter) != 0) {
+    errno = EINVAL;
+    *error = "seccomp_export_bpf wrote a partial program";
+    return false;
+  }
+  program->instructions.resize(bytes.size() / sizeof(struct sock_filter));
+  memcpy(program->instructions.data(), bytes.data(), bytes.size());
+  return true;
+}
+
+bool LoadSeccompProgram(const SeccompProgram& program, std::string* error) {
+  struct sock_fprog prog = {static_cast<unsigned short>(program.instructions.size()),
+                            const_cast<struct sock_filter*>(program.instructions.data())};
+  if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) {
+    *error = "load the seccomp filter";
+    return false;
+  }
+  return true;
+}
+
+bool InstallSeccompFilter(const SeccompOptions& options, std::string* error) {
+  SeccompProgram program;
+  return CompileSeccompFilter(options, &program, error) && LoadSeccompProgram(program, error);
 }
 
 }  // namespace kiln::sandbox

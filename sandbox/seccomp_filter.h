@@ -5,7 +5,10 @@
 #ifndef KILN_SANDBOX_SECCOMP_FILTER_H_
 #define KILN_SANDBOX_SECCOMP_FILTER_H_
 
+#include <linux/filter.h>
+
 #include <string>
+#include <vector>
 
 namespace kiln::sandbox {
 
@@ -15,8 +18,17 @@ struct SeccompOptions {
   bool allow_nested_sandbox = false;
 };
 
-// Loads the filter into the calling thread (no_new_privs must be set).
-// Returns false with `error` naming the failed step and errno set.
+// The filter as a BPF program, ready to load.
+struct SeccompProgram {
+  std::vector<struct sock_filter> instructions;
+};
+
+// Compiling takes libseccomp most of a millisecond: a warm sandbox does it
+// while it prepares, and its action only loads the program.
+bool CompileSeccompFilter(const SeccompOptions& options, SeccompProgram* program, std::string* error);
+// Loads a compiled filter into the calling thread (no_new_privs must be set).
+bool LoadSeccompProgram(const SeccompProgram& program, std::string* error);
+// Both. Each returns false with `error` naming the failed step and errno set.
 bool InstallSeccompFilter(const SeccompOptions& options, std::string* error);
 
 }  // namespace kiln::sandbox

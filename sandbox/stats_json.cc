@@ -27,15 +27,20 @@ std::string ResultToJson(const SandboxResult& r) {
   out["shm_full"] = r.shm_full;
   out["file_size_exceeded"] = r.file_size_exceeded;
   if (!r.exec_error.empty()) out["exec_error"] = r.exec_error;
-  // Each stage's end, in seconds after clone() was called (cgroup_setup is
-  // before it, from the start of the run).
+  // Each stage's end, in seconds after clone() returned (cgroup_setup is
+  // from the start of the run); absent when the stage was not reached.
+  const StageTimes& t = r.stages;
+  auto since_clone = [&](int64_t at) { return at == 0 ? 0.0 : (at - t.clone) / 1e9; };
   out["stages_seconds"] = {
-      {"cgroup_setup", absl::ToDoubleSeconds(r.stages.cgroup_setup)},
-      {"clone", absl::ToDoubleSeconds(r.stages.clone)},
-      {"namespaces", absl::ToDoubleSeconds(r.stages.namespaces)},
-      {"root", absl::ToDoubleSeconds(r.stages.root)},
-      {"network", absl::ToDoubleSeconds(r.stages.network)},
-      {"exec", absl::ToDoubleSeconds(r.stages.exec)},
+      {"cgroup_setup", t.cgroup_setup == 0 ? 0.0 : (t.cgroup_setup - t.start) / 1e9},
+      {"clone", t.clone == 0 ? 0.0 : (t.clone - t.start) / 1e9},
+      {"namespaces", since_clone(t.namespaces)},
+      {"root", since_clone(t.root)},
+      {"network", since_clone(t.network)},
+      {"request", since_clone(t.request)},
+      {"exec", since_clone(t.exec)},
+      {"action_exited", since_clone(t.action_exited)},
+      {"tree_gone", since_clone(t.tree_gone)},
   };
   out["rusage"] = {
       {"user_cpu_seconds", Seconds(r.rusage.ru_utime)},

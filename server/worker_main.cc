@@ -90,6 +90,9 @@ ABSL_FLAG(int64_t, max_action_processes, 4096,
 ABSL_FLAG(bool, allow_nested_sandbox, false,
           "let actions create namespaces (e.g. Bazel's own sandbox inside an action); weakens "
           "isolation, see docs/security.md");
+ABSL_FLAG(bool, warm_sandboxes, true,
+          "keep one sandbox per execution slot prepared (namespaces, root, loopback) before its "
+          "next action arrives; false: each action's sandbox is prepared when the action comes");
 ABSL_FLAG(std::string, sandbox_binary, "",
           "kiln-sandbox to launch actions with (default: next to kiln-worker)");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -296,6 +299,7 @@ int main(int argc, char** argv) {
   exec.max_log_bytes = absl::GetFlag(FLAGS_max_log_bytes).bytes;
   exec.max_disk_bytes = absl::GetFlag(FLAGS_max_action_disk_bytes).bytes;
   exec.allow_nested_sandbox = absl::GetFlag(FLAGS_allow_nested_sandbox);
+  exec.warm_sandboxes = absl::GetFlag(FLAGS_warm_sandboxes);
   exec.default_memory_bytes = absl::GetFlag(FLAGS_default_action_memory).bytes;
   exec.tmp_size_bytes = absl::GetFlag(FLAGS_action_tmp_size).bytes;
   exec.shm_size_bytes = absl::GetFlag(FLAGS_action_shm_size).bytes;

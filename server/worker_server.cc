@@ -162,6 +162,7 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
                                                                 options.state_dir + "/exec-cache"));
     worker->runner_ = std::make_unique<exec::ActionRunner>(worker->cas_.get(), worker->action_cache_.get(),
                                                            worker->stager_.get(), exec_options);
+    worker->runner_->Prewarm(options.concurrency);
   }
   if (exec_enabled) {
     metrics::WorkerMetrics* recorder = worker->metrics_.get();

@@ -5,6 +5,9 @@
 #     action's sandbox on the worker, and the slot takes new work;
 #   - bb_scheduler restarted in the middle of a Bazel build: the workers
 #     reconnect, the build succeeds, and the next build runs remotely;
+#   - Bazel interrupted (Ctrl-C) while its action runs: bb_scheduler drops
+#     the operation a minute after its last client went away, and the
+#     worker then kills the sandbox, leaving no process;
 #   - one worker SIGKILLed while its actions run: the build still succeeds
 #     (bb_scheduler drops the worker after a minute and Bazel retries on the
 #     other), with no sandbox left behind.
@@ -102,6 +105,26 @@ bz build --action_env=KILN_SALT=after-restart-$RANDOM //cluster:gen_b > "$WORK/a
   { cat "$WORK/after.log"; fail "the build after the restart failed"; }
 grep "processes:" "$WORK/after.log" | grep -q remote || fail "nothing ran remotely after the restart"
 echo "workers reconnected; the next build ran remotely"
+
+echo "== Ctrl-C of Bazel while its action runs"
+DIGITS="$$$RANDOM"
+# Bazel in its own process group, which Ctrl-C in a terminal signals whole;
+# a background job of a script starts with SIGINT ignored, so reset it.
+setsid env --default-signal=INT bazel --batch --output_user_root="$WORK/bazel-root" build \
+  --action_env=KILN_DIGITS="$DIGITS" //cluster:endless > "$WORK/ctrl-c.log" 2>&1 &
+BUILD=$!
+BACKGROUND+=($BUILD)
+await 120 host_runs "sleep 1000.$DIGITS" || { cat "$WORK/ctrl-c.log"; fail "the endless action never ran"; }
+kill -INT -- "-$BUILD"
+START=$SECONDS
+if wait "$BUILD"; then fail "the interrupted build succeeded"; fi
+echo "Bazel ended $((SECONDS - START)) s after Ctrl-C: $(grep -m1 -iE "interrupt|cancel" "$WORK/ctrl-c.log" || true)"
+# bb_scheduler's operationWithNoWaitersTimeout is a minute (fixed in its
+# main.go); executing workers hear from it at least every 10 s.
+gone() { ! host_runs "sleep 1000.$DIGITS"; }
+await 120 gone || fail "the sandbox still runs $((SECONDS - START)) s after Bazel was interrupted"
+echo "sandbox gone $((SECONDS - START)) s after Ctrl-C"
+await 30 connected w1 && await 30 connected w2 || fail "a worker's slots did not come back"
 
 echo "== one worker SIGKILLed while its actions run"
 # bb_scheduler only notices a vanished worker when something calls it.

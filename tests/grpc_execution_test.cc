@@ -625,15 +625,17 @@ TEST_F(ExecutionTest, ActionPlatformWinsOverCommandPlatformAndLegacyOutputsWork)
 TEST_F(ExecutionTest, AnActionWaitsForNoBuildUidAnotherProcessHolds) {
   // Another worker (or kiln-sandbox run) on the host holds every uid of the
   // pool: the action is refused as UNAVAILABLE instead of sharing a uid.
+  // Held before the worker starts: a slot's warm sandbox leases its uid as
+  // soon as it is prepared, and cannot get one here.
   const std::string lock_dir = state_dir_ + "-uid-locks";
-  StartWorker(1, 10, [&](WorkerOptions& options) {
-    options.exec.uid_lock_dir = lock_dir;
-    options.exec.build_uid_base = 64500;
-    options.exec.build_uid_pool_size = 1;
-  });
   {
     absl::StatusOr<sandbox::UidLease> held = sandbox::AcquireBuildUid(lock_dir, 64500, 1);
     ASSERT_TRUE(held.ok()) << held.status();
+    StartWorker(1, 10, [&](WorkerOptions& options) {
+      options.exec.uid_lock_dir = lock_dir;
+      options.exec.build_uid_base = 64500;
+      options.exec.build_uid_pool_size = 1;
+    });
     Execution refused = Execute(MakeAction("true"));
     EXPECT_EQ(refused.response.status().code(), StatusCode::UNAVAILABLE);
     EXPECT_NE(refused.response.status().message().find("no free build uid"), std::string::npos)

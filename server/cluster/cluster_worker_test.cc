@@ -3,18 +3,20 @@
 // process), running actions in the real kiln-sandbox: the states it reports,
 // the result it uploads and caches remotely, missing inputs, a completion
 // that must be sent again, cancellation by a desired idle state, and a
-// scheduler that goes away and comes back (health follows it).
+// scheduler that goes away and comes back (health follows it), a local
+// cache too small for one action's inputs, and a CAS behind TLS and tokens.
 #include <stdlib.h>
 
+#include <cstdlib>
 #include <deque>
-#include <fstream>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/create_channel.h>
+#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <gtest/gtest.h>
 
@@ -159,10 +161,21 @@ class ClusterWorkerTest : public ::testing::Test {
     (void)RemoveTree(dir_);
   }
 
-  void StartScheduler(int port) {
+  // With `credentials` (a deploy/make-credentials.sh directory), over TLS.
+  void StartScheduler(int port, const std::string& credentials = "") {
     scheduler_ = std::make_unique<FakeScheduler>();
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(), &scheduler_port_);
+    std::shared_ptr<grpc::ServerCredentials> server_credentials = grpc::InsecureServerCredentials();
+    if (!credentials.empty()) {
+      auto read = [](const std::string& path) {
+        std::ifstream in(path);
+        return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      };
+      grpc::SslServerCredentialsOptions ssl;
+      ssl.pem_key_cert_pairs.push_back({read(credentials + "/tls.key"), read(credentials + "/tls.crt")});
+      server_credentials = grpc::SslServerCredentials(ssl);
+    }
+    builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), server_credentials, &scheduler_port_);
     builder.RegisterService(scheduler_.get());
     scheduler_server_ = builder.BuildAndStart();
     ASSERT_NE(scheduler_server_, nullptr);
@@ -353,6 +366,32 @@ TEST_F(ClusterWorkerTest, MissingInputsAreFailedPreconditionWithOneViolationEach
   EXPECT_EQ(failure.violations(0).subject(), absl::StrCat("blobs/", input.hash, "/", input.size));
 }
 
+// The local CAS is a cache smaller than one action's inputs: each blob
+// fetched evicts the ones fetched before it unless they are held until the
+// action is staged.
+TEST_F(ClusterWorkerTest, FetchedInputsStayInASmallLocalCacheUntilStaged) {
+  worker_.reset();
+  StartWorker([](WorkerOptions& options) { options.cas_max_bytes = 32 << 10; });
+  rev2::Directory root;
+  for (int i = 0; i < 16; ++i) {
+    auto* file = root.add_files();
+    file->set_name(absl::StrCat("f", 10 + i, ".txt"));
+    *file->mutable_digest() = Put(std::string(6000, static_cast<char>('a' + i))).ToProto();
+  }
+  rev2::Command command;
+  for (const char* arg : {"/bin/sh", "-c", "cat f*.txt | wc -c"}) command.add_arguments(arg);
+  rev2::Action action;
+  *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
+  *action.mutable_input_root_digest() = Put(root.SerializeAsString()).ToProto();
+  action.mutable_timeout()->set_seconds(60);
+  scheduler_->Enqueue(Put(action.SerializeAsString()), action);
+  std::vector<rev2::ExecuteResponse> completed = scheduler_->AwaitCompleted(1);
+  ASSERT_EQ(completed.size(), 1u);
+  ASSERT_EQ(completed[0].status().code(), 0) << completed[0].status().message();
+  EXPECT_EQ(completed[0].result().exit_code(), 0);
+  EXPECT_EQ(*Get(completed[0].result().stdout_digest()), "96000\n");
+}
+
 TEST_F(ClusterWorkerTest, ACompletionTheSchedulerDidNotTakeIsSentAgainNotRunAgain) {
   scheduler_->FailNextCompletions(3);
   auto [digest, action] = MakeAction("echo once");
@@ -473,6 +512,59 @@ TEST_F(ClusterWorkerTest, SendsItsTokenToACasThatRequiresOne) {
   *get.mutable_action_digest() = digest.ToProto();
   grpc::ClientContext context;
   EXPECT_TRUE(action_cache_->GetActionResult(&context, get, &ignored).ok());
+}
+
+
+// The cluster's scheduler and CAS behind TLS (the CAS also with bearer
+// tokens), their credentials made by deploy/make-credentials.sh, as
+// docs/operations.md tells operators to.
+TEST_F(ClusterWorkerTest, ReachesASchedulerAndACasOverTlsWithAToken) {
+  worker_.reset();
+  storage_.reset();
+  scheduler_server_->Shutdown();
+  const std::string creds = dir_ + "/creds";
+  ASSERT_EQ(std::system((std::string(KILN_SOURCE_DIR) + "/deploy/make-credentials.sh " + creds +
+                         " localhost > /dev/null").c_str()), 0);
+  std::ifstream token_in(creds + "/ci.token");
+  std::string token;
+  std::getline(token_in, token);
+  std::ofstream(dir_ + "/principals.json")
+      << R"({"principals": [{"name": "workers", "token_sha256": ")" << Digest::Of(token).hash
+      << R"(", "grants": [{"instance_prefix": "", "permissions": ["cas-read", "cas-write", "ac-read", "ac-write"]}]}]})";
+  WorkerOptions storage;
+  storage.token_file = dir_ + "/principals.json";
+  storage.tls_cert = creds + "/tls.crt";
+  storage.tls_key = creds + "/tls.key";
+  storage.listen = "127.0.0.1:0";
+  storage.metrics_listen = "";
+  storage.state_dir = dir_ + "/storage";
+  storage.concurrency = 0;
+  auto started = WorkerServer::Start(storage);
+  ASSERT_TRUE(started.ok()) << started.status();
+  storage_ = *std::move(started);
+  const std::string target = absl::StrCat("localhost:", storage_->grpc_port());
+  cluster::ChannelCredentialFiles files;
+  files.tls_ca = creds + "/ca.crt";
+  files.token_file = creds + "/ci.token";
+  auto channel = cluster::CreateClusterChannel(target, files);
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  cas_ = rev2::ContentAddressableStorage::NewStub(*channel);
+  action_cache_ = rev2::ActionCache::NewStub(*channel);
+  StartScheduler(0, creds);
+  StartWorker([&](WorkerOptions& options) {
+    options.cluster.scheduler = absl::StrCat("localhost:", scheduler_port_);
+    options.cluster.cas = target;
+    options.cluster.credentials = files;
+  });
+
+  auto [digest, action] = MakeAction("cat sub/in.txt; echo out > result.txt", true, {"result.txt"});
+  scheduler_->Enqueue(digest, action);
+  std::vector<rev2::ExecuteResponse> completed = scheduler_->AwaitCompleted(1);
+  ASSERT_EQ(completed.size(), 1u);
+  ASSERT_EQ(completed[0].status().code(), 0) << completed[0].status().message();
+  EXPECT_EQ(*Get(completed[0].result().stdout_digest()), "input from the cluster's CAS\n");
+  EXPECT_EQ(*Get(completed[0].result().output_files(0).digest()), "out\n");
+
 }
 
 }  // namespace

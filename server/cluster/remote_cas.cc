@@ -80,7 +80,7 @@ absl::Status RemoteCas::RunBounded(std::vector<std::function<absl::Status()>> ca
 }
 
 absl::Status RemoteCas::FetchBlobs(const std::string& instance, const std::vector<Digest>& digests,
-                                   FetchReport* report) {
+                                   FetchReport* report, std::vector<cas::BlobPin>* pins) {
   std::vector<Digest> small_batch;
   int64_t batch_bytes = 0;
   std::vector<std::function<absl::Status()>> calls;
@@ -88,32 +88,37 @@ absl::Status RemoteCas::FetchBlobs(const std::string& instance, const std::vecto
   std::vector<Digest> not_found;
   auto flush = [&] {
     if (small_batch.empty()) return;
-    calls.push_back([this, &instance, &mu, &not_found, batch = std::move(small_batch)] {
+    calls.push_back([this, &instance, &mu, &not_found, pins, batch = std::move(small_batch)] {
       std::vector<Digest> missing;
-      absl::Status status = BatchRead(instance, batch, &missing);
+      std::vector<cas::BlobPin> fetched;
+      absl::Status status = BatchRead(instance, batch, &missing, &fetched);
       absl::MutexLock lock(&mu);
       not_found.insert(not_found.end(), missing.begin(), missing.end());
+      for (cas::BlobPin& pin : fetched) pins->push_back(std::move(pin));
       return status;
     });
     small_batch.clear();
     batch_bytes = 0;
   };
   for (const Digest& digest : Unique(digests)) {
-    if (local_->Contains(digest)) {
+    if (absl::StatusOr<cas::BlobPin> pin = local_->Pin(digest); pin.ok()) {
       ++report->local_hits;
+      pins->push_back(*std::move(pin));
       continue;
     }
     ++report->fetched;
     report->bytes += digest.size;
     if (digest.size > options_.max_batch_bytes / 2) {
-      calls.push_back([this, &instance, &mu, &not_found, digest] {
-        absl::Status status = ByteStreamRead(instance, digest);
-        if (absl::IsNotFound(status)) {
-          absl::MutexLock lock(&mu);
+      calls.push_back([this, &instance, &mu, &not_found, pins, digest] {
+        absl::StatusOr<cas::BlobPin> pin = ByteStreamRead(instance, digest);
+        absl::MutexLock lock(&mu);
+        if (absl::IsNotFound(pin.status())) {
           not_found.push_back(digest);
           return absl::OkStatus();
         }
-        return status;
+        if (!pin.ok()) return pin.status();
+        pins->push_back(*std::move(pin));
+        return absl::OkStatus();
       });
       continue;
     }
@@ -130,8 +135,18 @@ absl::Status RemoteCas::FetchBlobs(const std::string& instance, const std::vecto
   return absl::OkStatus();
 }
 
+absl::StatusOr<cas::BlobPin> RemoteCas::PinStored(const Digest& digest) {
+  absl::StatusOr<cas::BlobPin> pin = local_->Pin(digest);
+  if (absl::IsNotFound(pin.status())) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "blob ", digest.ToString(), " was evicted from the local CAS right after it was fetched: "
+        "kiln-worker --cas_max_bytes is too small for the inputs of the actions running at once"));
+  }
+  return pin;
+}
+
 absl::Status RemoteCas::BatchRead(const std::string& instance, const std::vector<Digest>& digests,
-                                  std::vector<Digest>* not_found,
+                                  std::vector<Digest>* not_found, std::vector<cas::BlobPin>* pins,
                                   absl::flat_hash_map<Digest, std::string>* in_memory) {
   const absl::Time start = absl::Now();
   grpc::ClientContext context;
@@ -169,6 +184,8 @@ absl::Status RemoteCas::BatchRead(const std::string& instance, const std::vector
     if (!stored.ok()) {
       return absl::DataLossError(absl::StrCat("blob ", digest->ToString(), " from the remote CAS: ", stored.message()));
     }
+    ASSIGN_OR_RETURN(cas::BlobPin pin, PinStored(*digest));
+    pins->push_back(std::move(pin));
     bytes += digest->size;
   }
   for (const Digest& digest : digests) {
@@ -178,7 +195,7 @@ absl::Status RemoteCas::BatchRead(const std::string& instance, const std::vector
   return absl::OkStatus();
 }
 
-absl::Status RemoteCas::ByteStreamRead(const std::string& instance, const Digest& digest) {
+absl::StatusOr<cas::BlobPin> RemoteCas::ByteStreamRead(const std::string& instance, const Digest& digest) {
   const absl::Time start = absl::Now();
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(start + options_.call_timeout));
@@ -204,8 +221,9 @@ absl::Status RemoteCas::ByteStreamRead(const std::string& instance, const Digest
     return absl::OkStatus();
   }();
   Record("bytestream_read", status, start);
-  if (status.ok() && metrics_ != nullptr) metrics_->AddRemoteCasBytes("download", digest.size);
-  return status;
+  if (!status.ok()) return status;
+  if (metrics_ != nullptr) metrics_->AddRemoteCasBytes("download", digest.size);
+  return PinStored(digest);
 }
 
 absl::StatusOr<exec::ActionRunner::Preloaded> RemoteCas::FetchActionInputs(const std::string& instance,
@@ -242,8 +260,9 @@ absl::StatusOr<exec::ActionRunner::Preloaded> RemoteCas::FetchActionInputs(const
       }
     }
     for (const Digest& digest : to_local) {
-      if (local_->Contains(digest)) {
+      if (absl::StatusOr<cas::BlobPin> pin = local_->Pin(digest); pin.ok()) {
         ++report->local_hits;
+        preloaded.input_pins.push_back(*std::move(pin));
       } else {
         ++report->fetched;
         remote.push_back(digest);
@@ -251,7 +270,7 @@ absl::StatusOr<exec::ActionRunner::Preloaded> RemoteCas::FetchActionInputs(const
     }
     if (remote.empty()) return absl::OkStatus();
     std::vector<Digest> not_found;
-    RETURN_IF_ERROR(BatchRead(instance, remote, &not_found, out));
+    RETURN_IF_ERROR(BatchRead(instance, remote, &not_found, &preloaded.input_pins, out));
     if (!not_found.empty()) return exec::MissingBlobsError(not_found);
     return absl::OkStatus();
   };
@@ -291,7 +310,7 @@ absl::StatusOr<exec::ActionRunner::Preloaded> RemoteCas::FetchActionInputs(const
         }
       }
     }
-    RETURN_IF_ERROR(FetchBlobs(instance, wanted, report));
+    RETURN_IF_ERROR(FetchBlobs(instance, wanted, report, &preloaded.input_pins));
     level = std::move(next);
   }
   if (metrics_ != nullptr) metrics_->AddInputBlobs(report->local_hits, report->fetched);

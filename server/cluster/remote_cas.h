@@ -68,9 +68,9 @@ class RemoteCas {
                                                                   const rev2::Action* inline_action,
                                                                   FetchReport* report);
 
-  // Makes these blobs present in the local CAS.
+  // Makes these blobs present in the local CAS, pinned there by `pins`.
   absl::Status FetchBlobs(const std::string& instance, const std::vector<Digest>& digests,
-                          FetchReport* report);
+                          FetchReport* report, std::vector<cas::BlobPin>* pins);
 
   // Uploads every blob `result` names that the remote CAS lacks (read from
   // the local CAS).
@@ -83,11 +83,17 @@ class RemoteCas {
   absl::StatusOr<std::vector<Digest>> FindMissingRemote(const std::string& instance,
                                                         const std::vector<Digest>& digests);
   // Blobs whose digest is a key of `in_memory` (may be null) are verified and
-  // returned there; the others are stored in the local CAS.
+  // returned there; the others are stored in the local CAS and pinned into
+  // `pins`.
   absl::Status BatchRead(const std::string& instance, const std::vector<Digest>& digests,
-                         std::vector<Digest>* not_found,
+                         std::vector<Digest>* not_found, std::vector<cas::BlobPin>* pins,
                          absl::flat_hash_map<Digest, std::string>* in_memory = nullptr);
-  absl::Status ByteStreamRead(const std::string& instance, const Digest& digest);
+  // Stores the blob in the local CAS; returns its pin.
+  absl::StatusOr<cas::BlobPin> ByteStreamRead(const std::string& instance, const Digest& digest);
+  // Pins a blob just stored. Another slot's fetch may have evicted it in
+  // between only when the local cache cannot hold the inputs of the actions
+  // running at once: RESOURCE_EXHAUSTED, naming the flag.
+  absl::StatusOr<cas::BlobPin> PinStored(const Digest& digest);
   absl::Status BatchUpdate(const std::string& instance, const std::vector<Digest>& digests);
   absl::Status ByteStreamWrite(const std::string& instance, const Digest& digest);
   // Runs each of `calls` on the bounded pool and waits for all of them; the

@@ -2,15 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <optional>
 
 #include <google/protobuf/util/time_util.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -19,7 +18,6 @@
 #include "common/rpc_status.h"
 #include "common/status_macros.h"
 #include "kiln/v1/resource_usage.pb.h"
-#include "sandbox/uid_pool.h"
 #include "server/cas/directory_tree.h"
 #include "server/exec/disk_watchdog.h"
 #include "server/exec/output_collector.h"
@@ -29,6 +27,7 @@ namespace kiln::exec {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+namespace pb = kiln::sandbox::v1;
 
 // Nanosecond precision: protobuf's TimeUtil::GetCurrentTime() drops to
 // whole seconds in Debian's version.
@@ -49,16 +48,6 @@ absl::StatusOr<rev2::Action> ReadAction(cas::BlobStore& cas, const Digest& diges
     return absl::InvalidArgumentError(absl::StrCat("blob ", digest.ToString(), " is not an Action"));
   }
   return action;
-}
-
-// True when the filesystem holding `path` has (nearly) no space left for
-// unprivileged writers: less than the 1 MiB a stats file and a few log
-// lines could need.
-bool AlmostFull(const std::string& path) {
-  struct statvfs st;
-  if (statvfs(path.c_str(), &st) != 0) return false;
-  return static_cast<int64_t>(st.f_bavail) * static_cast<int64_t>(st.f_frsize) < (int64_t{1} << 20) ||
-         (st.f_files > 0 && st.f_favail == 0);
 }
 
 absl::Duration ToDuration(const google::protobuf::Duration& d) {
@@ -94,14 +83,16 @@ void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& res
   const auto& m = response.result().execution_metadata();
   spdlog::info(
       "action {} outcome={} exit={} status={} queued={:.1f} fetch={:.1f} exec={:.1f} upload={:.1f} "
-      "total={:.1f} orphans={} killed_at_teardown={}",
+      "total={:.1f} orphans={} killed_at_teardown={} sandbox_setup={:.2f} sandbox_completion={:.2f} "
+      "warm_sandbox={}",
       action_digest.ToString(), OutcomeName(report.outcome), response.result().exit_code(),
       response.status().code(), Between(m.queued_timestamp(), m.worker_start_timestamp()),
       Between(m.input_fetch_start_timestamp(), m.input_fetch_completed_timestamp()),
       Between(m.execution_start_timestamp(), m.execution_completed_timestamp()),
       Between(m.output_upload_start_timestamp(), m.output_upload_completed_timestamp()),
       Between(m.queued_timestamp(), m.worker_completed_timestamp()), report.orphans_reaped,
-      report.killed_at_teardown);
+      report.killed_at_teardown, report.sandbox_setup_seconds * 1e3,
+      report.sandbox_completion_seconds * 1e3, report.warm_sandbox);
 }
 
 void CancelToken::Cancel() {
@@ -202,6 +193,62 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   return response;
 }
 
+namespace {
+
+// The sandbox's request as far as the worker's options say: what warm
+// sandboxes are prepared with, and the base of every action's request.
+pb::SandboxRequest BaseSandboxRequest(const ExecOptions& options) {
+  pb::SandboxRequest request;
+  if (options.sandbox_binds.empty()) {
+    request.set_use_default_binds(true);
+  } else {
+    // SRC[:DST], as kiln-sandbox --bind.
+    for (const std::string& bind : options.sandbox_binds) {
+      size_t colon = bind.find(':');
+      pb::BindMount* mount = request.add_binds();
+      mount->set_source(bind.substr(0, colon));
+      mount->set_target(colon == std::string::npos ? bind : bind.substr(colon + 1));
+    }
+  }
+  // Every action's directory is beneath the exec root: the sandbox can
+  // pivot before its action comes (sandbox_spec.h).
+  request.set_work_dir_parent(options.exec_root);
+  request.set_memory_bytes(options.default_memory_bytes);
+  request.set_cgroup_parent(options.cgroup_parent);
+  request.set_allow_nested_sandbox(options.allow_nested_sandbox);
+  if (options.tmp_size_bytes >= 0) request.set_tmp_size_bytes(options.tmp_size_bytes);
+  if (options.shm_size_bytes >= 0) request.set_shm_size_bytes(options.shm_size_bytes);
+  if (options.max_processes >= 0) request.set_max_processes(options.max_processes);
+  request.set_kill_grace_nanos(absl::ToInt64Nanoseconds(options.kill_grace));
+  return request;
+}
+
+SandboxPoolOptions PoolOptions(const ExecOptions& options) {
+  SandboxPoolOptions pool;
+  pool.sandbox_binary = options.sandbox_binary;
+  pool.warm = options.warm_sandboxes;
+  pool.warm_template = BaseSandboxRequest(options);
+  pool.privileged = geteuid() == 0;
+  pool.build_uid_base = options.build_uid_base;
+  pool.build_uid_pool_size = options.build_uid_pool_size;
+  pool.uid_lock_dir = options.uid_lock_dir;
+  return pool;
+}
+
+}  // namespace
+
+ActionRunner::ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, InputStager* stager,
+                           ExecOptions options)
+    : cas_(cas),
+      action_cache_(action_cache),
+      stager_(stager),
+      options_(std::move(options)),
+      sandboxes_(std::make_unique<SandboxPool>(PoolOptions(options_))) {}
+
+ActionRunner::~ActionRunner() = default;
+
+void ActionRunner::Prewarm(int slots) { sandboxes_->Prewarm(slots); }
+
 absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                    const Loaded& loaded, const std::string& dir, int slot,
                                    CancelToken* cancel, SandboxObserver* observer,
@@ -209,20 +256,39 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   rev2::ActionResult* result = response->mutable_result();
   auto* meta = result->mutable_execution_metadata();
   const bool privileged = geteuid() == 0;
-  std::optional<sandbox::UidLease> lease;
-  uid_t uid = options_.build_uid_base + slot;
-  if (privileged) {
-    absl::StatusOr<sandbox::UidLease> acquired = sandbox::AcquireBuildUid(
-        options_.uid_lock_dir, options_.build_uid_base, options_.build_uid_pool_size);
-    if (!acquired.ok()) {
-      return absl::UnavailableError(absl::StrCat(
-          "no free build uid in [", options_.build_uid_base, ", ",
-          options_.build_uid_base + options_.build_uid_pool_size, "): ", acquired.status().message(),
-          " (other workers or kiln-sandbox runs on this host hold them; see --build_uid_pool_size)"));
-    }
-    lease = *std::move(acquired);
-    uid = lease->uid();
+
+  // The action's request to the sandbox; the paths are added once staged.
+  pb::SandboxRequest sandbox_request = BaseSandboxRequest(options_);
+  if (loaded.limits.network) {
+    sandbox_request.set_share_network(true);
+    sandbox_request.set_allow_host_network(true);
   }
+  if (loaded.limits.memory_bytes > 0) sandbox_request.set_memory_bytes(loaded.limits.memory_bytes);
+  sandbox_request.set_pids(loaded.limits.pids);
+  sandbox_request.set_cpus(loaded.limits.cpus);
+  sandbox_request.set_personality_linux32(loaded.limits.linux32);
+  sandbox_request.set_timeout_nanos(absl::ToInt64Nanoseconds(loaded.timeout));
+  sandbox_request.set_cwd(loaded.command.working_directory());
+  for (const auto& variable : loaded.command.environment_variables()) {
+    pb::EnvironmentVariable* env = sandbox_request.add_env();
+    env->set_name(variable.name());
+    env->set_value(variable.value());
+  }
+  sandbox_request.mutable_argv()->CopyFrom(loaded.command.arguments());
+
+  // The slot's warm sandbox, or a cold one that prepares while the inputs
+  // are staged. Either way it comes with its build user: as root a uid
+  // leased from the pool shared with other workers on the host, so no two
+  // actions on one machine ever run as the same uid at once.
+  ASSIGN_OR_RETURN(ReadySandbox sandbox, sandboxes_->Acquire(slot, sandbox_request));
+  const bool sandbox_was_warm = sandbox.warm;
+  bool answered = false;
+  auto release = absl::MakeCleanup([&] {
+    // Not run, or no answer: a waiting kiln-sandbox stops on SIGTERM.
+    if (!answered) sandbox.process->Terminate();
+    sandboxes_->Release(slot, std::move(sandbox), /*tree_gone=*/answered);
+  });
+  const uid_t uid = sandbox.uid;
   // Unprivileged, the sandbox maps the build user onto our own uid: the
   // files are already ours, and chown to another uid is not allowed.
   const uid_t owner = privileged ? uid : static_cast<uid_t>(-1);
@@ -256,32 +322,11 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   working_dir_fd.Reset();
   *meta->mutable_input_fetch_completed_timestamp() = Now();
 
-  std::vector<std::string> argv = {
-      options_.sandbox_binary,
-      "--work_dir=" + root,
-      "--uid=" + std::to_string(uid),
-      "--gid=" + std::to_string(uid),
-      absl::StrCat("--timeout=", absl::ToDoubleSeconds(loaded.timeout), "s"),
-      absl::StrCat("--kill_grace=", absl::ToDoubleSeconds(options_.kill_grace), "s"),
-      "--stats_file=" + dir + "/stats.json",
-  };
-  if (!loaded.command.working_directory().empty()) argv.push_back("--cwd=" + loaded.command.working_directory());
-  for (const std::string& bind : options_.sandbox_binds) argv.push_back("--bind=" + bind);
-  if (loaded.limits.network) argv.insert(argv.end(), {"--share_network", "--allow_host_network"});
-  if (loaded.limits.memory_bytes > 0) argv.push_back(absl::StrCat("--memory=", loaded.limits.memory_bytes));
-  if (loaded.limits.pids > 0) argv.push_back(absl::StrCat("--pids=", loaded.limits.pids));
-  if (loaded.limits.cpus > 0) argv.push_back(absl::StrCat("--cpus=", loaded.limits.cpus));
-  if (!options_.cgroup_parent.empty()) argv.push_back("--cgroup_parent=" + options_.cgroup_parent);
-  if (loaded.limits.linux32) argv.push_back("--linux32");
-  if (options_.allow_nested_sandbox) argv.push_back("--allow_nested_sandbox");
-  if (options_.tmp_size_bytes >= 0) argv.push_back(absl::StrCat("--tmp_size=", options_.tmp_size_bytes));
-  if (options_.shm_size_bytes >= 0) argv.push_back(absl::StrCat("--shm_size=", options_.shm_size_bytes));
-  if (options_.max_processes >= 0) argv.push_back(absl::StrCat("--max_processes=", options_.max_processes));
-  for (const auto& variable : loaded.command.environment_variables()) {
-    argv.push_back(absl::StrCat("--env=", variable.name(), "=", variable.value()));
-  }
-  argv.push_back("--");
-  argv.insert(argv.end(), loaded.command.arguments().begin(), loaded.command.arguments().end());
+  sandbox_request.set_work_dir(root);
+  sandbox_request.set_uid(uid);
+  sandbox_request.set_gid(uid);
+  sandbox_request.set_stdout_path(dir + "/stdout");
+  sandbox_request.set_stderr_path(dir + "/stderr");
 
   *meta->mutable_execution_start_timestamp() = Now();
   if (cancel->cancelled()) return absl::CancelledError("the action was cancelled before it started");
@@ -291,16 +336,16 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
     ASSIGN_OR_RETURN(UniqueFd created, OpenFile(dir + name, O_WRONLY | O_CREAT | O_TRUNC, 0600));
   }
   if (observer != nullptr) observer->OnSandboxStarting(dir + "/stdout", dir + "/stderr");
-  absl::StatusOr<std::unique_ptr<SandboxProcess>> process =
-      SandboxProcess::Start(argv, dir + "/stdout", dir + "/stderr");
-  int sandbox_exit = -1;
+  SandboxProcess* running = sandbox.process.get();
+  absl::Status sent = running->Send(sandbox_request);
+  absl::StatusOr<pb::SandboxResult> sandbox_result = absl::UnknownError("the sandbox was not asked");
+  if (!sent.ok()) sandbox_result = sent;
   std::string disk_exceeded;  // written by the watchdog's thread, read after it is joined
-  if (process.ok()) {
-    cancel->SetProcess(process->get());
+  if (sent.ok()) {
+    cancel->SetProcess(running);
     {
       std::optional<DiskWatchdog> watchdog;
       if (options_.max_disk_bytes > 0) {
-        SandboxProcess* running = process->get();
         watchdog.emplace(root, privileged ? geteuid() : static_cast<uid_t>(-1),
                          std::vector<std::string>{dir + "/stdout", dir + "/stderr"},
                          options_.max_disk_bytes, options_.disk_check_interval,
@@ -309,15 +354,30 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
                            running->Terminate();
                          });
       }
-      sandbox_exit = (*process)->Wait();
+      // Early completion: the result comes once every process of the action
+      // is gone; kiln-sandbox tears its namespaces and cgroup down after.
+      sandbox_result = running->AwaitResult();
     }
     cancel->SetProcess(nullptr);
   }
+  answered = sandbox_result.ok();
+  // Reaped in the background; the slot's next warm sandbox starts now,
+  // while the outputs are collected.
+  std::move(release).Invoke();
   if (observer != nullptr) observer->OnSandboxExited();
-  if (!process.ok()) return process.status();
   *meta->mutable_execution_completed_timestamp() = Now();
 
   *meta->mutable_output_upload_start_timestamp() = Now();
+  absl::StatusOr<SandboxStats> stats =
+      sandbox_result.ok() ? ReadSandboxResult(*sandbox_result) : sandbox_result.status();
+  if (stats.ok() && !stats->exec_error.empty()) {
+    // Where kiln-sandbox on a terminal says it, for the action's author.
+    absl::StatusOr<UniqueFd> err = OpenFile(dir + "/stderr", O_WRONLY | O_APPEND | O_NOFOLLOW);
+    if (err.ok()) {
+      (void)WriteAll(err->get(), absl::StrCat("kiln-sandbox: cannot execute ", stats->exec_error, "\n"),
+                     "stderr");
+    }
+  }
   // stdout and stderr over --max_log_bytes keep their beginning; the
   // response says so, and the result is not lost.
   std::string truncated_logs;
@@ -344,9 +404,6 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   if (request.inline_stdout()) result->set_stdout_raw(read_small(dir + "/stdout"));
   if (request.inline_stderr()) result->set_stderr_raw(read_small(dir + "/stderr"));
 
-  absl::StatusOr<std::string> stats_text = ReadFileToString(dir + "/stats.json");
-  absl::StatusOr<SandboxStats> stats =
-      stats_text.ok() ? ParseSandboxStats(*stats_text, sandbox_exit) : stats_text.status();
   if (cancel->cancelled() && !stats.ok()) {
     // Cancelled before the sandbox was up (SIGTERM during its start-up).
     report->outcome = RunReport::Outcome::kCancelled;
@@ -354,18 +411,9 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   }
   if (!stats.ok()) {
     report->teardown_failed = true;
-    if (AlmostFull(dir)) {
-      // kiln-sandbox had no room for its stats file (nor its stderr for
-      // saying so): the state dir's filesystem is full (found by
-      // tests/stress/full_disk_test.py).
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "no space left on the filesystem of the worker's state dir: the action's results could "
-          "not be written (kiln-sandbox exit ", sandbox_exit, ")"));
-    }
-    // kiln-sandbox failed before running the action: its stderr says why.
-    std::string why = read_small(dir + "/stderr");
-    return absl::InternalError(absl::StrCat("the sandbox could not run the action (kiln-sandbox exit ",
-                                            sandbox_exit, "): ", why));
+    if (absl::IsResourceExhausted(stats.status()) || absl::IsUnavailable(stats.status())) return stats.status();
+    return absl::InternalError(
+        absl::StrCat("the sandbox could not run the action: ", stats.status().message()));
   }
   result->set_exit_code(stats->exit_code);
   const bool timed_out = stats->timed_out;
@@ -377,6 +425,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   kiln::v1::SandboxResourceUsage usage = stats->usage;
   usage.set_uid(uid);
   report->sandbox_setup_seconds = stats->setup_seconds;
+  report->sandbox_completion_seconds = stats->completion_seconds;
+  report->warm_sandbox = sandbox_was_warm;
   meta->add_auxiliary_metadata()->PackFrom(usage);
 
   if (!disk_exceeded.empty()) {

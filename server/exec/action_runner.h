@@ -19,6 +19,7 @@
 #include "server/exec/input_stager.h"
 #include "server/exec/output_collector.h"
 #include "server/exec/platform.h"
+#include "server/exec/sandbox_pool.h"
 #include "server/exec/sandbox_process.h"
 
 namespace kiln::exec {
@@ -60,6 +61,9 @@ struct ExecOptions {
   // --cgroup_parent); empty: kiln-sandbox's own cgroup. See
   // sandbox/cgroup_delegation.h.
   std::string cgroup_parent;
+  // Keep one sandbox per slot prepared before its action arrives
+  // (sandbox_pool.h); false: each action's sandbox is prepared when it comes.
+  bool warm_sandboxes = true;
 };
 
 // Lets the scheduler stop one running action. Thread-safe.
@@ -93,7 +97,9 @@ struct RunReport {
   bool teardown_failed = false;    // kiln-sandbox failed without a result
   int orphans_reaped = 0;
   int killed_at_teardown = 0;
-  double sandbox_setup_seconds = 0;  // clone() to exec of the action
+  double sandbox_setup_seconds = 0;  // the sandbox's request to the exec of the action
+  double sandbox_completion_seconds = 0;  // the action's exit to every process gone
+  bool warm_sandbox = false;       // the action ran in a sandbox prepared before it came
 };
 
 // "success", "nonzero_exit", "timeout", "oom", "cancelled" or "error".
@@ -108,8 +114,12 @@ void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& res
 class ActionRunner {
  public:
   ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, InputStager* stager,
-               ExecOptions options)
-      : cas_(cas), action_cache_(action_cache), stager_(stager), options_(std::move(options)) {}
+               ExecOptions options);
+  ~ActionRunner();  // stops the warm sandboxes
+
+  // Starts a warm sandbox for each of the slots [0, slots) now, rather than
+  // after each slot's first action.
+  void Prewarm(int slots);
 
   // The Action and Command when the caller already holds them (a cluster
   // worker gets the Action from its scheduler and fetches the Command into
@@ -118,6 +128,10 @@ class ActionRunner {
   struct Preloaded {
     rev2::Action action;
     rev2::Command command;
+    // The input blobs a remote fetch put into the local CAS, held there
+    // until the action is staged: a local cache under pressure from other
+    // slots' fetches must not evict them in between.
+    std::vector<cas::BlobPin> input_pins;
   };
 
   // `metadata` arrives with queued/worker-start timestamps and is completed.
@@ -148,6 +162,7 @@ class ActionRunner {
   InputStager* const stager_;
   const ExecOptions options_;
   std::atomic<uint64_t> sequence_{0};
+  const std::unique_ptr<SandboxPool> sandboxes_;
 };
 
 }  // namespace kiln::exec

@@ -3,26 +3,36 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
 
-#include "common/posix.h"
+#include "absl/strings/str_cat.h"
+#include "sandbox/sandbox_proto.h"
 
 extern char** environ;
 
 namespace kiln::exec {
 
-absl::StatusOr<std::unique_ptr<SandboxProcess>> SandboxProcess::Start(
-    const std::vector<std::string>& argv, const std::string& stdout_path,
-    const std::string& stderr_path) {
+// The descriptor kiln-sandbox gets its end of the socketpair on.
+constexpr int kServeFd = 3;
+
+absl::StatusOr<std::unique_ptr<SandboxProcess>> SandboxProcess::Start(const std::string& sandbox_binary) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) return PosixError("socketpair", errno);
+  UniqueFd ours(pair[0]), theirs(pair[1]);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
+  // kiln-sandbox reports through the socket; its own output goes nowhere.
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  posix_spawn_file_actions_addopen(&actions, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  // dup2 clears close-on-exec on the copy.
+  posix_spawn_file_actions_adddup2(&actions, theirs.get(), kServeFd);
   // The worker blocks SIGTERM/SIGINT in every thread for its own shutdown;
   // the sandbox starts with a clean mask and default handlers.
   posix_spawnattr_t attributes;
@@ -33,25 +43,37 @@ absl::StatusOr<std::unique_ptr<SandboxProcess>> SandboxProcess::Start(
   posix_spawnattr_setsigmask(&attributes, &empty);
   posix_spawnattr_setsigdefault(&attributes, &all);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
+  std::string serve = "--serve_fd=" + std::to_string(kServeFd);
+  std::vector<char*> args = {const_cast<char*>(sandbox_binary.c_str()), serve.data(), nullptr};
   pid_t pid = -1;
   int error = posix_spawn(&pid, args[0], &actions, &attributes, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
-  if (error != 0) return PosixError("start " + argv[0], error);
+  if (error != 0) return PosixError("start " + sandbox_binary, error);
   // Until we wait for it, the child's pid cannot be reused, so this is safe.
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  return std::unique_ptr<SandboxProcess>(new SandboxProcess(pid, pidfd));
+  return std::unique_ptr<SandboxProcess>(new SandboxProcess(pid, pidfd, std::move(ours)));
 }
 
 SandboxProcess::~SandboxProcess() {
   if (!reaped_) {
-    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+    Kill();
     Wait();
   }
   if (pidfd_ >= 0) close(pidfd_);
+}
+
+absl::Status SandboxProcess::Send(const kiln::sandbox::v1::SandboxRequest& request) {
+  return sandbox::WriteMessage(socket_.get(), request);
+}
+
+absl::StatusOr<kiln::sandbox::v1::SandboxResult> SandboxProcess::AwaitResult() {
+  kiln::sandbox::v1::SandboxResult result;
+  absl::Status read = sandbox::ReadMessage(socket_.get(), &result);
+  if (!read.ok()) {
+    return absl::InternalError(absl::StrCat("kiln-sandbox ended without a result: ", read.message()));
+  }
+  return result;
 }
 
 int SandboxProcess::Wait() {
@@ -64,6 +86,10 @@ int SandboxProcess::Wait() {
 
 void SandboxProcess::Terminate() {
   syscall(SYS_pidfd_send_signal, pidfd_, SIGTERM, nullptr, 0);
+}
+
+void SandboxProcess::Kill() {
+  syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
 }
 
 }  // namespace kiln::exec

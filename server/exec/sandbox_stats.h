@@ -1,13 +1,14 @@
-// Reading back what kiln-sandbox's --stats_file says about one run
-// (sandbox/stats_json.h writes it). The file comes from another process, so
-// every field is checked for type and range: a bad file is an error status,
-// never an exception or an out-of-range conversion, and an absent field
-// takes its default.
+// What kiln-sandbox's SandboxResult (proto/kiln/sandbox/v1/sandbox.proto)
+// says about one run, in the worker's terms. The message comes from another
+// process, so every field is range-checked: a bad one is an error status,
+// never an out-of-range conversion.
 #ifndef KILN_SERVER_EXEC_SANDBOX_STATS_H_
 #define KILN_SERVER_EXEC_SANDBOX_STATS_H_
 
+#include <string>
+
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
+#include "kiln/sandbox/v1/sandbox.pb.h"
 #include "kiln/v1/resource_usage.pb.h"
 
 namespace kiln::exec {
@@ -20,17 +21,21 @@ struct SandboxStats {
   bool shm_full = false;
   int orphans_reaped = 0;
   int killed_at_teardown = 0;
-  double setup_seconds = 0;  // clone() to the exec of the action
+  std::string exec_error;    // argv[0] and why it could not be executed
+  // The sandbox's part of the action's critical path: from its request to
+  // the exec of the command, and from the command's exit to the result
+  // (every process gone). A warm sandbox did the rest before.
+  double setup_seconds = 0;
+  double completion_seconds = 0;
   // CPU times, peak memory, faults, I/O and context switches, orphans,
   // teardown kills, timeout/OOM flags and the setup time; the caller adds
   // the uid.
   kiln::v1::SandboxResourceUsage usage;
 };
 
-// INTERNAL naming the field when `text` is not a JSON object or a field has
-// the wrong type or is out of range. `default_exit_code` is used when the
-// file has no exit_code.
-absl::StatusOr<SandboxStats> ParseSandboxStats(absl::string_view text, int default_exit_code);
+// The result's error (error_code/error_message) as a status, or INTERNAL
+// naming the field that is out of range.
+absl::StatusOr<SandboxStats> ReadSandboxResult(const kiln::sandbox::v1::SandboxResult& result);
 
 }  // namespace kiln::exec
 
