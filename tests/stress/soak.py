@@ -50,7 +50,11 @@ from google.longrunning import operations_pb2_grpc  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-UID_POOL = 16          # --build_uid_pool_size: a small range we can attribute to this worker
+# --build_uid_pool_size: the default, 8 per slot. (With 2 per slot, warm
+# sandboxes run out of uids under this load: actions fail UNAVAILABLE "no
+# free build uid", as the finished sandbox's uid is still leased while the
+# next warm one and a cold one need theirs.)
+UID_POOL = 64
 SETTLE_SECONDS = 12    # after the run: the memory trimmer runs every 5 s, idle gRPC threads exit
 SETTLE_LIMIT = 60      # how long fds/threads/RSS may take to come back within bounds
 
@@ -194,7 +198,7 @@ class Soak:
     def start_worker(self):
         # Outside the range kiln_harness picks from (62000-63900), so that
         # the security and stress suites' workers do not share our uids.
-        self.uid_base = random.randrange(64000, 65280, UID_POOL)
+        self.uid_base = random.randrange(64000, 65344, UID_POOL)  # below nobody (65534)
         flags = ["--metrics_listen=127.0.0.1:0", "--log_level=warn", "--kill_grace=1s",
                  "--build_uid_base=%d" % self.uid_base, "--build_uid_pool_size=%d" % UID_POOL]
         self.worker = h.Worker(self.cleanups, flags=flags, concurrency=self.args.slots)
