@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "common/digest.h"
 #include "common/posix.h"
@@ -172,6 +173,34 @@ TEST_F(ActionMetricsTest, CancelledWhileQueuedAndMergedCallsAreCounted) {
   EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="success")"), 1) << metrics;
   EXPECT_EQ(Scraped(metrics, "kiln_actions_total"), 3) << metrics;
   EXPECT_EQ(Scraped(metrics, "kiln_actions_merged_total"), 2) << metrics;
+}
+
+// Cancelled while its 20,000 input files are staged (EXECUTING is sent
+// before staging): CANCELLED for the client, and counted as cancelled, not
+// as an error (it used to be: the staging path returned CANCELLED without
+// saying the outcome).
+TEST_F(ActionMetricsTest, CancelledWhileStagingCountsAsCancelled) {
+  rev2::Directory root;
+  const Digest content = Put("x");
+  for (int i = 0; i < 20000; ++i) {
+    auto* file = root.add_files();
+    file->set_name(absl::StrCat("f", 100000 + i));
+    *file->mutable_digest() = content.ToProto();
+  }
+  const Digest root_digest = Put(root.SerializeAsString());
+  rev2::Command command;
+  command.add_arguments("/bin/true");
+  rev2::Action action;
+  *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
+  *action.mutable_input_root_digest() = root_digest.ToProto();
+  action.set_do_not_cache(true);
+  auto call = Start(Put(action.SerializeAsString()), rev2::ExecutionStage::EXECUTING);
+  ASSERT_FALSE(call->last.done());
+  Cancel(call->last.name());
+  EXPECT_EQ(Finish(*call), grpc::StatusCode::CANCELLED);
+  const std::string metrics = Metrics();
+  EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="cancelled")"), 1) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="error")"), 0) << metrics;
 }
 
 }  // namespace

@@ -182,9 +182,12 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
     return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &response, report);
   }();
   if (!status.ok()) *response.mutable_status() = ToRpcStatus(status);
-  if (cancel->cancelled() && status.ok()) {
+  // However far it got (staging, before the sandbox started, in it), a
+  // cancelled action that ends CANCELLED is counted as cancelled, not as an
+  // error (found by the soak: the metrics must match what clients saw).
+  if (cancel->cancelled() && (status.ok() || status.code() == absl::StatusCode::kCancelled)) {
     report->outcome = RunReport::Outcome::kCancelled;
-    *response.mutable_status() = ToRpcStatus(absl::CancelledError("the action was cancelled"));
+    if (status.ok()) *response.mutable_status() = ToRpcStatus(absl::CancelledError("the action was cancelled"));
   }
   // Beneath its parent and without following the action's symlinks; modes
   // the action set (000 directories) do not stop it.
