@@ -24,7 +24,10 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <vector>
+
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -82,6 +85,9 @@ class BlobReader {
   int fd() const { return fd_.get(); }
   // Reads up to `length` bytes from `offset` (fewer only at the end).
   absl::StatusOr<std::string> Read(int64_t offset, int64_t length) const;
+  // The same into `buffer`, which holds at least `length` bytes; returns
+  // how many bytes were read.
+  absl::StatusOr<int64_t> ReadInto(int64_t offset, char* buffer, int64_t length) const;
 
  private:
   friend class BlobStore;
@@ -101,11 +107,15 @@ class BlobWriter {
   BlobWriter(const BlobWriter&) = delete;
   BlobWriter& operator=(const BlobWriter&) = delete;
 
+  // The declared digest; for a writer from StartWriteOfUnknownHash, its
+  // hash is known only after a successful Commit.
   const Digest& expected() const { return expected_; }
   int64_t bytes_written() const { return written_; }
   // INVALID_ARGUMENT if the data would go past the declared size.
   absl::Status Append(absl::string_view data);
   // INVALID_ARGUMENT on a size or hash mismatch; the temp file is removed.
+  // A writer of unknown hash takes the hash of what it received, and
+  // drops its temp file without syncing it if that blob is stored already.
   absl::Status Commit();
 
  private:
@@ -130,6 +140,14 @@ class BlobStore {
 
   // True if the blob is stored; marks it recently used.
   bool Contains(const Digest& digest);
+  // Contains for many digests under one lock (FindMissingBlobs): sets
+  // present[i] for each stored digests[i], and marks those recently used.
+  // The hashes need not be valid; an invalid one is simply absent.
+  struct DigestRef {
+    absl::string_view hash;
+    int64_t size;
+  };
+  void ContainsEach(absl::Span<const DigestRef> digests, std::vector<bool>* present);
   // Pins a stored blob; NOT_FOUND if it is absent.
   absl::StatusOr<BlobPin> Pin(const Digest& digest);
   absl::StatusOr<BlobReader> OpenBlob(const Digest& digest);
@@ -137,6 +155,9 @@ class BlobStore {
   absl::StatusOr<std::string> ReadBlob(const Digest& digest);
   // INVALID_ARGUMENT if the digest is larger than max_blob_bytes.
   absl::StatusOr<std::unique_ptr<BlobWriter>> StartWrite(const Digest& digest);
+  // For bytes Kiln produced itself (an action's outputs): `size` bytes whose
+  // hash is computed while they are written, so they are read only once.
+  absl::StatusOr<std::unique_ptr<BlobWriter>> StartWriteOfUnknownHash(int64_t size);
   // Verifies and stores a blob held in memory.
   absl::Status Put(const Digest& digest, absl::string_view data);
 
