@@ -13,7 +13,6 @@
 #include "absl/strings/str_split.h"
 #include "common/path_beneath.h"
 #include "common/posix.h"
-#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace kiln::exec {
@@ -201,23 +200,24 @@ absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_by
   struct stat st;
   if (fstat(fd, &st) != 0) return PosixError("fstat " + what, errno);
   const int64_t size = std::min<int64_t>(st.st_size, max_bytes);
-  // Hash first (the digest names the blob), then stream the same bytes in;
-  // a file changed in between fails the store's own hash check.
-  Sha256 hash;
+  // One pass: each chunk is hashed as it is copied into the store, which
+  // then publishes it under that hash (or drops it, if stored already).
+  ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWriteOfUnknownHash(size));
   constexpr int64_t kChunk = 1 << 20;
-  for (int64_t offset = 0; offset < size; offset += kChunk) {
-    ASSIGN_OR_RETURN(std::string chunk, ReadAt(fd, offset, std::min(kChunk, size - offset), what));
-    hash.Update(chunk);
-  }
-  Digest digest{hash.FinishHex(), size};
-  if (cas.Contains(digest)) return digest;
-  ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWrite(digest));
-  for (int64_t offset = 0; offset < size; offset += kChunk) {
-    ASSIGN_OR_RETURN(std::string chunk, ReadAt(fd, offset, std::min(kChunk, size - offset), what));
-    RETURN_IF_ERROR(writer->Append(chunk));
+  std::string buffer(static_cast<size_t>(std::min(kChunk, size)), '\0');
+  for (int64_t offset = 0; offset < size;) {
+    ssize_t n = pread(fd, buffer.data(), std::min<int64_t>(buffer.size(), size - offset), offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return PosixError("read " + what, errno);
+    if (n == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, " shrank while being collected"));
+    }
+    RETURN_IF_ERROR(writer->Append(absl::string_view(buffer.data(), n)));
+    offset += n;
   }
   RETURN_IF_ERROR(writer->Commit());
-  return digest;
+  return writer->expected();
 }
 
 absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path, int64_t max_bytes) {

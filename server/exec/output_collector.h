@@ -38,8 +38,7 @@ absl::Status CreateOutputParents(const rev2::Command& command, int working_dir_f
                                  gid_t gid);
 
 // Stores at most `max_bytes` of the open file `fd` in the CAS and returns the
-// digest of what was stored. The file is read through twice (hash, then
-// store); a change in between fails the store's own hash check.
+// digest of what was stored. The file is read once: hashed while copied.
 absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_bytes,
                                      const std::string& what);
 
