@@ -196,8 +196,13 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
     *response.mutable_status() = ToRpcStatus(absl::CancelledError("the action was cancelled"));
   }
   // Beneath its parent and without following the action's symlinks; modes
-  // the action set (000 directories) do not stop it.
-  (void)RemoveTreeBeneathParent(dir);
+  // the action set (000 directories) do not stop it. Moved aside now and
+  // removed after the answer has gone out.
+  if (trash_ != nullptr) {
+    trash_->Discard(dir);
+  } else {
+    (void)RemoveTreeBeneathParent(dir);
+  }
   meta->mutable_worker_completed_timestamp()->CopyFrom(Now());
   return response;
 }

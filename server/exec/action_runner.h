@@ -16,6 +16,7 @@
 #include "common/digest.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
+#include "server/exec/directory_trash.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/output_collector.h"
 #include "server/exec/platform.h"
@@ -109,7 +110,9 @@ class ActionRunner {
  public:
   ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, InputStager* stager,
                ExecOptions options)
-      : cas_(cas), action_cache_(action_cache), stager_(stager), options_(std::move(options)) {}
+      : cas_(cas), action_cache_(action_cache), stager_(stager), options_(std::move(options)),
+        trash_(options_.exec_root.empty() ? nullptr
+                                          : std::make_unique<DirectoryTrash>(options_.exec_root + "/.trash")) {}
 
   // The Action and Command when the caller already holds them (a cluster
   // worker gets the Action from its scheduler and fetches the Command into
@@ -148,6 +151,8 @@ class ActionRunner {
   InputStager* const stager_;
   const ExecOptions options_;
   std::atomic<uint64_t> sequence_{0};
+  // Removes action directories after the answer (null: at once, no exec root).
+  const std::unique_ptr<DirectoryTrash> trash_;
 };
 
 }  // namespace kiln::exec

@@ -200,6 +200,8 @@ absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_by
   struct stat st;
   if (fstat(fd, &st) != 0) return PosixError("fstat " + what, errno);
   const int64_t size = std::min<int64_t>(st.st_size, max_bytes);
+  // The empty blob is always stored: no temp file for an empty log.
+  if (size == 0) return Digest::Of("");
   // One pass: each chunk is hashed as it is copied into the store, which
   // then publishes it under that hash (or drops it, if stored already).
   ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWriteOfUnknownHash(size));
