@@ -33,6 +33,14 @@ std::string UniqueTempName() {
 
 }  // namespace
 
+// ---- DirectorySyncs ----
+
+absl::Status DirectorySyncs::SyncAll() {
+  for (const std::string& directory : directories_) RETURN_IF_ERROR(FsyncDirectory(directory));
+  directories_.clear();
+  return absl::OkStatus();
+}
+
 // ---- BlobPin ----
 
 BlobPin::BlobPin(BlobPin&& other) noexcept
@@ -139,7 +147,7 @@ absl::Status BlobWriter::Commit() {
   absl::Status synced = Fsync(fd_.get(), temp_path_);
   if (!synced.ok()) return fail(synced);
   fd_.Reset();
-  absl::Status published = store_->Publish(expected_, temp_path_);
+  absl::Status published = store_->Publish(expected_, temp_path_, deferred_syncs_);
   if (!published.ok()) return fail(published);
   return absl::OkStatus();
 }
@@ -319,7 +327,7 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::StartWriteOfUnknownHash(i
   return StartWrite(Digest{std::string(), size});
 }
 
-absl::Status BlobStore::Put(const Digest& digest, absl::string_view data) {
+absl::Status BlobStore::Put(const Digest& digest, absl::string_view data, DirectorySyncs* syncs) {
   // A blob stored already costs no temp file and no fsync, once its bytes
   // are known to match the digest.
   if (static_cast<int64_t>(data.size()) == digest.size && Contains(digest)) {
@@ -328,11 +336,13 @@ absl::Status BlobStore::Put(const Digest& digest, absl::string_view data) {
     if (hash.FinishHex() == digest.hash) return absl::OkStatus();
   }
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, StartWrite(digest));
+  writer->DeferDirectorySync(syncs);
   RETURN_IF_ERROR(writer->Append(data));
   return writer->Commit();
 }
 
-absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_path) {
+absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_path,
+                               DirectorySyncs* syncs) {
   const std::string path = BlobPath(digest.hash);
   {
     absl::MutexLock lock(&mu_);
@@ -359,7 +369,12 @@ absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_pa
     EvictLocked(digest.hash);
   }
   // Make the rename durable before the client is told the blob is stored.
-  return FsyncDirectory(path.substr(0, path.rfind('/')));
+  std::string directory = path.substr(0, path.rfind('/'));
+  if (syncs != nullptr) {
+    syncs->Add(std::move(directory));
+    return absl::OkStatus();
+  }
+  return FsyncDirectory(directory);
 }
 
 BlobStoreStats BlobStore::GetStats() {

@@ -438,7 +438,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
     rev2::ActionResult cached = *result;
     cached.clear_stdout_raw();  // inlining is per request, not part of the entry
     cached.clear_stderr_raw();
-    RETURN_IF_ERROR(action_cache_->Put(request.instance_name(), action_digest, cached));
+    RETURN_IF_ERROR(action_cache_->Put(request.instance_name(), action_digest, cached,
+                                       cas::ActionCache::Durability::kCacheOnly));
   }
   return absl::OkStatus();
 }
