@@ -15,7 +15,13 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 echo "kiln-worker $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $(nproc) cores, $(uname -r)"
+rss() { sed -n 's/^VmRSS:[[:space:]]*//p' /proc/$WORKER/status; }
+sleep 2
+echo "worker RSS idle after start: $(rss)"
 build/bin/cas_bench --server="127.0.0.1:$PORT" "$@"
+# The MemoryTrimmer runs every 5 s; idle means after it has run twice.
+sleep 11
+echo "worker RSS idle after the benchmark: $(rss)"
 # The disk's own ceiling for the same durable write, in the same run.
 DD=$(dd if=/dev/zero of="$STATE/dd-baseline" bs=1M count=1024 conv=fsync 2>&1 | tail -1)
 rm -f "$STATE/dd-baseline"

@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/sha256.h"
+#include "common/status_macros.h"
 
 namespace kiln {
 
@@ -20,22 +21,31 @@ Digest Digest::Of(absl::string_view data) {
 }
 
 absl::StatusOr<Digest> ParseDigest(absl::string_view hash, int64_t size) {
+  RETURN_IF_ERROR(ValidateDigest(hash, size));
+  return Digest{std::string(hash), size};
+}
+
+absl::Status ValidateDigest(absl::string_view hash, int64_t size) {
   if (hash.size() != 64) {
     return absl::InvalidArgumentError(absl::StrCat(
         "digest hash \"", hash.substr(0, 80), "\" has ", hash.size(),
         " characters; this server only supports SHA256 (64 lowercase hex digits)"));
   }
-  for (char c : hash) {
-    if (!absl::ascii_isdigit(c) && !(c >= 'a' && c <= 'f')) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("digest hash \"", hash, "\" is not lowercase hexadecimal"));
-    }
+  // Without a branch per character, so that the compiler can vectorize it:
+  // FindMissingBlobs checks tens of thousands of digests per call.
+  bool hex = true;
+  for (unsigned char c : hash) {
+    hex &= (static_cast<unsigned char>(c - '0') < 10) | (static_cast<unsigned char>(c - 'a') < 6);
+  }
+  if (!hex) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("digest hash \"", hash, "\" is not lowercase hexadecimal"));
   }
   if (size < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("digest ", hash, " has a negative size_bytes (", size, ")"));
   }
-  return Digest{std::string(hash), size};
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Digest> ParseDigest(const rev2::Digest& proto) {

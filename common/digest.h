@@ -35,6 +35,8 @@ struct Digest {
 // Validates a digest received from a client. INVALID_ARGUMENT names the flaw.
 absl::StatusOr<Digest> ParseDigest(const rev2::Digest& proto);
 absl::StatusOr<Digest> ParseDigest(absl::string_view hash, int64_t size);
+// What ParseDigest checks, without copying the hash.
+absl::Status ValidateDigest(absl::string_view hash, int64_t size);
 
 // Checks a request's digest_function: unset (inferred from the hash length)
 // and SHA256 are accepted, anything else is INVALID_ARGUMENT.

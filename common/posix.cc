@@ -108,7 +108,8 @@ absl::Status MakeDirectories(const std::string& path, mode_t mode) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view data,
-                                 const std::string& tmp_dir, mode_t mode, bool durable) {
+                                 const std::string& tmp_dir, mode_t mode, bool durable,
+                                 bool sync_directory) {
   std::string tmp = absl::StrCat(tmp_dir, "/atomic-", getpid(), "-", std::random_device{}());
   {
     ASSIGN_OR_RETURN(UniqueFd fd, OpenFile(tmp, O_WRONLY | O_CREAT | O_EXCL, mode));
@@ -124,7 +125,7 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view data
     unlink(tmp.c_str());
     return PosixError(absl::StrCat("rename ", tmp, " to ", path), error);
   }
-  if (!durable) return absl::OkStatus();
+  if (!durable || !sync_directory) return absl::OkStatus();
   return FsyncDirectory(std::filesystem::path(path).parent_path());
 }
 

@@ -50,9 +50,13 @@ absl::Status MakeDirectories(const std::string& path, mode_t mode = 0755);
 // Writes `data` to `path` atomically: temp file in `tmp_dir`, fsync, rename,
 // fsync of the parent. Readers see the old or the new content, never a mix.
 // With `durable` false the fsyncs are skipped: still atomic for readers, but
-// a machine crash may lose the file (for throwaway reports).
+// a machine crash may lose the file (for throwaway reports). With
+// `sync_directory` false only the parent's fsync is skipped: a machine crash
+// may lose the new name (the old content, or none, stays), but the name
+// never shows partial content, since the data was synced before the rename.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view data,
-                                 const std::string& tmp_dir, mode_t mode, bool durable = true);
+                                 const std::string& tmp_dir, mode_t mode, bool durable = true,
+                                 bool sync_directory = true);
 // Removes a tree (like rm -rf); a missing path is not an error.
 absl::Status RemoveTree(const std::string& path);
 

@@ -2,7 +2,16 @@
 
 #include <malloc.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
 namespace kiln {
+
+void LimitMallocArenas() {
+  if (std::getenv("MALLOC_ARENA_MAX") != nullptr) return;
+  mallopt(M_ARENA_MAX, static_cast<int>(std::max(2u, std::thread::hardware_concurrency())));
+}
 
 MemoryTrimmer::MemoryTrimmer(absl::Duration interval) : thread_([this, interval] { Run(interval); }) {}
 

@@ -23,6 +23,7 @@
 #include "common/flag_types.h"
 #include "sandbox/cgroup_delegation.h"
 #include "server/cas/verify_store.h"
+#include "server/memory_trimmer.h"
 #include "server/worker_server.h"
 
 ABSL_FLAG(kiln::HostPort, listen, (kiln::HostPort{"127.0.0.1", 8980}),
@@ -201,6 +202,7 @@ int VerifyCas(const std::string& state_dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kiln::LimitMallocArenas();  // first: before any thread starts
   absl::SetProgramUsageMessage(
       "Serves the Remote Execution API v2 with an embedded CAS.\n"
       "  kiln-worker [--listen=127.0.0.1:8980] [--state_dir=DIR] [--metrics_listen=HOST:PORT]");

@@ -4,7 +4,14 @@
 #include <deque>
 #include <optional>
 
+#include <cstdlib>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <grpcpp/alarm.h>
+#include <grpcpp/impl/codegen/proto_utils.h>
+#include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/slice.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -15,13 +22,44 @@
 namespace kiln::api {
 namespace {
 
-// Streams one blob (or a range of it) in chunks read on the pool. One task
-// or one write at a time, so the members below need no lock.
-class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::ReadResponse>> {
+// A ReadResponse as the bytes gRPC sends: the field's tag and length, then
+// `data` itself, so a chunk read from disk goes to the transport uncopied.
+grpc::ByteBuffer ReadResponseBuffer(grpc::Slice data) {
+  if (data.size() == 0) return grpc::ByteBuffer(&data, 1);  // proto3 omits an empty field
+  uint8_t header[16];  // a one-byte tag and a varint of at most 5 bytes
+  uint8_t* end = google::protobuf::internal::WireFormatLite::WriteTagToArray(
+      bs::ReadResponse::kDataFieldNumber,
+      google::protobuf::internal::WireFormatLite::WIRETYPE_LENGTH_DELIMITED, header);
+  end = google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(
+      static_cast<uint32_t>(data.size()), end);
+  grpc::Slice slices[2] = {grpc::Slice(header, end - header), std::move(data)};
+  return grpc::ByteBuffer(slices, 2);
+}
+
+// A slice that owns `bytes` without copying them.
+grpc::Slice OwningSlice(std::string bytes) {
+  auto* owned = new std::string(std::move(bytes));
+  return grpc::Slice(owned->data(), owned->size(),
+                     [](void* string) { delete static_cast<std::string*>(string); }, owned);
+}
+
+// Streams one blob (or a range of it). The next chunk is read on the pool
+// while the previous one is being sent, so disk and network overlap; each
+// chunk is pread into a buffer that gRPC then sends as it is.
+//
+// At most one read task, one buffered chunk and one write are in flight;
+// `mu_` guards the hand-off between the read task and OnWriteDone. The
+// reading state (reader_, position_, compressor_) is used only by the one
+// read task at a time.
+class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
  public:
-  ReadReactor(Storage storage, grpc::CallbackServerContext* context, const bs::ReadRequest* request,
+  ReadReactor(Storage storage, grpc::CallbackServerContext* context, bs::ReadRequest request,
               LiveReactors* live)
-      : ManagedReactor(live), storage_(storage), context_(context), request_(request) {
+      : ManagedReactor(live), storage_(storage), context_(context), request_(std::move(request)) {
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = true;
+    }
     RunOnPool(storage_.io, [this] { Start(); });
   }
 
@@ -31,32 +69,52 @@ class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::Rea
       FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
-    RunOnPool(storage_.io, [this] { SendNext(); });
+    std::optional<Chunk> next;
+    bool read_more = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (ready_.has_value()) {
+        next = std::move(ready_);
+        ready_.reset();
+        writing_ = true;
+        read_more = !next->last && !reading_;
+        if (read_more) reading_ = true;
+      }
+    }
+    if (next.has_value()) Send(*std::move(next));
+    if (read_more) RunOnPool(storage_.io, [this] { ReadAhead(); });
   }
 
  private:
+  struct Chunk {
+    grpc::ByteBuffer message;
+    bool empty = false;
+    bool last = false;
+  };
+
   absl::Status Open() {
     RETURN_IF_ERROR(Authorize(storage_.authorizer, *context_, Permission::kCasRead,
-                              ResourceInstance(request_->resource_name())));
-    ASSIGN_OR_RETURN(BlobResource resource, ParseReadResource(request_->resource_name()));
-    if (request_->read_offset() < 0) {
+                              ResourceInstance(request_.resource_name())));
+    ASSIGN_OR_RETURN(BlobResource resource, ParseReadResource(request_.resource_name()));
+    if (request_.read_offset() < 0) {
       return absl::OutOfRangeError(
-          absl::StrCat("read_offset ", request_->read_offset(), " is negative"));
+          absl::StrCat("read_offset ", request_.read_offset(), " is negative"));
     }
-    if (request_->read_limit() < 0) {
+    if (request_.read_limit() < 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("read_limit ", request_->read_limit(), " is negative"));
+          absl::StrCat("read_limit ", request_.read_limit(), " is negative"));
     }
     ASSIGN_OR_RETURN(cas::BlobReader reader, storage_.cas->OpenBlob(resource.digest));
     reader_ = std::make_unique<cas::BlobReader>(std::move(reader));
     const int64_t size = resource.digest.size;
-    if (request_->read_offset() > size) {
+    if (request_.read_offset() > size) {
       return absl::OutOfRangeError(absl::StrFormat(
-          "read_offset %d is past the end of blob %s", request_->read_offset(),
+          "read_offset %d is past the end of blob %s", request_.read_offset(),
           resource.digest.ToString()));
     }
-    position_ = request_->read_offset();
-    end_ = request_->read_limit() == 0 ? size : std::min(size, position_ + request_->read_limit());
+    position_ = request_.read_offset();
+    end_ = request_.read_limit() == 0 ? size : std::min(size, position_ + request_.read_limit());
     if (resource.zstd) compressor_ = std::make_unique<ZstdCompressor>();
     return absl::OkStatus();
   }
@@ -67,55 +125,112 @@ class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::Rea
       FinishOnce(opened);
       return;
     }
-    SendNext();
+    ReadAhead();
   }
 
-  void SendNext() {
-    std::string* data = response_.mutable_data();
-    data->clear();
-    // A zstd stream may buffer a whole chunk; read until it yields bytes or ends.
-    while (data->empty() && !sent_last_) {
-      if (position_ >= end_ && compressor_ == nullptr) {
-        sent_last_ = true;
-        break;
-      }
-      absl::StatusOr<std::string> chunk =
-          reader_->Read(position_, std::min(kChunk, end_ - position_));
-      if (!chunk.ok()) {
-        FinishOnce(chunk.status());
-        return;
-      }
-      position_ += static_cast<int64_t>(chunk->size());
-      bool last = position_ >= end_;
-      if (compressor_ != nullptr) {
-        compressor_->Compress(*chunk, last, data);
-        sent_last_ = last;
-      } else {
-        *data = *std::move(chunk);
-        sent_last_ = last;
-      }
-    }
-    if (data->empty()) {
-      FinishOnce(grpc::Status::OK);
+  // On the pool: reads the next chunk, and sends it at once unless a write
+  // is in flight, whose OnWriteDone then sends it.
+  void ReadAhead() {
+    absl::StatusOr<Chunk> chunk = NextChunk();
+    if (!chunk.ok()) {
+      FinishOnce(chunk.status());
       return;
     }
-    if (sent_last_) {
-      if (ClaimFinish()) StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    bool send_now = false, read_more = false;
+    {
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+      send_now = !writing_;
+      if (send_now) {
+        writing_ = true;
+        read_more = reading_ = !chunk->last;
+      } else {
+        ready_ = *std::move(chunk);
+      }
+    }
+    if (!send_now) return;
+    Send(*std::move(chunk));
+    if (read_more) RunOnPool(storage_.io, [this] { ReadAhead(); });
+  }
+
+  absl::StatusOr<Chunk> NextChunk() {
+    Chunk chunk;
+    if (compressor_ == nullptr) {
+      const int64_t length = std::min(kChunk, end_ - position_);
+      chunk.last = position_ + length >= end_;
+      chunk.empty = length == 0;
+      if (chunk.empty) return chunk;
+      void* buffer = std::malloc(length);
+      if (buffer == nullptr) return absl::ResourceExhaustedError("out of memory for a read buffer");
+      absl::StatusOr<int64_t> read = reader_->ReadInto(position_, static_cast<char*>(buffer), length);
+      if (!read.ok() || *read != length) {
+        std::free(buffer);
+        if (!read.ok()) return read.status();
+        return absl::DataLossError(absl::StrCat("blob ", reader_->digest().ToString(),
+                                                " is shorter on disk than its digest says"));
+      }
+      position_ += length;
+      chunk.message = ReadResponseBuffer(grpc::Slice(buffer, length, std::free));
+      return chunk;
+    }
+    // A zstd stream may buffer a whole chunk; read until it yields bytes or ends.
+    std::string compressed;
+    while (compressed.empty() && !chunk.last) {
+      const int64_t length = std::min(kChunk, end_ - position_);
+      ASSIGN_OR_RETURN(std::string plain, reader_->Read(position_, length));
+      if (static_cast<int64_t>(plain.size()) != length) {
+        return absl::DataLossError(absl::StrCat("blob ", reader_->digest().ToString(),
+                                                " is shorter on disk than its digest says"));
+      }
+      position_ += length;
+      chunk.last = position_ >= end_;
+      compressor_->Compress(plain, chunk.last, &compressed);
+    }
+    chunk.empty = compressed.empty();
+    if (!chunk.empty) chunk.message = ReadResponseBuffer(OwningSlice(std::move(compressed)));
+    return chunk;
+  }
+
+  // Starts the write of `chunk`; the caller set writing_.
+  void Send(Chunk chunk) {
+    if (chunk.empty) {
+      FinishOnce(grpc::Status::OK);  // nothing (more) to send
+      return;
+    }
+    writing_message_ = std::move(chunk.message);
+    if (chunk.last) {
+      if (ClaimFinish()) StartWriteAndFinish(&writing_message_, grpc::WriteOptions(), grpc::Status::OK);
     } else {
-      StartWriteHeld(&response_);
+      StartWriteHeld(&writing_message_);
     }
   }
 
   static constexpr int64_t kChunk = ByteStreamService::kReadChunkBytes;
   Storage storage_;
   grpc::CallbackServerContext* const context_;
-  const bs::ReadRequest* request_;
+  const bs::ReadRequest request_;
+
+  // Used by the one read task at a time.
   std::unique_ptr<cas::BlobReader> reader_;
   std::unique_ptr<ZstdCompressor> compressor_;
   int64_t position_ = 0;
   int64_t end_ = 0;
-  bool sent_last_ = false;
-  bs::ReadResponse response_;
+
+  // Used by whoever set writing_, until the write's OnWriteDone.
+  grpc::ByteBuffer writing_message_;
+
+  absl::Mutex mu_;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;  // a read task is scheduled or running
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;  // a write is in flight (or being started)
+  std::optional<Chunk> ready_ ABSL_GUARDED_BY(mu_);  // read, waiting for the write in flight
+};
+
+// Answers a Read whose request could not be parsed.
+class FailedReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
+ public:
+  FailedReadReactor(grpc::Status status, LiveReactors* live) : ManagedReactor(live) {
+    FinishOnce(std::move(status));
+  }
 };
 
 // Follows a running action's stdout or stderr: sends what is there, then
@@ -127,11 +242,12 @@ class ReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::Rea
 // below need no lock. A cancel is noticed by the next task or alarm (within
 // kPollInterval), whose release sends the CANCELLED finish; the alarm is
 // never cancelled from another thread.
-class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::ReadResponse>> {
+class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<grpc::ByteBuffer>> {
  public:
   LogReadReactor(Storage storage, grpc::CallbackServerContext* context,
-                 const bs::ReadRequest* request, LiveReactors* live)
+                 const bs::ReadRequest request_value, LiveReactors* live)
       : ManagedReactor(live), storage_(storage) {
+    const bs::ReadRequest* request = &request_value;
     // Live output belongs to execution: reading it needs the execute grant,
     // and the operation must be the caller's (or it an operations admin).
     absl::StatusOr<std::shared_ptr<const Principal>> caller =
@@ -197,7 +313,7 @@ class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::
     if (!data->empty()) {
       offset_ += static_cast<int64_t>(data->size());
       remaining_ -= static_cast<int64_t>(data->size());
-      *response_.mutable_data() = *std::move(data);
+      response_ = ReadResponseBuffer(OwningSlice(*std::move(data)));
       StartWriteHeld(&response_);
       return;
     }
@@ -221,7 +337,7 @@ class LogReadReactor final : public ManagedReactor<grpc::ServerWriteReactor<bs::
   std::shared_ptr<exec::LogStream> stream_;
   int64_t offset_ = 0;
   int64_t remaining_ = 0;
-  bs::ReadResponse response_;
+  grpc::ByteBuffer response_;
   grpc::Alarm alarm_;
 };
 
@@ -463,12 +579,23 @@ void ByteStreamService::DropExpiredLocked() {
   absl::erase_if(parked_, [&](const auto& entry) { return entry.second->parked_at < cutoff; });
 }
 
-grpc::ServerWriteReactor<bs::ReadResponse>* ByteStreamService::Read(
-    grpc::CallbackServerContext* context, const bs::ReadRequest* request) {
-  if (exec::LogRegistry::IsStreamName(request->resource_name())) {
-    return new LogReadReactor(storage_, context, request, &live_reactors_);
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ByteStreamService::Read(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request) {
+  // Read is registered raw so that chunks go out without a copy; its
+  // request is parsed here.
+  bs::ReadRequest request;
+  grpc::ByteBuffer request_bytes(*raw_request);
+  grpc::Status parsed =
+      grpc::SerializationTraits<bs::ReadRequest>::Deserialize(&request_bytes, &request);
+  if (!parsed.ok()) {
+    return new FailedReadReactor(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the ReadRequest does not parse"),
+        &live_reactors_);
   }
-  return new ReadReactor(storage_, context, request, &live_reactors_);
+  if (exec::LogRegistry::IsStreamName(request.resource_name())) {
+    return new LogReadReactor(storage_, context, std::move(request), &live_reactors_);
+  }
+  return new ReadReactor(storage_, context, std::move(request), &live_reactors_);
 }
 
 grpc::ServerReadReactor<bs::WriteRequest>* ByteStreamService::Write(

@@ -5,6 +5,7 @@
 #define KILN_SERVER_API_CAS_SERVICE_H_
 
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
+#include "server/api/arena_message_allocator.h"
 #include "server/api/reactor_lifetime.h"
 #include "server/api/storage.h"
 
@@ -14,7 +15,9 @@ namespace rev2 = ::build::bazel::remote::execution::v2;
 
 class CasService final : public rev2::ContentAddressableStorage::CallbackService {
  public:
-  explicit CasService(Storage storage) : storage_(storage) {}
+  explicit CasService(Storage storage) : storage_(storage) {
+    SetMessageAllocatorFor_FindMissingBlobs(&find_missing_allocator_);
+  }
 
   grpc::ServerUnaryReactor* FindMissingBlobs(grpc::CallbackServerContext* context,
                                              const rev2::FindMissingBlobsRequest* request,
@@ -33,6 +36,8 @@ class CasService final : public rev2::ContentAddressableStorage::CallbackService
 
  private:
   Storage storage_;
+  ArenaMessageAllocator<rev2::FindMissingBlobsRequest, rev2::FindMissingBlobsResponse>
+      find_missing_allocator_;
   LiveReactors live_reactors_;  // last: waits for GetTree reactors
 };
 

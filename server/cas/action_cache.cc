@@ -85,12 +85,14 @@ absl::Status ActionCache::CheckOutputsPresent(const rev2::ActionResult& result) 
 }
 
 absl::Status ActionCache::Put(const std::string& instance, const Digest& action,
-                              const rev2::ActionResult& result) {
+                              const rev2::ActionResult& result, Durability durability) {
   std::string data;
   if (!result.SerializeToString(&data)) {
     return absl::InvalidArgumentError("the ActionResult could not be serialized");
   }
-  return WriteFileAtomically(EntryPath(instance, action), data, root_ + "/tmp", 0644);
+  return WriteFileAtomically(EntryPath(instance, action), data, root_ + "/tmp", 0644,
+                             /*durable=*/true,
+                             /*sync_directory=*/durability == Durability::kAcknowledged);
 }
 
 }  // namespace kiln::cas

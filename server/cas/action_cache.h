@@ -24,8 +24,19 @@ class ActionCache {
                                                            BlobStore* cas);
 
   absl::StatusOr<rev2::ActionResult> Get(const std::string& instance, const Digest& action);
+  // How much of a crash an entry must survive once Put returns.
+  enum class Durability {
+    // UpdateActionResult: the client is told the entry is stored.
+    kAcknowledged,
+    // Written by Execute, whose client got the result in its response: a
+    // machine crash may lose the entry (a later miss runs the action again)
+    // but never leaves a partial one. Saves the directory fsync, a journal
+    // commit per action.
+    kCacheOnly,
+  };
   absl::Status Put(const std::string& instance, const Digest& action,
-                   const rev2::ActionResult& result);
+                   const rev2::ActionResult& result,
+                   Durability durability = Durability::kAcknowledged);
 
  private:
   ActionCache(std::string root, BlobStore* cas) : root_(std::move(root)), cas_(cas) {}

@@ -33,6 +33,14 @@ std::string UniqueTempName() {
 
 }  // namespace
 
+// ---- DirectorySyncs ----
+
+absl::Status DirectorySyncs::SyncAll() {
+  for (const std::string& directory : directories_) RETURN_IF_ERROR(FsyncDirectory(directory));
+  directories_.clear();
+  return absl::OkStatus();
+}
+
 // ---- BlobPin ----
 
 BlobPin::BlobPin(BlobPin&& other) noexcept
@@ -61,6 +69,22 @@ absl::StatusOr<std::string> BlobReader::Read(int64_t offset, int64_t length) con
   absl::StatusOr<std::string> data = ReadAt(fd_.get(), offset, std::min(length, available), path_);
   if (data.ok() && store_ != nullptr) store_->bytes_read_ += static_cast<int64_t>(data->size());
   return data;
+}
+
+absl::StatusOr<int64_t> BlobReader::ReadInto(int64_t offset, char* buffer, int64_t length) const {
+  length = std::min(length, std::max<int64_t>(0, digest_.size - offset));
+  int64_t done = 0;
+  while (done < length) {
+    ssize_t n = pread(fd_.get(), buffer + done, length - done, offset + done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return PosixError("read " + path_, errno);
+    }
+    if (n == 0) break;
+    done += n;
+  }
+  if (store_ != nullptr) store_->bytes_read_ += done;
+  return done;
 }
 
 // ---- BlobWriter ----
@@ -106,6 +130,13 @@ absl::Status BlobWriter::Commit() {
                         expected_.ToString(), written_, expected_.size)));
   }
   std::string actual = hash_.FinishHex();
+  if (expected_.hash.empty()) {
+    expected_.hash = actual;  // StartWriteOfUnknownHash
+    if (store_->Contains(expected_)) {
+      unlink(temp_path_.c_str());  // stored already: nothing to sync
+      return absl::OkStatus();
+    }
+  }
   if (actual != expected_.hash) {
     return fail(absl::InvalidArgumentError(absl::StrFormat(
         "blob %s: the data hashes to %s; the digest does not match the content",
@@ -116,7 +147,7 @@ absl::Status BlobWriter::Commit() {
   absl::Status synced = Fsync(fd_.get(), temp_path_);
   if (!synced.ok()) return fail(synced);
   fd_.Reset();
-  absl::Status published = store_->Publish(expected_, temp_path_);
+  absl::Status published = store_->Publish(expected_, temp_path_, deferred_syncs_);
   if (!published.ok()) return fail(published);
   return absl::OkStatus();
 }
@@ -224,6 +255,21 @@ bool BlobStore::Contains(const Digest& digest) {
   return true;
 }
 
+void BlobStore::ContainsEach(absl::Span<const DigestRef> digests, std::vector<bool>* present) {
+  present->assign(digests.size(), false);
+  int64_t hits = 0;
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < digests.size(); ++i) {
+    auto it = entries_.find(digests[i].hash);
+    if (it == entries_.end() || it->second.size != digests[i].size) continue;
+    (*present)[i] = true;
+    ++hits;
+    TouchLocked(it->second);
+  }
+  hits_ += hits;
+  misses_ += static_cast<int64_t>(digests.size()) - hits;
+}
+
 absl::StatusOr<BlobPin> BlobStore::Pin(const Digest& digest) {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(digest.hash);
@@ -277,13 +323,26 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::StartWrite(const Digest& 
   return std::unique_ptr<BlobWriter>(new BlobWriter(this, digest, temp_path, std::move(fd)));
 }
 
-absl::Status BlobStore::Put(const Digest& digest, absl::string_view data) {
+absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::StartWriteOfUnknownHash(int64_t size) {
+  return StartWrite(Digest{std::string(), size});
+}
+
+absl::Status BlobStore::Put(const Digest& digest, absl::string_view data, DirectorySyncs* syncs) {
+  // A blob stored already costs no temp file and no fsync, once its bytes
+  // are known to match the digest.
+  if (static_cast<int64_t>(data.size()) == digest.size && Contains(digest)) {
+    Sha256 hash;
+    hash.Update(data);
+    if (hash.FinishHex() == digest.hash) return absl::OkStatus();
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, StartWrite(digest));
+  writer->DeferDirectorySync(syncs);
   RETURN_IF_ERROR(writer->Append(data));
   return writer->Commit();
 }
 
-absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_path) {
+absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_path,
+                               DirectorySyncs* syncs) {
   const std::string path = BlobPath(digest.hash);
   {
     absl::MutexLock lock(&mu_);
@@ -310,7 +369,12 @@ absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_pa
     EvictLocked(digest.hash);
   }
   // Make the rename durable before the client is told the blob is stored.
-  return FsyncDirectory(path.substr(0, path.rfind('/')));
+  std::string directory = path.substr(0, path.rfind('/'));
+  if (syncs != nullptr) {
+    syncs->Add(std::move(directory));
+    return absl::OkStatus();
+  }
+  return FsyncDirectory(directory);
 }
 
 BlobStoreStats BlobStore::GetStats() {

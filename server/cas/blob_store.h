@@ -24,10 +24,14 @@
 #include <list>
 #include <memory>
 #include <string>
+#include <vector>
+
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -57,6 +61,22 @@ struct BlobStoreStats {
 
 class BlobStore;
 
+// Directories whose fsync is owed before blobs published into them may be
+// acknowledged. A batch of blobs acknowledged together (an action's outputs,
+// acknowledged by its ActionResult) syncs each directory once, at the end,
+// instead of once per blob: on ext4 the first fsync commits the journal
+// with every rename of the batch, and the others find nothing left to do.
+// Not thread-safe.
+class DirectorySyncs {
+ public:
+  void Add(std::string directory) { directories_.insert(std::move(directory)); }
+  // Syncs every directory added; afterwards the batch may be acknowledged.
+  absl::Status SyncAll();
+
+ private:
+  absl::flat_hash_set<std::string> directories_;
+};
+
 // Keeps one blob from being evicted while it is alive. Movable, not copyable.
 class BlobPin {
  public:
@@ -82,6 +102,9 @@ class BlobReader {
   int fd() const { return fd_.get(); }
   // Reads up to `length` bytes from `offset` (fewer only at the end).
   absl::StatusOr<std::string> Read(int64_t offset, int64_t length) const;
+  // The same into `buffer`, which holds at least `length` bytes; returns
+  // how many bytes were read.
+  absl::StatusOr<int64_t> ReadInto(int64_t offset, char* buffer, int64_t length) const;
 
  private:
   friend class BlobStore;
@@ -101,12 +124,19 @@ class BlobWriter {
   BlobWriter(const BlobWriter&) = delete;
   BlobWriter& operator=(const BlobWriter&) = delete;
 
+  // The declared digest; for a writer from StartWriteOfUnknownHash, its
+  // hash is known only after a successful Commit.
   const Digest& expected() const { return expected_; }
   int64_t bytes_written() const { return written_; }
   // INVALID_ARGUMENT if the data would go past the declared size.
   absl::Status Append(absl::string_view data);
   // INVALID_ARGUMENT on a size or hash mismatch; the temp file is removed.
+  // A writer of unknown hash takes the hash of what it received, and
+  // drops its temp file without syncing it if that blob is stored already.
   absl::Status Commit();
+  // Commit then leaves the fsync of the blob's directory to `syncs` (the
+  // blob's bytes are still synced before it becomes visible).
+  void DeferDirectorySync(DirectorySyncs* syncs) { deferred_syncs_ = syncs; }
 
  private:
   friend class BlobStore;
@@ -119,6 +149,7 @@ class BlobWriter {
   int64_t written_ = 0;
   int64_t writeback_started_ = 0;  // bytes already handed to sync_file_range
   bool finished_ = false;
+  DirectorySyncs* deferred_syncs_ = nullptr;
   static constexpr int64_t kWritebackBytes = 8 << 20;
 };
 
@@ -130,6 +161,14 @@ class BlobStore {
 
   // True if the blob is stored; marks it recently used.
   bool Contains(const Digest& digest);
+  // Contains for many digests under one lock (FindMissingBlobs): sets
+  // present[i] for each stored digests[i], and marks those recently used.
+  // The hashes need not be valid; an invalid one is simply absent.
+  struct DigestRef {
+    absl::string_view hash;
+    int64_t size;
+  };
+  void ContainsEach(absl::Span<const DigestRef> digests, std::vector<bool>* present);
   // Pins a stored blob; NOT_FOUND if it is absent.
   absl::StatusOr<BlobPin> Pin(const Digest& digest);
   absl::StatusOr<BlobReader> OpenBlob(const Digest& digest);
@@ -137,8 +176,12 @@ class BlobStore {
   absl::StatusOr<std::string> ReadBlob(const Digest& digest);
   // INVALID_ARGUMENT if the digest is larger than max_blob_bytes.
   absl::StatusOr<std::unique_ptr<BlobWriter>> StartWrite(const Digest& digest);
-  // Verifies and stores a blob held in memory.
-  absl::Status Put(const Digest& digest, absl::string_view data);
+  // For bytes Kiln produced itself (an action's outputs): `size` bytes whose
+  // hash is computed while they are written, so they are read only once.
+  absl::StatusOr<std::unique_ptr<BlobWriter>> StartWriteOfUnknownHash(int64_t size);
+  // Verifies and stores a blob held in memory; with `syncs`, its
+  // directory's fsync is left to the caller (see DirectorySyncs).
+  absl::Status Put(const Digest& digest, absl::string_view data, DirectorySyncs* syncs = nullptr);
 
   int64_t max_blob_bytes() const { return options_.max_blob_bytes; }
 
@@ -167,7 +210,7 @@ class BlobStore {
   explicit BlobStore(BlobStoreOptions options) : options_(std::move(options)) {}
   absl::Status Recover();
   // Renames a verified temp file into place (or drops it if the blob exists).
-  absl::Status Publish(const Digest& digest, const std::string& temp_path);
+  absl::Status Publish(const Digest& digest, const std::string& temp_path, DirectorySyncs* syncs);
   void Unpin(const std::string& hash);
   void IndexLocked(const std::string& hash, int64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TouchLocked(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -215,5 +215,61 @@ TEST_F(BlobStoreTest, EmptyBlobIsAlwaysPresent) {
   EXPECT_EQ(*store->ReadBlob(Digest::Of("")), "");
 }
 
+TEST_F(BlobStoreTest, AWriteOfUnknownHashIsStoredUnderTheHashOfItsBytes) {
+  auto store = OpenStore();
+  auto writer = store->StartWriteOfUnknownHash(11);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  ASSERT_TRUE((*writer)->Append("hello ").ok());
+  ASSERT_TRUE((*writer)->Append("world").ok());
+  ASSERT_TRUE((*writer)->Commit().ok());
+  EXPECT_EQ((*writer)->expected(), Digest::Of("hello world"));
+  EXPECT_EQ(*store->ReadBlob(Digest::Of("hello world")), "hello world");
+
+  // The same bytes again: the stored blob stays, the temp file goes.
+  auto again = store->StartWriteOfUnknownHash(11);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE((*again)->Append("hello world").ok());
+  ASSERT_TRUE((*again)->Commit().ok());
+  EXPECT_EQ((*again)->expected(), Digest::Of("hello world"));
+  EXPECT_EQ(TempFiles(), 0);
+
+  // Fewer bytes than declared store nothing.
+  auto short_write = store->StartWriteOfUnknownHash(5);
+  ASSERT_TRUE(short_write.ok());
+  ASSERT_TRUE((*short_write)->Append("abc").ok());
+  EXPECT_EQ((*short_write)->Commit().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(store->Contains(Digest::Of("abc")));
+  EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, DeferredDirectorySyncsStillPublishAtOnce) {
+  auto store = OpenStore();
+  DirectorySyncs syncs;
+  std::vector<Digest> digests;
+  for (int i = 0; i < 20; ++i) {
+    std::string data = absl::StrCat("output ", i);
+    digests.push_back(Digest::Of(data));
+    ASSERT_TRUE(store->Put(digests.back(), data, &syncs).ok());
+    EXPECT_TRUE(fs::exists(BlobPath(digests.back())));
+  }
+  EXPECT_TRUE(syncs.SyncAll().ok());
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(*store->ReadBlob(digests[i]), absl::StrCat("output ", i));
+}
+
+TEST_F(BlobStoreTest, ContainsEachMatchesContainsForEveryDigest) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->Put(Digest::Of("a"), "a").ok());
+  ASSERT_TRUE(store->Put(Digest::Of("bb"), "bb").ok());
+  Digest wrong_size = Digest::Of("bb");
+  wrong_size.size = 3;
+  const Digest a = Digest::Of("a"), bb = Digest::Of("bb"), missing = Digest::Of("c");
+  std::vector<BlobStore::DigestRef> refs = {
+      {a.hash, a.size}, {missing.hash, missing.size}, {wrong_size.hash, wrong_size.size},
+      {"not a hash", 1}, {bb.hash, bb.size}};
+  std::vector<bool> present;
+  store->ContainsEach(refs, &present);
+  EXPECT_EQ(present, (std::vector<bool>{true, false, false, false, true}));
+}
+
 }  // namespace
 }  // namespace kiln::cas

@@ -190,8 +190,13 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
     if (status.ok()) *response.mutable_status() = ToRpcStatus(absl::CancelledError("the action was cancelled"));
   }
   // Beneath its parent and without following the action's symlinks; modes
-  // the action set (000 directories) do not stop it.
-  (void)RemoveTreeBeneathParent(dir);
+  // the action set (000 directories) do not stop it. Moved aside now and
+  // removed after the answer has gone out.
+  if (trash_ != nullptr) {
+    trash_->Discard(dir);
+  } else {
+    (void)RemoveTreeBeneathParent(dir);
+  }
   meta->mutable_worker_completed_timestamp()->CopyFrom(Now());
   return response;
 }
@@ -246,7 +251,9 @@ ActionRunner::ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, 
       action_cache_(action_cache),
       stager_(stager),
       options_(std::move(options)),
-      sandboxes_(std::make_unique<SandboxPool>(PoolOptions(options_))) {}
+      sandboxes_(std::make_unique<SandboxPool>(PoolOptions(options_))),
+      trash_(options_.exec_root.empty() ? nullptr
+                                        : std::make_unique<DirectoryTrash>(options_.exec_root + "/.trash")) {}
 
 ActionRunner::~ActionRunner() = default;
 
@@ -486,7 +493,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
     rev2::ActionResult cached = *result;
     cached.clear_stdout_raw();  // inlining is per request, not part of the entry
     cached.clear_stderr_raw();
-    RETURN_IF_ERROR(action_cache_->Put(request.instance_name(), action_digest, cached));
+    RETURN_IF_ERROR(action_cache_->Put(request.instance_name(), action_digest, cached,
+                                       cas::ActionCache::Durability::kCacheOnly));
   }
   return absl::OkStatus();
 }

@@ -16,6 +16,7 @@
 #include "common/digest.h"
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
+#include "server/exec/directory_trash.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/output_collector.h"
 #include "server/exec/platform.h"
@@ -163,6 +164,8 @@ class ActionRunner {
   const ExecOptions options_;
   std::atomic<uint64_t> sequence_{0};
   const std::unique_ptr<SandboxPool> sandboxes_;
+  // Removes action directories after the answer (null: at once, no exec root).
+  const std::unique_ptr<DirectoryTrash> trash_;
 };
 
 }  // namespace kiln::exec

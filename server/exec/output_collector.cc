@@ -13,7 +13,6 @@
 #include "absl/strings/str_split.h"
 #include "common/path_beneath.h"
 #include "common/posix.h"
-#include "common/sha256.h"
 #include "common/status_macros.h"
 
 namespace kiln::exec {
@@ -94,7 +93,8 @@ absl::StatusOr<UniqueFd> OpenRegularFile(int dirfd, const std::string& name, str
 // Builds the Directory for the open directory `dirfd`, appending every
 // subdirectory's serialized Directory to `children`, and stores files.
 absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, int dirfd, const std::string& output,
-                                               std::vector<std::string>* children) {
+                                               std::vector<std::string>* children,
+                                               cas::DirectorySyncs* syncs) {
   std::vector<std::string> names;
   RETURN_IF_ERROR(ForEachEntry(dirfd, [&](const std::string& name) {
     names.push_back(name);
@@ -110,7 +110,7 @@ absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, int dirfd, c
       ASSIGN_OR_RETURN(*link->mutable_target(), ReadLinkAt(dirfd, name));
     } else if (S_ISDIR(st.st_mode)) {
       ASSIGN_OR_RETURN(UniqueFd child, OpenBeneath(dirfd, name, O_RDONLY | O_DIRECTORY));
-      ASSIGN_OR_RETURN(rev2::Directory sub, BuildDirectory(cas, child.get(), output, children));
+      ASSIGN_OR_RETURN(rev2::Directory sub, BuildDirectory(cas, child.get(), output, children, syncs));
       std::string bytes = sub.SerializeAsString();
       auto* node = directory.add_directories();
       node->set_name(name);
@@ -118,7 +118,8 @@ absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, int dirfd, c
       children->push_back(std::move(bytes));
     } else if (S_ISREG(st.st_mode)) {
       ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(dirfd, name, &st));
-      ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(cas, fd.get(), INT64_MAX, output + "/.../" + name));
+      ASSIGN_OR_RETURN(Digest digest,
+                       StoreOpenFile(cas, fd.get(), INT64_MAX, output + "/.../" + name, syncs));
       auto* file = directory.add_files();
       file->set_name(name);
       *file->mutable_digest() = digest.ToProto();
@@ -140,14 +141,14 @@ struct StoredTree {
 };
 
 absl::StatusOr<StoredTree> StoreTree(cas::BlobStore& cas, int dirfd, const std::string& output,
-                                     bool directories) {
+                                     bool directories, cas::DirectorySyncs* syncs) {
   std::vector<std::string> children;
-  ASSIGN_OR_RETURN(rev2::Directory root, BuildDirectory(cas, dirfd, output, &children));
+  ASSIGN_OR_RETURN(rev2::Directory root, BuildDirectory(cas, dirfd, output, &children, syncs));
   StoredTree stored;
   if (directories) {
     std::string root_bytes = root.SerializeAsString();
     stored.root_directory = Digest::Of(root_bytes);
-    RETURN_IF_ERROR(cas.Put(*stored.root_directory, root_bytes));
+    RETURN_IF_ERROR(cas.Put(*stored.root_directory, root_bytes, syncs));
   }
   rev2::Tree tree;
   *tree.mutable_root() = std::move(root);
@@ -159,11 +160,11 @@ absl::StatusOr<StoredTree> StoreTree(cas::BlobStore& cas, int dirfd, const std::
       return absl::InternalError("a Directory Kiln serialized does not parse");
     }
     // The very bytes whose digest the parent's DirectoryNode holds.
-    if (directories) RETURN_IF_ERROR(cas.Put(Digest::Of(bytes), bytes));
+    if (directories) RETURN_IF_ERROR(cas.Put(Digest::Of(bytes), bytes, syncs));
   }
   std::string tree_bytes = tree.SerializeAsString();
   stored.tree = Digest::Of(tree_bytes);
-  RETURN_IF_ERROR(cas.Put(stored.tree, tree_bytes));
+  RETURN_IF_ERROR(cas.Put(stored.tree, tree_bytes, syncs));
   return stored;
 }
 
@@ -197,27 +198,31 @@ absl::Status CreateOutputParents(const rev2::Command& command, int working_dir_f
 }
 
 absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_bytes,
-                                     const std::string& what) {
+                                     const std::string& what, cas::DirectorySyncs* syncs) {
   struct stat st;
   if (fstat(fd, &st) != 0) return PosixError("fstat " + what, errno);
   const int64_t size = std::min<int64_t>(st.st_size, max_bytes);
-  // Hash first (the digest names the blob), then stream the same bytes in;
-  // a file changed in between fails the store's own hash check.
-  Sha256 hash;
+  // The empty blob is always stored: no temp file for an empty log.
+  if (size == 0) return Digest::Of("");
+  // One pass: each chunk is hashed as it is copied into the store, which
+  // then publishes it under that hash (or drops it, if stored already).
+  ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWriteOfUnknownHash(size));
+  writer->DeferDirectorySync(syncs);
   constexpr int64_t kChunk = 1 << 20;
-  for (int64_t offset = 0; offset < size; offset += kChunk) {
-    ASSIGN_OR_RETURN(std::string chunk, ReadAt(fd, offset, std::min(kChunk, size - offset), what));
-    hash.Update(chunk);
-  }
-  Digest digest{hash.FinishHex(), size};
-  if (cas.Contains(digest)) return digest;
-  ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWrite(digest));
-  for (int64_t offset = 0; offset < size; offset += kChunk) {
-    ASSIGN_OR_RETURN(std::string chunk, ReadAt(fd, offset, std::min(kChunk, size - offset), what));
-    RETURN_IF_ERROR(writer->Append(chunk));
+  std::string buffer(static_cast<size_t>(std::min(kChunk, size)), '\0');
+  for (int64_t offset = 0; offset < size;) {
+    ssize_t n = pread(fd, buffer.data(), std::min<int64_t>(buffer.size(), size - offset), offset);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return PosixError("read " + what, errno);
+    if (n == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, " shrank while being collected"));
+    }
+    RETURN_IF_ERROR(writer->Append(absl::string_view(buffer.data(), n)));
+    offset += n;
   }
   RETURN_IF_ERROR(writer->Commit());
-  return digest;
+  return writer->expected();
 }
 
 absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path, int64_t max_bytes) {
@@ -266,7 +271,10 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
     for (const auto& output : command.output_directories()) RETURN_IF_ERROR(locate(output, true));
   }
 
-  // Everything fits: now read and store.
+  // Everything fits: now read and store. The outputs are acknowledged
+  // together, by the ActionResult, so their directories are synced once at
+  // the end (each blob's bytes are synced before it becomes visible).
+  cas::DirectorySyncs syncs;
   for (Found& entry : found) {
     const std::string& output = entry.output;
     const int parent = entry.location.parent.get();
@@ -289,7 +297,8 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
       ASSIGN_OR_RETURN(UniqueFd dir, OpenBeneath(parent, name, O_RDONLY | O_DIRECTORY));
       ASSIGN_OR_RETURN(StoredTree stored,
                        StoreTree(cas, dir.get(), output,
-                                 command.output_directory_format() != rev2::Command::TREE_ONLY));
+                                 command.output_directory_format() != rev2::Command::TREE_ONLY,
+                                 &syncs));
       auto* out = result->add_output_directories();
       out->set_path(output);
       *out->mutable_tree_digest() = stored.tree.ToProto();
@@ -303,14 +312,14 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
       }
       struct stat st;
       ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(parent, name, &st));
-      ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(cas, fd.get(), INT64_MAX, output));
+      ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(cas, fd.get(), INT64_MAX, output, &syncs));
       auto* file = result->add_output_files();
       file->set_path(output);
       *file->mutable_digest() = digest.ToProto();
       file->set_is_executable((st.st_mode & 0111) != 0);
     }
   }
-  return absl::OkStatus();
+  return syncs.SyncAll();
 }
 
 }  // namespace kiln::exec

@@ -38,10 +38,11 @@ absl::Status CreateOutputParents(const rev2::Command& command, int working_dir_f
                                  gid_t gid);
 
 // Stores at most `max_bytes` of the open file `fd` in the CAS and returns the
-// digest of what was stored. The file is read through twice (hash, then
-// store); a change in between fails the store's own hash check.
+// digest of what was stored. The file is read once: hashed while copied.
+// With `syncs`, the fsync of the blob's directory is left to the caller.
 absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_bytes,
-                                     const std::string& what);
+                                     const std::string& what,
+                                     cas::DirectorySyncs* syncs = nullptr);
 
 // Stores a file Kiln itself controls (e.g. an action's stdout capture).
 absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path,

@@ -1,0 +1,86 @@
+#include "server/exec/directory_trash.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "common/posix.h"
+#include "server/cas/test_util.h"
+
+namespace kiln::exec {
+namespace {
+
+namespace fs = std::filesystem;
+
+// What an action leaves behind: files, an unreadable directory, and
+// symlinks out of its tree, which the removal must not follow.
+void MakeActionTree(const std::string& dir, const std::string& outside) {
+  fs::create_directories(dir + "/root/sub/deep");
+  std::ofstream(dir + "/root/sub/deep/file") << "data";
+  std::ofstream(dir + "/stdout") << "out";
+  fs::create_directory_symlink(outside, dir + "/root/escape");
+  fs::create_symlink(outside + "/keep", dir + "/root/sub/escape-file");
+  ASSERT_EQ(chmod((dir + "/root/sub").c_str(), 0), 0);
+}
+
+TEST(DirectoryTrashTest, DiscardedTreesAreGoneAndNothingOutsideIsTouched) {
+  cas::ScratchDir scratch;
+  const std::string outside = scratch.path() + "/outside";
+  fs::create_directories(outside);
+  std::ofstream(outside + "/keep") << "keep";
+  {
+    DirectoryTrash trash(scratch.path() + "/exec/.trash");
+    for (int i = 0; i < 3; ++i) {
+      const std::string dir = scratch.path() + "/exec/action-" + std::to_string(i);
+      MakeActionTree(dir, outside);
+      trash.Discard(dir);
+      // Out of the way at once, whatever the removal thread has done.
+      EXPECT_FALSE(fs::exists(fs::symlink_status(dir)));
+    }
+    trash.WaitUntilEmpty();
+    EXPECT_TRUE(fs::is_empty(scratch.path() + "/exec/.trash"));
+    int left = 0;
+    for (const auto& entry : fs::directory_iterator(scratch.path() + "/exec")) {
+      EXPECT_EQ(entry.path().filename(), ".trash");
+      ++left;
+    }
+    EXPECT_EQ(left, 1);
+  }
+  std::ifstream kept(outside + "/keep");
+  std::string text;
+  kept >> text;
+  EXPECT_EQ(text, "keep");
+}
+
+TEST(DirectoryTrashTest, PendingRemovalsFinishBeforeDestruction) {
+  cas::ScratchDir scratch;
+  {
+    DirectoryTrash trash(scratch.path() + "/.trash");
+    for (int i = 0; i < 20; ++i) {
+      const std::string dir = scratch.path() + "/a" + std::to_string(i);
+      fs::create_directories(dir + "/x/y");
+      std::ofstream(dir + "/x/y/z") << i;
+      trash.Discard(dir);
+    }
+  }
+  EXPECT_TRUE(fs::is_empty(scratch.path() + "/.trash"));
+}
+
+TEST(DirectoryTrashTest, WithoutATrashDirectoryTreesAreRemovedAtOnce) {
+  cas::ScratchDir scratch;
+  // The trash cannot be made (its parent is a file): Discard removes at once.
+  std::ofstream(scratch.path() + "/file") << "not a directory";
+  DirectoryTrash trash(scratch.path() + "/file/.trash");
+  const std::string dir = scratch.path() + "/action";
+  fs::create_directories(dir + "/root/sub");
+  std::ofstream(dir + "/root/sub/file") << "data";
+  ASSERT_EQ(chmod((dir + "/root/sub").c_str(), 0), 0);
+  trash.Discard(dir);
+  EXPECT_FALSE(fs::exists(fs::symlink_status(dir)));
+}
+
+}  // namespace
+}  // namespace kiln::exec
