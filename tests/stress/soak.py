@@ -284,8 +284,20 @@ class Soak:
             time.sleep(0.5)
         raise Failure("actions still running or queued 120 s after the clients finished")
 
+    def exec_dirs(self):
+        """Action directories under the exec root, and inside its dot-directories
+        (the trash, which stays, emptied after each answer)."""
+        found = []
+        for name in os.listdir(self.exec_root):
+            path = os.path.join(self.exec_root, name)
+            if name.startswith(".") and os.path.isdir(path) and not os.path.islink(path):
+                found += [name + "/" + child for child in os.listdir(path)]
+            else:
+                found.append(name)
+        return sorted(found)
+
     def snapshot(self):
-        return {"usage": worker_usage(self.worker.pid), "exec_dirs": sorted(os.listdir(self.exec_root)),
+        return {"usage": worker_usage(self.worker.pid), "exec_dirs": self.exec_dirs(),
                 "mounts": mounts_beneath(self.worker.base), "cgroups": sandbox_cgroups(),
                 "uid_processes": processes_of_uids(self.uid_base, UID_POOL)}
 
