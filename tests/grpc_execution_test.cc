@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <thread>
 
 #include <grpcpp/create_channel.h>
@@ -644,6 +645,29 @@ TEST_F(ExecutionTest, AnActionWaitsForNoBuildUidAnotherProcessHolds) {
   Execution ran = Execute(MakeAction("id -u"));
   EXPECT_EQ(ran.response.status().code(), 0) << ran.response.status().message();
   EXPECT_EQ(Get(ran.response.result().stdout_digest()), "64500\n");
+  (void)RemoveTree(lock_dir);
+}
+
+TEST_F(ExecutionTest, AnActionWaitsForABuildUidThatComesFreeWithinSeconds) {
+  // The pool is full only for a moment (finished sandboxes are being
+  // reaped, or another run ends): the action waits for the uid instead of
+  // failing.
+  const std::string lock_dir = state_dir_ + "-uid-locks";
+  std::optional<absl::StatusOr<sandbox::UidLease>> held = sandbox::AcquireBuildUid(lock_dir, 64510, 1);
+  ASSERT_TRUE(held->ok()) << held->status();
+  StartWorker(1, 10, [&](WorkerOptions& options) {
+    options.exec.uid_lock_dir = lock_dir;
+    options.exec.build_uid_base = 64510;
+    options.exec.build_uid_pool_size = 1;
+  });
+  std::thread release([&] {
+    absl::SleepFor(absl::Seconds(1));
+    held.reset();
+  });
+  Execution ran = Execute(MakeAction("id -u"));
+  release.join();
+  ASSERT_EQ(ran.response.status().code(), 0) << ran.response.status().message();
+  EXPECT_EQ(Get(ran.response.result().stdout_digest()), "64510\n");
   (void)RemoveTree(lock_dir);
 }
 

@@ -48,7 +48,8 @@ SandboxPool::~SandboxPool() {
 }
 
 absl::StatusOr<ReadySandbox> SandboxPool::StartSandbox(int slot, pb::SandboxRequest prepare,
-                                                       std::optional<sandbox::UidLease> lease) {
+                                                       std::optional<sandbox::UidLease> lease,
+                                                       absl::Duration wait_for_uid) {
   ReadySandbox ready;
   if (lease.has_value()) {
     ready.uid = lease->uid();
@@ -56,6 +57,17 @@ absl::StatusOr<ReadySandbox> SandboxPool::StartSandbox(int slot, pb::SandboxRequ
   } else if (options_.privileged) {
     absl::StatusOr<sandbox::UidLease> lease = sandbox::AcquireBuildUid(
         options_.uid_lock_dir, options_.build_uid_base, options_.build_uid_pool_size);
+    // Uids held by this worker's finished sandboxes come free as they are
+    // reaped, within milliseconds: an action waits for one rather than
+    // failing on a pool that is only full for a moment.
+    const absl::Time deadline = absl::Now() + wait_for_uid;
+    for (absl::Duration pause = absl::Milliseconds(2);
+         absl::IsResourceExhausted(lease.status()) && absl::Now() + pause < deadline;
+         pause = std::min(2 * pause, absl::Milliseconds(100))) {
+      absl::SleepFor(pause);
+      lease = sandbox::AcquireBuildUid(options_.uid_lock_dir, options_.build_uid_base,
+                                       options_.build_uid_pool_size);
+    }
     if (!lease.ok()) {
       return absl::UnavailableError(absl::StrCat(
           "no free build uid in [", options_.build_uid_base, ", ",
@@ -100,7 +112,7 @@ absl::StatusOr<ReadySandbox> SandboxPool::Acquire(int slot, pb::SandboxRequest r
       to_reap_.push_back(std::move(ready));
     }
   }
-  return StartSandbox(slot, std::move(request), std::move(lease));
+  return StartSandbox(slot, std::move(request), std::move(lease), kActionWaitForUid);
 }
 
 void SandboxPool::Release(int slot, ReadySandbox used, bool tree_gone) {
@@ -142,7 +154,7 @@ void SandboxPool::Background() {
     }
     if (retired.has_value()) retired->process->Wait();  // then its lease goes
     if (!slot.has_value()) continue;
-    absl::StatusOr<ReadySandbox> ready = StartSandbox(*slot, options_.warm_template);
+    absl::StatusOr<ReadySandbox> ready = StartSandbox(*slot, options_.warm_template, std::nullopt, absl::ZeroDuration());
     if (!ready.ok()) {
       // The action then gets a cold sandbox, which reports the same problem
       // (e.g. every build uid in use); the slot tries again after it.

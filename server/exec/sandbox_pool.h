@@ -26,6 +26,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "kiln/sandbox/v1/sandbox.pb.h"
 #include "sandbox/uid_pool.h"
 #include "server/exec/sandbox_process.h"
@@ -74,9 +75,15 @@ class SandboxPool {
   void Prewarm(int slots);
 
  private:
-  // `lease`: a build uid to use (as root) instead of leasing one.
+  // `lease`: a build uid to use (as root) instead of leasing one; else one
+  // is leased, waiting up to `wait_for_uid` while every uid is in use.
   absl::StatusOr<ReadySandbox> StartSandbox(int slot, kiln::sandbox::v1::SandboxRequest prepare,
-                                            std::optional<sandbox::UidLease> lease = std::nullopt);
+                                            std::optional<sandbox::UidLease> lease, absl::Duration wait_for_uid);
+  // How long an action waits for a build uid: this worker's finished
+  // sandboxes free theirs within milliseconds; longer means other workers
+  // or kiln-sandbox runs on the host hold them (UNAVAILABLE, which clients
+  // retry).
+  static constexpr absl::Duration kActionWaitForUid = absl::Seconds(10);
   void Background();
 
   const SandboxPoolOptions options_;

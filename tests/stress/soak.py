@@ -50,10 +50,9 @@ from google.longrunning import operations_pb2_grpc  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# --build_uid_pool_size: the default, 8 per slot. (With 2 per slot, warm
-# sandboxes run out of uids under this load: actions fail UNAVAILABLE "no
-# free build uid", as the finished sandbox's uid is still leased while the
-# next warm one and a cold one need theirs.)
+# --build_uid_pool_size: the default, 64, unless --uids_per_slot is given
+# (2 per slot is the least with which a slot's next warm sandbox prepares
+# while its action runs; the short soak uses it).
 UID_POOL = 64
 SETTLE_SECONDS = 12    # after the run: the memory trimmer runs every 5 s, idle gRPC threads exit
 SETTLE_LIMIT = 60      # how long fds/threads/RSS may take to come back within bounds
@@ -560,11 +559,16 @@ def main():
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--threads", type=int, default=16, help="per client process")
     parser.add_argument("--slots", type=int, default=8, help="the worker's --concurrency")
+    parser.add_argument("--uids_per_slot", type=int, default=0,
+                        help="--build_uid_pool_size = this x slots (default: the worker's default, 64)")
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--out", help="directory for soak.csv, soak.json and soak.png")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    if args.uids_per_slot > 0:
+        global UID_POOL
+        UID_POOL = args.uids_per_slot * args.slots
     h.BIN_DIR = os.path.abspath(args.bin_dir)
     os.environ["KILN_BIN_DIR"] = h.BIN_DIR
     if os.geteuid() != 0:
