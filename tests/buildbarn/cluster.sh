@@ -112,8 +112,11 @@ start_kiln() {
   return 1
 }
 
+# (0 when no sample matches: a labelled counter has none until it first
+# counts, e.g. on a worker the scheduler has not given an action yet.)
 kiln_metric() {
-  curl -s "http://127.0.0.1:${KILN_METRICS[$1]}/metrics" | grep -E "$2" | awk '{ s += $NF } END { printf "%d\n", s }'
+  curl -s "http://127.0.0.1:${KILN_METRICS[$1]}/metrics" | { grep -E "$2" || true; } |
+    awk '{ s += $NF } END { printf "%d\n", s }'
 }
 
 stop_kiln() {

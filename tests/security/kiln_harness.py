@@ -337,9 +337,23 @@ class Worker:
                     pass
         return hits
 
-    def exec_leftovers(self):
+    def exec_leftovers(self, settle_seconds=10):
+        """What is left of finished actions in the exec root. Action
+        directories are moved into exec/.trash and deleted in the background
+        after the answer: what is still there after settle_seconds counts."""
         d = os.path.join(self.state_dir, "exec")
-        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            left = []
+            if os.path.isdir(d):
+                for name in sorted(os.listdir(d)):
+                    if name == ".trash":
+                        left += [".trash/" + n for n in sorted(os.listdir(os.path.join(d, name)))]
+                    else:
+                        left.append(name)
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.1)
 
 
 class SecurityTest(unittest.TestCase):
