@@ -138,10 +138,15 @@ class ClusterWorkerTest : public ::testing::Test {
     StartWorker();
   }
   // The cluster's storage: a Kiln server with no execution; with a
-  // principals file, every call needs a token.
-  void StartStorage(const std::string& token_file) {
+  // principals file, every call needs a token; with `tls_dir` (a
+  // deploy/make-credentials.sh directory), it speaks TLS only.
+  void StartStorage(const std::string& token_file, const std::string& tls_dir = "") {
     WorkerOptions storage;
     storage.token_file = token_file;
+    if (!tls_dir.empty()) {
+      storage.tls_cert = tls_dir + "/tls.crt";
+      storage.tls_key = tls_dir + "/tls.key";
+    }
     storage.listen = "127.0.0.1:0";
     storage.metrics_listen = "";
     storage.state_dir = dir_ + "/storage";
@@ -531,17 +536,7 @@ TEST_F(ClusterWorkerTest, ReachesASchedulerAndACasOverTlsWithAToken) {
   std::ofstream(dir_ + "/principals.json")
       << R"({"principals": [{"name": "workers", "token_sha256": ")" << Digest::Of(token).hash
       << R"(", "grants": [{"instance_prefix": "", "permissions": ["cas-read", "cas-write", "ac-read", "ac-write"]}]}]})";
-  WorkerOptions storage;
-  storage.token_file = dir_ + "/principals.json";
-  storage.tls_cert = creds + "/tls.crt";
-  storage.tls_key = creds + "/tls.key";
-  storage.listen = "127.0.0.1:0";
-  storage.metrics_listen = "";
-  storage.state_dir = dir_ + "/storage";
-  storage.concurrency = 0;
-  auto started = WorkerServer::Start(storage);
-  ASSERT_TRUE(started.ok()) << started.status();
-  storage_ = *std::move(started);
+  StartStorage(dir_ + "/principals.json", creds);
   const std::string target = absl::StrCat("localhost:", storage_->grpc_port());
   cluster::ChannelCredentialFiles files;
   files.tls_ca = creds + "/ca.crt";
