@@ -468,6 +468,7 @@ class ServedSandbox {
     waitpid(pid_, &status, 0);
   }
   int fd() const { return socket_.get(); }
+  pid_t pid() const { return pid_; }
 
  private:
   UniqueFd socket_;
@@ -506,6 +507,65 @@ TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
   EXPECT_GE(t.action_exited(), t.exec());
   // One action per sandbox: the socket is closed after the answer.
   EXPECT_EQ(ReadMessage(served.fd(), &result).code(), absl::StatusCode::kNotFound);
+}
+
+// What /proc/PID/fd/N links to, for each of the process's descriptors.
+std::map<int, std::string> DescriptorLinks(pid_t pid) {
+  std::map<int, std::string> links;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), error)) {
+    std::string link = std::filesystem::read_symlink(entry.path(), error).string();
+    if (!error) links[std::stoi(entry.path().filename().string())] = link;
+  }
+  return links;
+}
+
+// PID 1 of a waiting sandbox holds none of its launcher's descriptors. With
+// the launcher's end of the request socket, a launcher killed before PID 1
+// set its parent-death signal (a worker SIGKILLed while starting a warm
+// sandbox) left PID 1 blocked forever outside any worker, holding both ends.
+TEST_P(SandboxTest, AWaitingSandboxInitHoldsNoneOfItsLaunchersDescriptors) {
+  v1::SandboxRequest prepare;
+  prepare.set_use_default_binds(true);
+  prepare.set_work_dir_parent(dir_);
+  ServedSandbox served(Unprivileged());
+  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+  // PID 1 is the launcher's only child; wait until it sleeps reading its
+  // request socket (the go byte or the action).
+  const pid_t launcher = served.pid();
+  pid_t init = -1;
+  for (int i = 0; i < 1000; ++i) {
+    std::string children =
+        ReadFileToString(absl::StrCat("/proc/", launcher, "/task/", launcher, "/children")).value_or("");
+    if (!children.empty() && std::stoi(children) > 0) {
+      init = std::stoi(children);
+      std::string wchan = ReadFileToString(absl::StrCat("/proc/", init, "/wchan")).value_or("");
+      if (absl::StrContains(wchan, "unix_stream")) break;
+    }
+    init = -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GT(init, 0) << "the sandbox's PID 1 never waited for its request";
+  std::map<int, std::string> launcher_links = DescriptorLinks(launcher);
+  std::set<std::string> launcher_sockets;
+  for (const auto& [fd, link] : launcher_links) {
+    if (absl::StartsWith(link, "socket:")) launcher_sockets.insert(link);
+  }
+  ASSERT_FALSE(launcher_sockets.empty());  // the worker's and the request socket
+  std::map<int, std::string> init_links = DescriptorLinks(init);
+  ASSERT_FALSE(init_links.empty());
+  for (const auto& [fd, link] : init_links) {
+    EXPECT_FALSE(launcher_sockets.count(link)) << "PID 1 holds the launcher's " << link << " as fd " << fd;
+    EXPECT_EQ(link.find("signalfd"), std::string::npos) << "PID 1 holds the launcher's signalfd as fd " << fd;
+    if (absl::StartsWith(link, "pipe:")) {
+      // Only the write end of the report pipe: the read end is the launcher's.
+      std::string fdinfo = ReadFileToString(absl::StrCat("/proc/", init, "/fdinfo/", fd)).value_or("");
+      size_t flags_at = fdinfo.find("flags:");
+      ASSERT_NE(flags_at, std::string::npos);
+      int flags = std::stoi(fdinfo.substr(flags_at + 6), nullptr, 8);
+      EXPECT_EQ(flags & O_ACCMODE, O_WRONLY) << "PID 1 holds the read end of " << link << " as fd " << fd;
+    }
+  }
 }
 
 TEST_P(SandboxTest, ServeModeRefusesAnActionItWasNotPreparedFor) {
