@@ -12,6 +12,7 @@
 #include <memory>
 #include <regex>
 #include <string>
+#include <thread>
 
 #include <grpcpp/create_channel.h>
 
@@ -83,7 +84,7 @@ class ActionMetricsTest : public ::testing::Test {
     return Digest::Of(data);
   }
 
-  Digest PutAction(const std::string& script) {
+  Digest PutAction(const std::string& script, const std::map<std::string, std::string>& platform = {}) {
     rev2::Command command;
     for (const char* arg : {"/bin/sh", "-c"}) command.add_arguments(arg);
     command.add_arguments(script);
@@ -94,6 +95,11 @@ class ActionMetricsTest : public ::testing::Test {
     *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
     *action.mutable_input_root_digest() = Put(rev2::Directory().SerializeAsString()).ToProto();
     action.set_do_not_cache(true);
+    for (const auto& [name, value] : platform) {
+      auto* property = action.mutable_platform()->add_properties();
+      property->set_name(name);
+      property->set_value(value);
+    }
     return Put(action.SerializeAsString());
   }
 
@@ -201,6 +207,29 @@ TEST_F(ActionMetricsTest, CancelledWhileStagingCountsAsCancelled) {
   const std::string metrics = Metrics();
   EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="cancelled")"), 1) << metrics;
   EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="error")"), 0) << metrics;
+}
+
+// Which actions found their slot's sandbox ready: an action of the default
+// kind, once the slot's warm sandbox is prepared, counts as warm; one with a
+// limit of its own gets a sandbox started for it and counts as cold.
+TEST_F(ActionMetricsTest, WarmAndColdSandboxesAreCounted) {
+  double warm = 0;
+  int runs = 0;
+  for (; runs < 20 && warm == 0; ++runs) {
+    // The slot's next warm sandbox prepares while this one is answered.
+    if (runs > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_EQ(Finish(*Start(PutAction(absl::StrCat("echo ", runs)), rev2::ExecutionStage::COMPLETED)), 0);
+    warm = Scraped(Metrics(), "kiln_sandboxes_total", R"(kind="warm")");
+  }
+  EXPECT_EQ(warm, 1) << "no action found a warm sandbox in " << runs << " runs";
+  const double cold = Scraped(Metrics(), "kiln_sandboxes_total", R"(kind="cold")");
+  EXPECT_EQ(cold, runs - 1);
+
+  EXPECT_EQ(Finish(*Start(PutAction("echo limited", {{"pids", "64"}}), rev2::ExecutionStage::COMPLETED)), 0);
+  const std::string metrics = Metrics();
+  EXPECT_EQ(Scraped(metrics, "kiln_sandboxes_total", R"(kind="warm")"), 1) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_sandboxes_total", R"(kind="cold")"), cold + 1) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_sandboxes_total"), Scraped(metrics, "kiln_actions_total")) << metrics;
 }
 
 }  // namespace
