@@ -24,6 +24,7 @@
 #include "common/digest.h"
 #include "common/posix.h"
 #include "google/longrunning/operations.grpc.pb.h"
+#include "tests/test_actions.h"
 #include "tests/worker_process.h"
 
 namespace kiln {
@@ -70,37 +71,9 @@ class ActionMetricsTest : public ::testing::Test {
     (void)RemoveTree(dir_);
   }
 
-  Digest Put(const std::string& data) {
-    rev2::BatchUpdateBlobsRequest request;
-    auto* entry = request.add_requests();
-    *entry->mutable_digest() = Digest::Of(data).ToProto();
-    entry->set_data(data);
-    rev2::BatchUpdateBlobsResponse response;
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    grpc::Status status =
-        rev2::ContentAddressableStorage::NewStub(channel_)->BatchUpdateBlobs(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return Digest::Of(data);
-  }
-
+  Digest Put(const std::string& data) { return testing::UploadBlob(channel_, data); }
   Digest PutAction(const std::string& script, const std::map<std::string, std::string>& platform = {}) {
-    rev2::Command command;
-    for (const char* arg : {"/bin/sh", "-c"}) command.add_arguments(arg);
-    command.add_arguments(script);
-    auto* path = command.add_environment_variables();
-    path->set_name("PATH");
-    path->set_value("/usr/bin:/bin");
-    rev2::Action action;
-    *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
-    *action.mutable_input_root_digest() = Put(rev2::Directory().SerializeAsString()).ToProto();
-    action.set_do_not_cache(true);
-    for (const auto& [name, value] : platform) {
-      auto* property = action.mutable_platform()->add_properties();
-      property->set_name(name);
-      property->set_value(value);
-    }
-    return Put(action.SerializeAsString());
+    return testing::UploadShellAction(channel_, script, {.platform = platform});
   }
 
   // An Execute call, read until its operation reaches `stage` (or ends).

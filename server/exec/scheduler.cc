@@ -123,11 +123,6 @@ bool Operation::done() const {
   return response_.has_value();
 }
 
-absl::Time Operation::completed_at() const {
-  absl::MutexLock lock(&mu_);
-  return completed_at_;
-}
-
 int Operation::Subscribe(std::function<void()> on_change) {
   absl::MutexLock lock(&subscribers_mu_);
   subscribers_[next_subscriber_] = std::move(on_change);
@@ -164,7 +159,6 @@ void Operation::Complete(rev2::ExecuteResponse response) {
     if (response_.has_value()) return;
     stage_ = rev2::ExecutionStage::COMPLETED;
     response_ = std::move(response);
-    completed_at_ = absl::Now();
     ++version_;
   }
   Notify();
@@ -173,9 +167,9 @@ void Operation::Complete(rev2::ExecuteResponse response) {
 // ---- Scheduler ----
 
 Scheduler::Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued,
-                     ActionDoneCallback on_action_done)
+                     ActionDoneCallback on_action_done, int max_kept_completed)
     : runner_(runner), logs_(logs), on_action_done_(std::move(on_action_done)), slots_(slots),
-      max_queued_(max_queued) {
+      max_queued_(max_queued), max_kept_completed_(max_kept_completed) {
   for (int slot = 0; slot < slots; ++slot) threads_.emplace_back([this, slot] { RunSlot(slot); });
 }
 
@@ -273,6 +267,7 @@ absl::Status Scheduler::CancelWith(const std::string& name, const absl::Status& 
     // Counted like one cancelled while it ran: the metrics must add up to
     // the operations clients saw end.
     if (on_action_done_) on_action_done_(response, report);
+    Completed(*operation);
     operation->Complete(std::move(response));
   }
   return absl::OkStatus();
@@ -303,11 +298,19 @@ SchedulerStats Scheduler::GetStats() {
   return SchedulerStats{static_cast<int>(queue_.size()), running_, slots_, max_queued_, merged_};
 }
 
+void Scheduler::Completed(const Operation& operation) {
+  absl::MutexLock lock(&mu_);
+  completed_.emplace_back(absl::Now(), operation.name());
+  ForgetOldLocked();
+}
+
 void Scheduler::ForgetOldLocked() {
-  absl::Time cutoff = absl::Now() - kKeepCompleted;
-  absl::erase_if(operations_, [&](const auto& entry) {
-    return entry.second->done() && entry.second->completed_at() < cutoff;
-  });
+  const absl::Time cutoff = absl::Now() - kKeepCompleted;
+  while (!completed_.empty() && (completed_.front().first < cutoff ||
+                                 static_cast<int64_t>(completed_.size()) > max_kept_completed_)) {
+    operations_.erase(completed_.front().second);  // a no-op if the client deleted it
+    completed_.pop_front();
+  }
 }
 
 void Scheduler::RunSlot(int slot) {
@@ -342,6 +345,7 @@ void Scheduler::RunSlot(int slot) {
     }
     LogActionLine(next.operation->action_digest(), response, report);
     if (on_action_done_) on_action_done_(response, report);
+    Completed(*next.operation);
     next.operation->Complete(std::move(response));
   }
 }
