@@ -32,6 +32,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/posix.h"
+#include "sandbox/cgroup_paths.h"
 #include "sandbox/sandbox_proto.h"
 #include "sandbox/sandbox_spec.h"
 #include "tests/worker_process.h"
@@ -462,10 +463,16 @@ class ServedSandbox {
     posix_spawn_file_actions_destroy(&actions);
     close(pair[1]);
   }
-  ~ServedSandbox() {
-    socket_.Reset();  // a waiting kiln-sandbox ends when the socket closes
-    int status;
-    waitpid(pid_, &status, 0);
+  ~ServedSandbox() { Wait(); }
+  // Closes the socket (a waiting kiln-sandbox ends when it closes) and
+  // reaps kiln-sandbox; returns its wait status.
+  int Wait() {
+    socket_.Reset();
+    if (!reaped_) {
+      waitpid(pid_, &status_, 0);
+      reaped_ = true;
+    }
+    return status_;
   }
   int fd() const { return socket_.get(); }
   pid_t pid() const { return pid_; }
@@ -473,6 +480,8 @@ class ServedSandbox {
  private:
   UniqueFd socket_;
   pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
 };
 
 TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
@@ -898,6 +907,43 @@ TEST_P(SandboxLimitsTest, AnExhaustedBuildUserPoolIsReportedAndNothingRuns) {
   EXPECT_EQ(r.exit_code, 75);
   EXPECT_NE(r.stderr_text.find("in use"), std::string::npos) << r.stderr_text;
   EXPECT_FALSE(std::filesystem::exists(work_ + "/ran"));
+}
+
+// The cgroups of launcher `pid` (named kiln-sandbox-PID-N), in every hierarchy.
+std::vector<std::string> CgroupsOfLauncher(pid_t pid) {
+  const std::string prefix = absl::StrCat(kSandboxCgroupPrefix, pid, "-");
+  std::vector<std::string> found;
+  for (const CgroupMount& mount : CgroupMounts()) {
+    std::error_code error;
+    for (auto it = std::filesystem::recursive_directory_iterator(mount.point, error);
+         it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
+      if (error) break;
+      if (it->is_directory(error) && absl::StartsWith(it->path().filename().string(), prefix)) {
+        found.push_back(it->path().string());
+      }
+    }
+  }
+  return found;
+}
+
+// Stopped while it prepares (the worker cancelling an action whose sandbox
+// is being started): the sandbox's cgroup goes with it. A launcher killed by
+// the SIGTERM while it made the cgroup left it behind until the next start.
+TEST_P(SandboxLimitsTest, StoppedWhilePreparingLeavesNoCgroup) {
+  for (int round = 0; round < 40; ++round) {
+    v1::SandboxRequest prepare;
+    prepare.set_use_default_binds(true);
+    prepare.set_memory_bytes(int64_t{256} << 20);
+    prepare.set_pids(100);
+    ServedSandbox served(false);
+    ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+    // From at once to well after the cgroup exists (it takes milliseconds on v1).
+    std::this_thread::sleep_for(std::chrono::microseconds(round * 100));
+    kill(served.pid(), SIGTERM);
+    const int status = served.Wait();
+    EXPECT_TRUE(WIFEXITED(status) || WTERMSIG(status) == SIGTERM) << status;
+    EXPECT_EQ(CgroupsOfLauncher(served.pid()), std::vector<std::string>()) << "round " << round;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AsRoot, SandboxLimitsTest, ::testing::Values(Mode::kRoot));
