@@ -577,6 +577,29 @@ TEST_P(SandboxTest, AWaitingSandboxInitHoldsNoneOfItsLaunchersDescriptors) {
   }
 }
 
+// A warm sandbox's PID 1 blanks its arguments too: they name the host path
+// of kiln-sandbox.
+TEST_P(SandboxTest, ServeModeProcOneCmdlineShowsOnlyAName) {
+  v1::SandboxRequest prepare;
+  prepare.set_use_default_binds(true);
+  prepare.set_work_dir_parent(dir_);
+  ServedSandbox served(Unprivileged());
+  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+  ASSERT_TRUE(OpenFile(dir_ + "/out", O_WRONLY | O_CREAT, 0666).ok());
+  chmod((dir_ + "/out").c_str(), 0666);
+  v1::SandboxRequest action = prepare;
+  for (const char* arg : {"/bin/sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"}) action.add_argv(arg);
+  action.set_work_dir(work_);
+  action.set_stdout_path(dir_ + "/out");
+  ASSERT_TRUE(WriteMessage(served.fd(), action).ok());
+  v1::SandboxResult result;
+  ASSERT_TRUE(ReadMessage(served.fd(), &result).ok());
+  ASSERT_EQ(result.exit_code(), 0) << result.error_message();
+  const std::string cmdline = *ReadFileToString(dir_ + "/out");
+  EXPECT_EQ(cmdline.find("serve_fd"), std::string::npos) << cmdline;
+  EXPECT_EQ(absl::StripTrailingAsciiWhitespace(cmdline), "kiln-sandbox");
+}
+
 TEST_P(SandboxTest, ServeModeRefusesAnActionItWasNotPreparedFor) {
   v1::SandboxRequest prepare;
   prepare.set_use_default_binds(true);
