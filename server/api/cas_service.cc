@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "common/zstd.h"
+#include "server/api/find_missing_wire.h"
 #include "server/api/grpc_status.h"
 #include "server/api/reactor_lifetime.h"
 #include "server/cas/directory_tree.h"
@@ -46,44 +47,39 @@ absl::Status StoreOne(cas::BlobStore& cas, const rev2::BatchUpdateBlobsRequest::
 
 }  // namespace
 
-grpc::ServerUnaryReactor* CasService::FindMissingBlobs(
-    grpc::CallbackServerContext* context, const rev2::FindMissingBlobsRequest* request,
-    rev2::FindMissingBlobsResponse* response) {
+grpc::ServerUnaryReactor* CasService::FindMissingBlobs(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
   return RunOnPool(storage_.io, [this, context, request, response]() -> absl::Status {
-    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasRead, request->instance_name()));
-    RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
-    // A Bazel build asks about tens of thousands of digests at a time. They
-    // are checked in blocks small enough to stay in the CPU's cache from
-    // validation to lookup to answer, each block under one lock, and no
-    // hash is copied: a missing digest's hash moves into the response. (The
-    // request is ours to change: find_missing_allocator_ made it, and gRPC
-    // does not read it after the handler.)
-    auto* request_digests =
-        const_cast<rev2::FindMissingBlobsRequest*>(request)->mutable_blob_digests();
-    constexpr int kBlock = 256;
-    std::vector<cas::BlobStore::DigestRef> block;
+    // One contiguous copy at most (none if gRPC received the message in
+    // one slice); every hash below is a view into it.
+    grpc::Slice bytes;
+    if (request->Valid() && !request->DumpToSingleSlice(&bytes).ok()) {
+      return absl::InvalidArgumentError("the FindMissingBlobsRequest does not parse");
+    }
+    ASSIGN_OR_RETURN(FindMissingBlobsCall call,
+                     ParseFindMissingBlobsRequest(absl::string_view(
+                         reinterpret_cast<const char*>(bytes.begin()), bytes.size())));
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasRead, call.instance_name));
+    RETURN_IF_ERROR(CheckDigestFunction(static_cast<rev2::DigestFunction::Value>(call.digest_function)));
+    // Looked up in blocks, each under one lock of the store, so that a
+    // call of 100,000 digests does not hold off writers for all of them.
+    constexpr size_t kBlock = 256;
+    std::vector<cas::BlobStore::DigestRef> missing;
     std::vector<bool> present;
-    block.reserve(kBlock);
-    for (int first = 0; first < request_digests->size(); first += kBlock) {
-      const int last = std::min(first + kBlock, request_digests->size());
-      block.clear();
-      for (int i = first; i < last; ++i) {
-        const rev2::Digest& digest = request_digests->Get(i);
-        absl::Status valid = ValidateDigest(digest.hash(), digest.size_bytes());
-        if (!valid.ok()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("blob_digests[", i, "]: ", valid.message()));
-        }
-        block.push_back({digest.hash(), digest.size_bytes()});
-      }
+    const absl::Span<const cas::BlobStore::DigestRef> digests(call.digests);
+    for (size_t first = 0; first < digests.size(); first += kBlock) {
+      const auto block = digests.subspan(first, kBlock);
       storage_.cas->ContainsEach(block, &present);
-      for (int i = first; i < last; ++i) {
-        if (present[i - first]) continue;
-        rev2::Digest* missing = response->add_missing_blob_digests();
-        missing->mutable_hash()->swap(*request_digests->Mutable(i)->mutable_hash());
-        missing->set_size_bytes(request_digests->Get(i).size_bytes());
+      for (size_t i = 0; i < block.size(); ++i) {
+        if (!present[i]) missing.push_back(block[i]);
       }
     }
+    // The answer is handed to gRPC without another copy.
+    auto* answer = new std::string(SerializeFindMissingBlobsResponse(missing));
+    grpc::Slice slice(answer->data(), answer->size(),
+                      [](void* owner) { delete static_cast<std::string*>(owner); }, answer);
+    *response = grpc::ByteBuffer(&slice, 1);
     return absl::OkStatus();
   });
 }
