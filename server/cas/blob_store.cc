@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -31,7 +32,36 @@ std::string UniqueTempName() {
   return absl::StrCat(getpid(), "-", counter.fetch_add(1), "-", absl::ToUnixNanos(absl::Now()));
 }
 
+// The value of a lowercase hex digit, else 0xff.
+constexpr std::array<uint8_t, 256> kHexDigitValues = [] {
+  std::array<uint8_t, 256> values{};
+  for (auto& value : values) value = 0xff;
+  for (int c = '0'; c <= '9'; ++c) values[c] = c - '0';
+  for (int c = 'a'; c <= 'f'; ++c) values[c] = c - 'a' + 10;
+  return values;
+}();
+
 }  // namespace
+
+// ---- BlobKey ----
+
+bool BlobKey::FromHex(absl::string_view hex, BlobKey* key) {
+  if (hex.size() != 64) return false;
+  // Without a branch per digit: FindMissingBlobs decodes thousands a call.
+  uint8_t invalid = 0;
+  for (size_t i = 0; i < 32; ++i) {
+    const uint8_t high = kHexDigitValues[static_cast<unsigned char>(hex[2 * i])];
+    const uint8_t low = kHexDigitValues[static_cast<unsigned char>(hex[2 * i + 1])];
+    invalid |= (high | low) & 0xf0;
+    key->bytes[i] = static_cast<uint8_t>(high << 4 | (low & 0x0f));
+  }
+  return invalid == 0;
+}
+
+std::string BlobKey::ToHex() const {
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
 
 // ---- DirectorySyncs ----
 
@@ -44,13 +74,13 @@ absl::Status DirectorySyncs::SyncAll() {
 // ---- BlobPin ----
 
 BlobPin::BlobPin(BlobPin&& other) noexcept
-    : store_(std::exchange(other.store_, nullptr)), hash_(std::move(other.hash_)) {}
+    : store_(std::exchange(other.store_, nullptr)), key_(other.key_) {}
 
 BlobPin& BlobPin::operator=(BlobPin&& other) noexcept {
   if (this != &other) {
     Release();
     store_ = std::exchange(other.store_, nullptr);
-    hash_ = std::move(other.hash_);
+    key_ = other.key_;
   }
   return *this;
 }
@@ -58,7 +88,7 @@ BlobPin& BlobPin::operator=(BlobPin&& other) noexcept {
 BlobPin::~BlobPin() { Release(); }
 
 void BlobPin::Release() {
-  if (store_ != nullptr) store_->Unpin(hash_);
+  if (store_ != nullptr) store_->Unpin(key_);
   store_ = nullptr;
 }
 
@@ -175,7 +205,7 @@ absl::Status BlobStore::Recover() {
   RETURN_IF_ERROR(RemoveTree(tmp));
   RETURN_IF_ERROR(MakeDirectories(tmp, 0700));
   struct Found {
-    std::string hash;
+    BlobKey key;
     int64_t size;
     struct timespec mtime;
   };
@@ -195,7 +225,9 @@ absl::Status BlobStore::Recover() {
         RETURN_IF_ERROR(RemoveTree(entry.path()));
         continue;
       }
-      found.push_back({name, st.st_size, st.st_mtim});
+      Found blob{BlobKey(), st.st_size, st.st_mtim};
+      BlobKey::FromHex(name, &blob.key);  // IsHexHash: cannot fail
+      found.push_back(blob);
     }
     if (error) return PosixError("list " + dir, error.value());
   }
@@ -204,88 +236,103 @@ absl::Status BlobStore::Recover() {
   });
   {
     absl::MutexLock lock(&mu_);
-    for (const Found& blob : found) IndexLocked(blob.hash, blob.size);
+    for (const Found& blob : found) IndexLocked(blob.key, blob.size);
     EvictLocked();  // the cap may have been lowered since the last run
   }
   // REAPI treats the empty blob as always present; keep it pinned for good.
   const Digest empty = Digest::Of("");
   RETURN_IF_ERROR(Put(empty, ""));
+  BlobKey empty_key;
+  BlobKey::FromHex(empty.hash, &empty_key);
   absl::MutexLock lock(&mu_);
-  ++entries_[empty.hash].pins;
+  ++FindLocked(empty_key, 0)->pins;
   return absl::OkStatus();
 }
 
-void BlobStore::IndexLocked(const std::string& hash, int64_t size) {
-  lru_.push_back(hash);
-  entries_[hash] = Entry{size, 0, std::prev(lru_.end())};
+BlobStore::Entry* BlobStore::FindLocked(const BlobKey& key, int64_t size) {
+  auto it = entries_.find(key);
+  if (it == entries_.end() || it->second.size != size) return nullptr;
+  return &it->second;
+}
+
+void BlobStore::IndexLocked(const BlobKey& key, int64_t size) {
+  entries_[key] = Entry{size, 0, false};
+  clock_.push_back(key);
   total_bytes_ += DiskBytes(size);
 }
 
-void BlobStore::TouchLocked(Entry& entry) {
-  lru_.splice(lru_.end(), lru_, entry.lru_position);
-}
-
-void BlobStore::EvictLocked(absl::string_view keep) {
-  auto it = lru_.begin();
-  while (total_bytes_ > options_.max_bytes && it != lru_.end()) {
-    auto entry = entries_.find(*it);
-    if (entry->second.pins > 0 || *it == keep) {
-      ++it;
+void BlobStore::EvictLocked(const BlobKey* keep) {
+  // Two turns of the clock at most: the first clears every flag, so the
+  // second evicts all it can; what is left then is pinned (or `keep`).
+  for (size_t turns = 2 * clock_.size(); total_bytes_ > options_.max_bytes && turns > 0; --turns) {
+    const BlobKey key = clock_.front();
+    clock_.pop_front();
+    auto entry = entries_.find(key);
+    if (entry->second.pins > 0 || entry->second.used || (keep != nullptr && key == *keep)) {
+      entry->second.used = false;  // a second chance
+      clock_.push_back(key);
       continue;
     }
     // unlink under the lock: a concurrent Publish of the same hash must not
     // rename a fresh copy in between our index update and the unlink.
-    unlink(BlobPath(*it).c_str());
+    unlink(BlobPath(key.ToHex()).c_str());
     total_bytes_ -= DiskBytes(entry->second.size);
     ++evictions_;
     entries_.erase(entry);
-    it = lru_.erase(it);
   }
 }
 
 bool BlobStore::Contains(const Digest& digest) {
+  BlobKey key;
+  const bool valid = BlobKey::FromHex(digest.hash, &key);
   absl::MutexLock lock(&mu_);
-  auto it = entries_.find(digest.hash);
-  if (it == entries_.end() || it->second.size != digest.size) {
+  Entry* entry = valid ? FindLocked(key, digest.size) : nullptr;
+  if (entry == nullptr) {
     ++misses_;
     return false;
   }
   ++hits_;
-  TouchLocked(it->second);
+  entry->used = true;
   return true;
 }
 
 void BlobStore::ContainsEach(absl::Span<const DigestRef> digests, std::vector<bool>* present) {
   present->assign(digests.size(), false);
+  // Decoded before the lock is taken; an invalid hash stays absent.
+  std::vector<BlobKey> keys(digests.size());
+  std::vector<bool> valid(digests.size());
+  for (size_t i = 0; i < digests.size(); ++i) valid[i] = BlobKey::FromHex(digests[i].hash, &keys[i]);
   int64_t hits = 0;
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < digests.size(); ++i) {
-    auto it = entries_.find(digests[i].hash);
-    if (it == entries_.end() || it->second.size != digests[i].size) continue;
+    Entry* entry = valid[i] ? FindLocked(keys[i], digests[i].size) : nullptr;
+    if (entry == nullptr) continue;
     (*present)[i] = true;
     ++hits;
-    TouchLocked(it->second);
+    entry->used = true;
   }
   hits_ += hits;
   misses_ += static_cast<int64_t>(digests.size()) - hits;
 }
 
 absl::StatusOr<BlobPin> BlobStore::Pin(const Digest& digest) {
+  BlobKey key;
+  const bool valid = BlobKey::FromHex(digest.hash, &key);
   absl::MutexLock lock(&mu_);
-  auto it = entries_.find(digest.hash);
-  if (it == entries_.end() || it->second.size != digest.size) {
+  Entry* entry = valid ? FindLocked(key, digest.size) : nullptr;
+  if (entry == nullptr) {
     ++misses_;
     return absl::NotFoundError(absl::StrCat("blob ", digest.ToString(), " is not in the CAS"));
   }
   ++hits_;
-  ++it->second.pins;
-  TouchLocked(it->second);
-  return BlobPin(this, digest.hash);
+  ++entry->pins;
+  entry->used = true;
+  return BlobPin(this, key);
 }
 
-void BlobStore::Unpin(const std::string& hash) {
+void BlobStore::Unpin(const BlobKey& key) {
   absl::MutexLock lock(&mu_);
-  auto it = entries_.find(hash);
+  auto it = entries_.find(key);
   if (it == entries_.end()) return;
   --it->second.pins;
   if (it->second.pins == 0 && total_bytes_ > options_.max_bytes) EvictLocked();
@@ -344,12 +391,16 @@ absl::Status BlobStore::Put(const Digest& digest, absl::string_view data, Direct
 absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_path,
                                DirectorySyncs* syncs) {
   const std::string path = BlobPath(digest.hash);
+  BlobKey key;
+  if (!BlobKey::FromHex(digest.hash, &key)) {
+    return absl::InternalError(absl::StrCat("publishing a blob of invalid hash ", digest.hash));
+  }
   {
     absl::MutexLock lock(&mu_);
-    auto it = entries_.find(digest.hash);
+    auto it = entries_.find(key);
     if (it != entries_.end()) {
       // A concurrent writer of the same blob won; its copy is identical.
-      TouchLocked(it->second);
+      it->second.used = true;
       unlink(temp_path.c_str());
       return absl::OkStatus();
     }
@@ -362,11 +413,11 @@ absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_pa
     if (rename(temp_path.c_str(), path.c_str()) != 0) {
       return PosixError(absl::StrCat("rename ", temp_path, " to ", path), errno);
     }
-    IndexLocked(digest.hash, digest.size);
+    IndexLocked(key, digest.size);
     bytes_written_ += digest.size;
     // The new blob is kept even if pins hold the store over its cap: the
     // client is about to be told it is stored.
-    EvictLocked(digest.hash);
+    EvictLocked(&key);
   }
   // Make the rename durable before the client is told the blob is stored.
   std::string directory = path.substr(0, path.rfind('/'));
