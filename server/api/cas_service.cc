@@ -67,12 +67,12 @@ grpc::ServerUnaryReactor* CasService::FindMissingBlobs(grpc::CallbackServerConte
     constexpr size_t kBlock = 256;
     std::vector<cas::BlobStore::DigestRef> missing;
     std::vector<bool> present;
-    const absl::Span<const cas::BlobStore::DigestRef> digests(call.digests);
-    for (size_t first = 0; first < digests.size(); first += kBlock) {
-      const auto block = digests.subspan(first, kBlock);
+    const absl::Span<const cas::BlobStore::KeyedDigest> keys(call.keys);
+    for (size_t first = 0; first < keys.size(); first += kBlock) {
+      const auto block = keys.subspan(first, kBlock);
       storage_.cas->ContainsEach(block, &present);
       for (size_t i = 0; i < block.size(); ++i) {
-        if (!present[i]) missing.push_back(block[i]);
+        if (!present[i]) missing.push_back(call.digests[first + i]);
       }
     }
     // The answer is handed to gRPC without another copy.

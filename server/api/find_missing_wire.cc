@@ -83,13 +83,18 @@ absl::StatusOr<FindMissingBlobsCall> ParseFindMissingBlobsRequest(absl::string_v
   FindMissingBlobsCall call;
   // A digest takes at least 70 bytes on the wire once valid (hash and tags).
   call.digests.reserve(bytes.size() / 70);
+  call.keys.reserve(bytes.size() / 70);
   while (in.BytesUntilLimit() > 0) {
     const uint32_t tag = in.ReadTag();
     if (tag == kBlobDigestsTag) {
       cas::BlobStore::DigestRef digest;
       if (!ReadDigest(in, bytes, &digest)) return Undecodable();
-      absl::Status valid = ValidateDigest(digest.hash, digest.size);
-      if (!valid.ok()) {
+      // Validated by decoding: FromHex takes exactly what ValidateDigest
+      // does, which only words the error.
+      cas::BlobStore::KeyedDigest& keyed = call.keys.emplace_back();
+      keyed.size = digest.size;
+      if (!cas::BlobKey::FromHex(digest.hash, &keyed.key) || digest.size < 0) {
+        absl::Status valid = ValidateDigest(digest.hash, digest.size);
         return absl::InvalidArgumentError(
             absl::StrCat("blob_digests[", call.digests.size(), "]: ", valid.message()));
       }

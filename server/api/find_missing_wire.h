@@ -29,6 +29,8 @@ struct FindMissingBlobsCall {
   int digest_function = 0;  // a build.bazel.remote.execution.v2.DigestFunction.Value
   // Valid digests (ValidateDigest) in request order; hashes view `bytes`.
   std::vector<cas::BlobStore::DigestRef> digests;
+  // The same digests with their hashes decoded, for the lookup.
+  std::vector<cas::BlobStore::KeyedDigest> keys;
 };
 
 // INVALID_ARGUMENT if `bytes` is not a FindMissingBlobsRequest or one of

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <vector>
 
@@ -32,30 +33,49 @@ std::string UniqueTempName() {
   return absl::StrCat(getpid(), "-", counter.fetch_add(1), "-", absl::ToUnixNanos(absl::Now()));
 }
 
-// The value of a lowercase hex digit, else 0xff.
-constexpr std::array<uint8_t, 256> kHexDigitValues = [] {
-  std::array<uint8_t, 256> values{};
-  for (auto& value : values) value = 0xff;
-  for (int c = '0'; c <= '9'; ++c) values[c] = c - '0';
-  for (int c = 'a'; c <= 'f'; ++c) values[c] = c - 'a' + 10;
-  return values;
-}();
+// Eight lowercase hex digits at once (SWAR: each byte of a uint64 is one
+// digit): false if any is not [0-9a-f], else their four bytes to `out`.
+// FindMissingBlobs decodes 640,000 digits per call of 10,000 digests; a
+// table lookup per digit cost it a fifth of a millisecond.
+bool DecodeEightHexDigits(const char* in, uint8_t* out) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHigh = 0x8080808080808080ULL;
+  uint64_t x;
+  std::memcpy(&x, in, 8);
+  if (x & kHigh) return false;  // not ASCII
+  // With every byte below 0x80, adding (0x80 - lo) sets a byte's high bit
+  // iff it is >= lo, and adding (0x7f - hi) iff it is > hi; no carry
+  // crosses into the next byte.
+  const auto in_range = [&](uint8_t lo, uint8_t hi) {
+    return (x + kOnes * (0x80 - lo)) & ~(x + kOnes * (0x7f - hi)) & kHigh;
+  };
+  const uint64_t digit = in_range('0', '9');
+  const uint64_t letter = in_range('a', 'f');
+  if ((digit | letter) != kHigh) return false;
+  // '0'-'9' are 0x30-0x39 and 'a'-'f' 0x61-0x66: the low nibble, plus 9
+  // for a letter.
+  const uint64_t letter_ones = letter >> 7;
+  const uint64_t values = (x & (kOnes * 0x0f)) + letter_ones * 9;
+  // Little-endian: the first digit of each pair is the low byte of its
+  // 16-bit lane and becomes the high nibble of the output byte.
+  uint64_t packed = ((values & 0x000f000f000f000fULL) << 4) | ((values >> 8) & 0x000f000f000f000fULL);
+  packed = (packed | (packed >> 8)) & 0x0000ffff0000ffffULL;
+  packed = (packed | (packed >> 16)) & 0x00000000ffffffffULL;
+  const uint32_t bytes = static_cast<uint32_t>(packed);
+  std::memcpy(out, &bytes, 4);
+  return true;
+}
 
 }  // namespace
 
 // ---- BlobKey ----
 
 bool BlobKey::FromHex(absl::string_view hex, BlobKey* key) {
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "DecodeEightHexDigits");
   if (hex.size() != 64) return false;
-  // Without a branch per digit: FindMissingBlobs decodes thousands a call.
-  uint8_t invalid = 0;
-  for (size_t i = 0; i < 32; ++i) {
-    const uint8_t high = kHexDigitValues[static_cast<unsigned char>(hex[2 * i])];
-    const uint8_t low = kHexDigitValues[static_cast<unsigned char>(hex[2 * i + 1])];
-    invalid |= (high | low) & 0xf0;
-    key->bytes[i] = static_cast<uint8_t>(high << 4 | (low & 0x0f));
-  }
-  return invalid == 0;
+  bool valid = true;
+  for (int i = 0; i < 8; ++i) valid &= DecodeEightHexDigits(hex.data() + 8 * i, key->bytes.data() + 4 * i);
+  return valid;
 }
 
 std::string BlobKey::ToHex() const {
@@ -297,15 +317,22 @@ bool BlobStore::Contains(const Digest& digest) {
 }
 
 void BlobStore::ContainsEach(absl::Span<const DigestRef> digests, std::vector<bool>* present) {
-  present->assign(digests.size(), false);
   // Decoded before the lock is taken; an invalid hash stays absent.
-  std::vector<BlobKey> keys(digests.size());
+  std::vector<KeyedDigest> keyed(digests.size());
   std::vector<bool> valid(digests.size());
-  for (size_t i = 0; i < digests.size(); ++i) valid[i] = BlobKey::FromHex(digests[i].hash, &keys[i]);
+  for (size_t i = 0; i < digests.size(); ++i) {
+    valid[i] = BlobKey::FromHex(digests[i].hash, &keyed[i].key);
+    keyed[i].size = valid[i] ? digests[i].size : -1;  // no blob has size -1
+  }
+  ContainsEach(keyed, present);
+}
+
+void BlobStore::ContainsEach(absl::Span<const KeyedDigest> digests, std::vector<bool>* present) {
+  present->assign(digests.size(), false);
   int64_t hits = 0;
   absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < digests.size(); ++i) {
-    Entry* entry = valid[i] ? FindLocked(keys[i], digests[i].size) : nullptr;
+    Entry* entry = FindLocked(digests[i].key, digests[i].size);
     if (entry == nullptr) continue;
     (*present)[i] = true;
     ++hits;

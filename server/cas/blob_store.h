@@ -196,6 +196,12 @@ class BlobStore {
     int64_t size;
   };
   void ContainsEach(absl::Span<const DigestRef> digests, std::vector<bool>* present);
+  // The same for hashes decoded already.
+  struct KeyedDigest {
+    BlobKey key;
+    int64_t size;
+  };
+  void ContainsEach(absl::Span<const KeyedDigest> digests, std::vector<bool>* present);
   // Pins a stored blob; NOT_FOUND if it is absent.
   absl::StatusOr<BlobPin> Pin(const Digest& digest);
   absl::StatusOr<BlobReader> OpenBlob(const Digest& digest);

@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
+
 #include "absl/strings/str_cat.h"
 #include "server/cas/test_util.h"
 
@@ -284,6 +286,23 @@ TEST(BlobKeyTest, TakesExactlyLowercaseHexAndGivesItBack) {
   for (const std::string& bad : {upper, digest.hash.substr(1), digest.hash + "0",
                                  std::string(63, '0') + "g", std::string(63, '0') + '\0'}) {
     EXPECT_FALSE(BlobKey::FromHex(bad, &key)) << bad;
+  }
+}
+
+TEST(BlobKeyTest, AnyByteAtAnyPositionIsDecodedOrRejectedAsHexDigitsAre) {
+  const std::string hash = Digest::Of("positions").hash;
+  for (size_t position = 0; position < 64; ++position) {
+    for (int byte = 0; byte < 256; ++byte) {
+      std::string hex = hash;
+      hex[position] = static_cast<char>(byte);
+      const bool lowercase_hex = (byte >= '0' && byte <= '9') || (byte >= 'a' && byte <= 'f');
+      BlobKey key;
+      ASSERT_EQ(BlobKey::FromHex(hex, &key), lowercase_hex) << position << " " << byte;
+      if (lowercase_hex) {
+        ASSERT_EQ(std::string(reinterpret_cast<const char*>(key.bytes.data()), 32),
+                  absl::HexStringToBytes(hex));
+      }
+    }
   }
 }
 
