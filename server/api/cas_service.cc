@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include <grpcpp/support/proto_buffer_reader.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -51,35 +53,38 @@ grpc::ServerUnaryReactor* CasService::FindMissingBlobs(grpc::CallbackServerConte
                                                        const grpc::ByteBuffer* request,
                                                        grpc::ByteBuffer* response) {
   return RunOnPool(storage_.io, [this, context, request, response]() -> absl::Status {
-    // One contiguous copy at most (none if gRPC received the message in
-    // one slice); every hash below is a view into it.
-    grpc::Slice bytes;
-    if (request->Valid() && !request->DumpToSingleSlice(&bytes).ok()) {
-      return absl::InvalidArgumentError("the FindMissingBlobsRequest does not parse");
+    // Read in place from gRPC's slices (the copy shares them).
+    grpc::ByteBuffer request_bytes(*request);
+    absl::StatusOr<FindMissingBlobsCall> parsed;
+    if (request_bytes.Valid()) {
+      grpc::ProtoBufferReader reader(&request_bytes);
+      parsed = ParseFindMissingBlobsRequest(&reader);
+    } else {
+      parsed = ParseFindMissingBlobsRequest(absl::string_view());  // an empty message
     }
-    ASSIGN_OR_RETURN(FindMissingBlobsCall call,
-                     ParseFindMissingBlobsRequest(absl::string_view(
-                         reinterpret_cast<const char*>(bytes.begin()), bytes.size())));
+    ASSIGN_OR_RETURN(FindMissingBlobsCall call, std::move(parsed));
     RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasRead, call.instance_name));
     RETURN_IF_ERROR(CheckDigestFunction(static_cast<rev2::DigestFunction::Value>(call.digest_function)));
-    // Looked up in blocks, each under one lock of the store, so that a
-    // call of 100,000 digests does not hold off writers for all of them.
-    constexpr size_t kBlock = 256;
-    std::vector<cas::BlobStore::DigestRef> missing;
+    // Each block is looked up under one lock of the store, so that a call
+    // of 100,000 digests does not hold off writers for all of them.
+    FindMissingBlobsResponseWriter answer;
     std::vector<bool> present;
-    const absl::Span<const cas::BlobStore::KeyedDigest> keys(call.keys);
-    for (size_t first = 0; first < keys.size(); first += kBlock) {
-      const auto block = keys.subspan(first, kBlock);
+    for (const auto& block : call.blocks) {
       storage_.cas->ContainsEach(block, &present);
       for (size_t i = 0; i < block.size(); ++i) {
-        if (!present[i]) missing.push_back(call.digests[first + i]);
+        if (!present[i]) answer.Add(block[i]);
       }
     }
-    // The answer is handed to gRPC without another copy.
-    auto* answer = new std::string(SerializeFindMissingBlobsResponse(missing));
-    grpc::Slice slice(answer->data(), answer->size(),
-                      [](void* owner) { delete static_cast<std::string*>(owner); }, answer);
-    *response = grpc::ByteBuffer(&slice, 1);
+    // Handed to gRPC without another copy.
+    std::vector<std::string> pieces = answer.Finish();
+    std::vector<grpc::Slice> slices;
+    slices.reserve(pieces.size());
+    for (std::string& piece : pieces) {
+      auto* owned = new std::string(std::move(piece));
+      slices.emplace_back(owned->data(), owned->size(),
+                          [](void* owner) { delete static_cast<std::string*>(owner); }, owned);
+    }
+    *response = grpc::ByteBuffer(slices.data(), slices.size());
     return absl::OkStatus();
   });
 }

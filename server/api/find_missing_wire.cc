@@ -1,6 +1,7 @@
 #include "server/api/find_missing_wire.h"
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/stubs/common.h>
 #include <google/protobuf/wire_format_lite.h>
 
@@ -27,35 +28,60 @@ constexpr uint32_t kSizeBytesTag = Tag(2, WireFormatLite::WIRETYPE_VARINT);
 // FindMissingBlobsResponse
 constexpr uint32_t kMissingBlobDigestsTag = Tag(2, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
 
+constexpr int kHashDigits = 64;
+
 absl::Status Undecodable() {
   return absl::InvalidArgumentError("the FindMissingBlobsRequest does not parse");
 }
 
-// Reads a length-delimited field's bytes as a view into `bytes`.
-bool ReadView(CodedInputStream& in, absl::string_view bytes, absl::string_view* view) {
-  uint32_t length;
-  if (!in.ReadVarint32(&length)) return false;
-  const int position = in.CurrentPosition();
-  if (!in.Skip(static_cast<int>(length))) return false;  // fails past the end or a limit
-  *view = bytes.substr(position, length);
-  return true;
+// One Digest as read: its key if its hash has the one valid length (the
+// hash itself only otherwise, for the error message).
+struct ReadDigestResult {
+  bool hash_valid = false;  // 64 lowercase hex digits, decoded into `key`
+  std::string other_hash;   // the hash when it is not
+  cas::BlobStore::KeyedDigest digest{};
+};
+
+bool ReadHash(CodedInputStream& in, ReadDigestResult* result) {
+  int length;
+  if (!in.ReadVarintSizeAsInt(&length)) return false;
+  if (length == kHashDigits) {
+    char copy[kHashDigits];
+    const void* data;
+    int available;
+    in.GetDirectBufferPointerInline(&data, &available);
+    const char* digits = static_cast<const char*>(data);
+    if (available >= kHashDigits) {
+      in.Skip(kHashDigits);
+    } else {  // split between two of gRPC's slices
+      if (!in.ReadRaw(copy, kHashDigits)) return false;
+      digits = copy;
+    }
+    result->hash_valid = cas::BlobKey::FromHex(absl::string_view(digits, kHashDigits), &result->digest.key);
+    if (!result->hash_valid) result->other_hash.assign(digits, kHashDigits);
+    return true;
+  }
+  result->hash_valid = false;
+  return in.ReadString(&result->other_hash, length);
 }
 
 // Reads one Digest, whose length prefix is next in `in`.
-bool ReadDigest(CodedInputStream& in, absl::string_view bytes, cas::BlobStore::DigestRef* digest) {
+bool ReadDigest(CodedInputStream& in, ReadDigestResult* result) {
   int length;
   if (!in.ReadVarintSizeAsInt(&length)) return false;
   const auto limit = in.PushLimit(length);
   if (in.BytesUntilLimit() != length) return false;  // the message runs past its parent
-  *digest = {absl::string_view(), 0};
+  result->hash_valid = false;
+  result->other_hash.clear();  // an absent hash is the empty string
+  result->digest.size = 0;
   while (in.BytesUntilLimit() > 0) {
     const uint32_t tag = in.ReadTag();
     if (tag == kHashTag) {
-      if (!ReadView(in, bytes, &digest->hash)) return false;
+      if (!ReadHash(in, result)) return false;
     } else if (tag == kSizeBytesTag) {
       uint64_t size;
       if (!in.ReadVarint64(&size)) return false;
-      digest->size = static_cast<int64_t>(size);
+      result->digest.size = static_cast<int64_t>(size);
     } else if (WireFormatLite::GetTagFieldNumber(tag) == 0 || !WireFormatLite::SkipField(&in, tag)) {
       return false;
     }
@@ -64,49 +90,48 @@ bool ReadDigest(CodedInputStream& in, absl::string_view bytes, cas::BlobStore::D
   return true;
 }
 
-int VarintSize(uint64_t value) { return CodedOutputStream::VarintSize64(value); }
-
 // The bytes of one Digest message, without its own tag and length.
-int DigestBytes(const cas::BlobStore::DigestRef& digest) {
-  int bytes = 0;
-  if (!digest.hash.empty()) bytes += 1 + VarintSize(digest.hash.size()) + digest.hash.size();
-  if (digest.size != 0) bytes += 1 + VarintSize(static_cast<uint64_t>(digest.size));
-  return bytes;
+int DigestBytes(int64_t size) {
+  return 2 + kHashDigits + (size != 0 ? 1 + CodedOutputStream::VarintSize64(size) : 0);
 }
+constexpr size_t kMaxEntryBytes = 2 + 2 + kHashDigits + 1 + 10;
 
 }  // namespace
 
-absl::StatusOr<FindMissingBlobsCall> ParseFindMissingBlobsRequest(absl::string_view bytes) {
-  if (bytes.size() > static_cast<size_t>(INT32_MAX)) return Undecodable();
-  CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
-  in.PushLimit(static_cast<int>(bytes.size()));
+absl::StatusOr<FindMissingBlobsCall> ParseFindMissingBlobsRequest(
+    google::protobuf::io::ZeroCopyInputStream* bytes) {
+  CodedInputStream in(bytes);
   FindMissingBlobsCall call;
-  // A digest takes at least 70 bytes on the wire once valid (hash and tags).
-  call.digests.reserve(bytes.size() / 70);
-  call.keys.reserve(bytes.size() / 70);
-  while (in.BytesUntilLimit() > 0) {
+  int64_t index = 0;
+  ReadDigestResult digest;
+  while (true) {
     const uint32_t tag = in.ReadTag();
+    if (tag == 0) {
+      // The end, unless the stream stopped on a bad tag.
+      if (in.ConsumedEntireMessage()) break;
+      return Undecodable();
+    }
     if (tag == kBlobDigestsTag) {
-      cas::BlobStore::DigestRef digest;
-      if (!ReadDigest(in, bytes, &digest)) return Undecodable();
-      // Validated by decoding: FromHex takes exactly what ValidateDigest
-      // does, which only words the error.
-      cas::BlobStore::KeyedDigest& keyed = call.keys.emplace_back();
-      keyed.size = digest.size;
-      if (!cas::BlobKey::FromHex(digest.hash, &keyed.key) || digest.size < 0) {
-        absl::Status valid = ValidateDigest(digest.hash, digest.size);
-        return absl::InvalidArgumentError(
-            absl::StrCat("blob_digests[", call.digests.size(), "]: ", valid.message()));
+      if (!ReadDigest(in, &digest)) return Undecodable();
+      if (!digest.hash_valid || digest.digest.size < 0) {
+        const std::string hash =
+            digest.hash_valid ? digest.digest.key.ToHex() : std::move(digest.other_hash);
+        absl::Status valid = ValidateDigest(hash, digest.digest.size);
+        return absl::InvalidArgumentError(absl::StrCat("blob_digests[", index, "]: ", valid.message()));
       }
-      call.digests.push_back(digest);
+      if (call.blocks.empty() || call.blocks.back().size() == FindMissingBlobsCall::kBlockDigests) {
+        call.blocks.emplace_back().reserve(FindMissingBlobsCall::kBlockDigests);
+      }
+      call.blocks.back().push_back(digest.digest);
+      ++index;
     } else if (tag == kInstanceNameTag) {
-      absl::string_view name;
-      if (!ReadView(in, bytes, &name)) return Undecodable();
+      std::string name;
+      if (!WireFormatLite::ReadString(&in, &name)) return Undecodable();
       // proto3 strings are UTF-8; the generated parser rejects others.
       if (!google::protobuf::internal::IsStructurallyValidUTF8(name.data(), static_cast<int>(name.size()))) {
         return Undecodable();
       }
-      call.instance_name = std::string(name);
+      call.instance_name = std::move(name);
     } else if (tag == kDigestFunctionTag) {
       uint64_t value;
       if (!in.ReadVarint64(&value)) return Undecodable();
@@ -118,28 +143,31 @@ absl::StatusOr<FindMissingBlobsCall> ParseFindMissingBlobsRequest(absl::string_v
   return call;
 }
 
-std::string SerializeFindMissingBlobsResponse(absl::Span<const cas::BlobStore::DigestRef> missing) {
-  size_t total = 0;
-  for (const auto& digest : missing) {
-    const int bytes = DigestBytes(digest);
-    total += 1 + VarintSize(bytes) + bytes;
-  }
-  std::string out(total, '\0');
-  uint8_t* p = reinterpret_cast<uint8_t*>(out.data());
-  for (const auto& digest : missing) {
-    p = CodedOutputStream::WriteTagToArray(kMissingBlobDigestsTag, p);
-    p = CodedOutputStream::WriteVarint32ToArray(DigestBytes(digest), p);
-    if (!digest.hash.empty()) {
-      p = CodedOutputStream::WriteTagToArray(kHashTag, p);
-      p = CodedOutputStream::WriteVarint32ToArray(digest.hash.size(), p);
-      p = CodedOutputStream::WriteRawToArray(digest.hash.data(), digest.hash.size(), p);
-    }
-    if (digest.size != 0) {
-      p = CodedOutputStream::WriteTagToArray(kSizeBytesTag, p);
-      p = CodedOutputStream::WriteVarint64ToArray(static_cast<uint64_t>(digest.size), p);
-    }
-  }
-  return out;
+absl::StatusOr<FindMissingBlobsCall> ParseFindMissingBlobsRequest(absl::string_view bytes) {
+  google::protobuf::io::ArrayInputStream stream(bytes.data(), static_cast<int>(bytes.size()));
+  return ParseFindMissingBlobsRequest(&stream);
 }
+
+void FindMissingBlobsResponseWriter::Add(const cas::BlobStore::KeyedDigest& missing) {
+  if (pieces_.empty() || pieces_.back().size() + kMaxEntryBytes > kPieceBytes) {
+    pieces_.emplace_back().reserve(kPieceBytes);
+  }
+  std::string& piece = pieces_.back();
+  uint8_t entry[kMaxEntryBytes];
+  uint8_t* p = entry;
+  p = CodedOutputStream::WriteTagToArray(kMissingBlobDigestsTag, p);
+  p = CodedOutputStream::WriteVarint32ToArray(DigestBytes(missing.size), p);
+  p = CodedOutputStream::WriteTagToArray(kHashTag, p);
+  p = CodedOutputStream::WriteVarint32ToArray(kHashDigits, p);
+  missing.key.WriteHex(reinterpret_cast<char*>(p));
+  p += kHashDigits;
+  if (missing.size != 0) {
+    p = CodedOutputStream::WriteTagToArray(kSizeBytesTag, p);
+    p = CodedOutputStream::WriteVarint64ToArray(static_cast<uint64_t>(missing.size), p);
+  }
+  piece.append(reinterpret_cast<const char*>(entry), p - entry);
+}
+
+std::vector<std::string> FindMissingBlobsResponseWriter::Finish() { return std::move(pieces_); }
 
 }  // namespace kiln::api

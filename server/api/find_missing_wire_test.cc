@@ -16,27 +16,47 @@ rev2::FindMissingBlobsRequest SampleRequest() {
   rev2::FindMissingBlobsRequest request;
   request.set_instance_name("main/ci");
   request.set_digest_function(rev2::DigestFunction::SHA256);
-  for (int i = 0; i < 50; ++i) *request.add_blob_digests() = Digest::Of(std::to_string(i)).ToProto();
+  for (int i = 0; i < 600; ++i) *request.add_blob_digests() = Digest::Of(std::to_string(i)).ToProto();
   *request.add_blob_digests() = Digest::Of("").ToProto();  // size 0: no size field on the wire
   return request;
 }
 
-// What the generated parser makes of the same bytes, in our terms.
+std::vector<cas::BlobStore::KeyedDigest> AllDigests(const FindMissingBlobsCall& call) {
+  std::vector<cas::BlobStore::KeyedDigest> all;
+  for (const auto& block : call.blocks) {
+    EXPECT_LE(block.size(), FindMissingBlobsCall::kBlockDigests);
+    all.insert(all.end(), block.begin(), block.end());
+  }
+  return all;
+}
+
+// What the generated parser makes of the same bytes, in our terms, read
+// from one buffer and from a stream of `chunk`-byte pieces.
 void ExpectSameAsGenerated(const std::string& bytes) {
   rev2::FindMissingBlobsRequest generated;
   const bool generated_ok = generated.ParseFromString(bytes);
-  absl::StatusOr<FindMissingBlobsCall> ours = ParseFindMissingBlobsRequest(bytes);
-  ASSERT_EQ(ours.ok(), generated_ok) << ours.status();
-  if (!ours.ok()) {
-    EXPECT_EQ(ours.status().code(), absl::StatusCode::kInvalidArgument);
-    return;
-  }
-  EXPECT_EQ(ours->instance_name, generated.instance_name());
-  EXPECT_EQ(ours->digest_function, generated.digest_function());
-  ASSERT_EQ(static_cast<int>(ours->digests.size()), generated.blob_digests_size());
-  for (int i = 0; i < generated.blob_digests_size(); ++i) {
-    EXPECT_EQ(ours->digests[i].hash, generated.blob_digests(i).hash());
-    EXPECT_EQ(ours->digests[i].size, generated.blob_digests(i).size_bytes());
+  for (int chunk : {0, 1, 7, 100}) {
+    SCOPED_TRACE(chunk);
+    absl::StatusOr<FindMissingBlobsCall> ours;
+    if (chunk == 0) {
+      ours = ParseFindMissingBlobsRequest(bytes);
+    } else {
+      google::protobuf::io::ArrayInputStream stream(bytes.data(), static_cast<int>(bytes.size()), chunk);
+      ours = ParseFindMissingBlobsRequest(&stream);
+    }
+    ASSERT_EQ(ours.ok(), generated_ok) << ours.status();
+    if (!ours.ok()) {
+      EXPECT_EQ(ours.status().code(), absl::StatusCode::kInvalidArgument);
+      continue;
+    }
+    EXPECT_EQ(ours->instance_name, generated.instance_name());
+    EXPECT_EQ(ours->digest_function, generated.digest_function());
+    const auto digests = AllDigests(*ours);
+    ASSERT_EQ(static_cast<int>(digests.size()), generated.blob_digests_size());
+    for (int i = 0; i < generated.blob_digests_size(); ++i) {
+      EXPECT_EQ(digests[i].key.ToHex(), generated.blob_digests(i).hash());
+      EXPECT_EQ(digests[i].size, generated.blob_digests(i).size_bytes());
+    }
   }
 }
 
@@ -90,7 +110,9 @@ TEST(FindMissingWireTest, SkipsUnknownFieldsAndKeepsTheLastScalar) {
 }
 
 TEST(FindMissingWireTest, EveryTruncationIsRejectedOrReadAsTheGeneratedParserDoes) {
-  const std::string bytes = SampleRequest().SerializeAsString();
+  rev2::FindMissingBlobsRequest request = SampleRequest();
+  request.mutable_blob_digests()->DeleteSubrange(5, request.blob_digests_size() - 6);
+  const std::string bytes = request.SerializeAsString();
   for (size_t length = 0; length < bytes.size(); ++length) {
     SCOPED_TRACE(length);
     ExpectSameAsGenerated(bytes.substr(0, length));
@@ -120,19 +142,42 @@ TEST(FindMissingWireTest, AnInvalidDigestIsNamedByItsIndex) {
   EXPECT_NE(ours.status().message().find("blob_digests[3]"), std::string::npos) << ours.status();
 }
 
-TEST(FindMissingWireTest, TheAnswerParsesAsTheDigestsGiven) {
+TEST(FindMissingWireTest, TheAnswerParsesAsTheDigestsGivenInPiecesOfBoundedSize) {
   const rev2::FindMissingBlobsRequest request = SampleRequest();
-  const std::string bytes = request.SerializeAsString();
-  absl::StatusOr<FindMissingBlobsCall> call = ParseFindMissingBlobsRequest(bytes);
+  absl::StatusOr<FindMissingBlobsCall> call = ParseFindMissingBlobsRequest(request.SerializeAsString());
   ASSERT_TRUE(call.ok()) << call.status();
+  EXPECT_EQ(call->blocks.size(), 3u);  // 601 digests
+  FindMissingBlobsResponseWriter writer;
+  for (const auto& digest : AllDigests(*call)) writer.Add(digest);
+  std::string bytes;
+  for (const std::string& piece : writer.Finish()) {
+    EXPECT_LE(piece.size(), FindMissingBlobsResponseWriter::kPieceBytes);
+    bytes += piece;
+  }
   rev2::FindMissingBlobsResponse response;
-  ASSERT_TRUE(response.ParseFromString(SerializeFindMissingBlobsResponse(call->digests)));
+  ASSERT_TRUE(response.ParseFromString(bytes));
   ASSERT_EQ(response.missing_blob_digests_size(), request.blob_digests_size());
   for (int i = 0; i < request.blob_digests_size(); ++i) {
     EXPECT_EQ(response.missing_blob_digests(i).SerializeAsString(),
               request.blob_digests(i).SerializeAsString());
   }
-  EXPECT_EQ(SerializeFindMissingBlobsResponse({}), "");
+  EXPECT_TRUE(FindMissingBlobsResponseWriter().Finish().empty());
+}
+
+TEST(FindMissingWireTest, ManyDigestsMakeManyPieces) {
+  FindMissingBlobsResponseWriter writer;
+  absl::StatusOr<FindMissingBlobsCall> call = ParseFindMissingBlobsRequest(SampleRequest().SerializeAsString());
+  ASSERT_TRUE(call.ok());
+  for (int round = 0; round < 5; ++round) {
+    for (const auto& digest : AllDigests(*call)) writer.Add(digest);
+  }
+  std::vector<std::string> pieces = writer.Finish();
+  EXPECT_GT(pieces.size(), 2u);
+  std::string bytes;
+  for (const std::string& piece : pieces) bytes += piece;
+  rev2::FindMissingBlobsResponse response;
+  ASSERT_TRUE(response.ParseFromString(bytes));
+  EXPECT_EQ(response.missing_blob_digests_size(), 5 * 601);
 }
 
 }  // namespace

@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <vector>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -79,8 +78,17 @@ bool BlobKey::FromHex(absl::string_view hex, BlobKey* key) {
 }
 
 std::string BlobKey::ToHex() const {
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  std::string hex(64, '\0');
+  WriteHex(hex.data());
+  return hex;
+}
+
+void BlobKey::WriteHex(char* out) const {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    out[2 * i] = kDigits[bytes[i] >> 4];
+    out[2 * i + 1] = kDigits[bytes[i] & 0x0f];
+  }
 }
 
 // ---- DirectorySyncs ----

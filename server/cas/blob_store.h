@@ -76,6 +76,8 @@ struct BlobKey {
   // False unless `hex` is 64 lowercase hex digits.
   static bool FromHex(absl::string_view hex, BlobKey* key);
   std::string ToHex() const;
+  // The 64 lowercase hex digits to out[0..63].
+  void WriteHex(char* out) const;
 
   friend bool operator==(const BlobKey& a, const BlobKey& b) {
     return std::memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
