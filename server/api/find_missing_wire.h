@@ -13,8 +13,10 @@
 //
 // The parse accepts exactly what FindMissingBlobsRequest's generated parser
 // accepts for the fields it reads (unknown fields skipped, the last value of
-// a scalar wins), except that it fails on the first invalid digest: the
-// handler would reject that request anyway.
+// a scalar wins), except that it fails on the first invalid digest (the
+// handler would reject that request anyway) and that it takes over-long
+// varints as CodedInputStream does (up to 10 bytes for a tag or a length,
+// where the generated parser stops at 5).
 #ifndef KILN_SERVER_API_FIND_MISSING_WIRE_H_
 #define KILN_SERVER_API_FIND_MISSING_WIRE_H_
 
