@@ -27,6 +27,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   google::protobuf::io::ArrayInputStream stream(bytes.data(), static_cast<int>(bytes.size()), piece);
   absl::StatusOr<kiln::api::FindMissingBlobsCall> pieces = kiln::api::ParseFindMissingBlobsRequest(&stream);
   if (whole.ok() != pieces.ok()) __builtin_trap();
+  if (whole.ok() && whole->invalid_digest.ok() != pieces->invalid_digest.ok()) __builtin_trap();
+  if (whole.ok() && !whole->invalid_digest.ok() &&
+      whole->invalid_digest.code() != absl::StatusCode::kInvalidArgument) {
+    __builtin_trap();
+  }
   if (!whole.ok() && whole.status().code() != absl::StatusCode::kInvalidArgument) __builtin_trap();
 
   rev2::FindMissingBlobsRequest generated;
@@ -35,9 +40,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& digest : generated.blob_digests()) {
     all_valid &= kiln::ValidateDigest(digest.hash(), digest.size_bytes()).ok();
   }
-  if (all_valid && !whole.ok()) __builtin_trap();
-  if (whole.ok() && generated_ok && !all_valid) __builtin_trap();
-  if (!whole.ok() || !generated_ok) return 0;
+  if (generated_ok && !whole.ok()) __builtin_trap();
+  if (all_valid && !whole->invalid_digest.ok()) __builtin_trap();
+  if (whole.ok() && generated_ok && !all_valid && whole->invalid_digest.ok()) __builtin_trap();
+  if (!whole.ok() || !generated_ok || !all_valid) return 0;
 
   if (whole->instance_name != generated.instance_name() ||
       whole->digest_function != generated.digest_function() ||

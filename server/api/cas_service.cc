@@ -65,6 +65,7 @@ grpc::ServerUnaryReactor* CasService::FindMissingBlobs(grpc::CallbackServerConte
     ASSIGN_OR_RETURN(FindMissingBlobsCall call, std::move(parsed));
     RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasRead, call.instance_name));
     RETURN_IF_ERROR(CheckDigestFunction(static_cast<rev2::DigestFunction::Value>(call.digest_function)));
+    RETURN_IF_ERROR(call.invalid_digest);
     // Each block is looked up under one lock of the store, so that a call
     // of 100,000 digests does not hold off writers for all of them.
     FindMissingBlobsResponseWriter answer;

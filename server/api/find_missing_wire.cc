@@ -113,11 +113,14 @@ absl::StatusOr<FindMissingBlobsCall> ParseFindMissingBlobsRequest(
     }
     if (tag == kBlobDigestsTag) {
       if (!ReadDigest(in, &digest)) return Undecodable();
+      if (!call.invalid_digest.ok()) continue;  // the rest is read only to check its form
       if (!digest.hash_valid || digest.digest.size < 0) {
         const std::string hash =
             digest.hash_valid ? digest.digest.key.ToHex() : std::move(digest.other_hash);
         absl::Status valid = ValidateDigest(hash, digest.digest.size);
-        return absl::InvalidArgumentError(absl::StrCat("blob_digests[", index, "]: ", valid.message()));
+        call.invalid_digest =
+            absl::InvalidArgumentError(absl::StrCat("blob_digests[", index, "]: ", valid.message()));
+        continue;
       }
       if (call.blocks.empty() || call.blocks.back().size() == FindMissingBlobsCall::kBlockDigests) {
         call.blocks.emplace_back().reserve(FindMissingBlobsCall::kBlockDigests);

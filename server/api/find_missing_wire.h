@@ -13,8 +13,8 @@
 //
 // The parse accepts exactly what FindMissingBlobsRequest's generated parser
 // accepts for the fields it reads (unknown fields skipped, the last value of
-// a scalar wins), except that it fails on the first invalid digest (the
-// handler would reject that request anyway) and that it takes over-long
+// a scalar wins), except that it keeps no digest after the first invalid
+// one (the handler rejects that request anyway) and that it takes over-long
 // varints as CodedInputStream does (up to 10 bytes for a tag or a length,
 // where the generated parser stops at 5).
 #ifndef KILN_SERVER_API_FIND_MISSING_WIRE_H_
@@ -38,12 +38,16 @@ struct FindMissingBlobsCall {
 
   std::string instance_name;
   int digest_function = 0;  // a build.bazel.remote.execution.v2.DigestFunction.Value
-  // The valid digests, in request order, kBlockDigests per block.
+  // The valid digests, in request order, kBlockDigests per block, up to
+  // the first invalid one.
   std::vector<std::vector<cas::BlobStore::KeyedDigest>> blocks;
+  // INVALID_ARGUMENT naming blob_digests[i] if that digest is invalid; the
+  // handler reports it only once the caller is authorized, as it did when
+  // gRPC parsed the message.
+  absl::Status invalid_digest;
 };
 
-// INVALID_ARGUMENT if the bytes are not a FindMissingBlobsRequest or one of
-// its digests is invalid (the message names blob_digests[i]).
+// INVALID_ARGUMENT if the bytes are not a FindMissingBlobsRequest.
 absl::StatusOr<FindMissingBlobsCall> ParseFindMissingBlobsRequest(
     google::protobuf::io::ZeroCopyInputStream* bytes);
 absl::StatusOr<FindMissingBlobsCall> ParseFindMissingBlobsRequest(absl::string_view bytes);

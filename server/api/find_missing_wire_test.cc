@@ -45,6 +45,7 @@ void ExpectSameAsGenerated(const std::string& bytes) {
       ours = ParseFindMissingBlobsRequest(&stream);
     }
     ASSERT_EQ(ours.ok(), generated_ok) << ours.status();
+    if (ours.ok()) EXPECT_TRUE(ours->invalid_digest.ok()) << ours->invalid_digest;
     if (!ours.ok()) {
       EXPECT_EQ(ours.status().code(), absl::StatusCode::kInvalidArgument);
       continue;
@@ -133,13 +134,25 @@ TEST(FindMissingWireTest, GarbageIsInvalidArgument) {
 TEST(FindMissingWireTest, AnInvalidDigestIsNamedByItsIndex) {
   rev2::FindMissingBlobsRequest request = SampleRequest();
   request.mutable_blob_digests(7)->set_hash(std::string(64, 'A'));
-  absl::StatusOr<FindMissingBlobsCall> ours = ParseFindMissingBlobsRequest(request.SerializeAsString());
-  EXPECT_EQ(ours.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(ours.status().message().find("blob_digests[7]"), std::string::npos) << ours.status();
+  request.mutable_blob_digests(9)->set_hash("short");
+  // An instance name after the digests is still read (the last one wins).
+  std::string bytes = request.SerializeAsString() + "\x0a\x05later";
+  absl::StatusOr<FindMissingBlobsCall> ours = ParseFindMissingBlobsRequest(bytes);
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  EXPECT_EQ(ours->invalid_digest.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(ours->invalid_digest.message().find("blob_digests[7]"), std::string::npos) << ours->invalid_digest;
+  EXPECT_EQ(AllDigests(*ours).size(), 7u);
+  EXPECT_EQ(ours->instance_name, "later");
   request = SampleRequest();
   request.mutable_blob_digests(3)->set_size_bytes(-1);
   ours = ParseFindMissingBlobsRequest(request.SerializeAsString());
-  EXPECT_NE(ours.status().message().find("blob_digests[3]"), std::string::npos) << ours.status();
+  ASSERT_TRUE(ours.ok()) << ours.status();
+  EXPECT_NE(ours->invalid_digest.message().find("blob_digests[3]"), std::string::npos) << ours->invalid_digest;
+  EXPECT_NE(ours->invalid_digest.message().find("negative"), std::string::npos) << ours->invalid_digest;
+  // A request that does not parse is refused as such, whatever its digests.
+  bytes = request.SerializeAsString();
+  ours = ParseFindMissingBlobsRequest(bytes.substr(0, bytes.size() - 1));
+  EXPECT_EQ(ours.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(FindMissingWireTest, TheAnswerParsesAsTheDigestsGivenInPiecesOfBoundedSize) {
