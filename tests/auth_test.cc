@@ -374,6 +374,32 @@ TEST_F(AuthTest, GrantsApplyToTheirInstancePrefixOnly) {
   }
 }
 
+TEST_F(AuthTest, ACallerWithoutTheGrantLearnsNothingFromItsDigests) {
+  // FindMissingBlobs reads its request itself; a bad digest must still be
+  // judged only after the caller is.
+  WriteFile(dir_ + "/principals.json", PrincipalsFile());
+  std::vector<std::string> flags = WorkerFlags("state");
+  flags.push_back("--token_file=" + dir_ + "/principals.json");
+  WorkerProcess worker(flags);
+  ASSERT_TRUE(worker.started());
+  auto stub = rev2::ContentAddressableStorage::NewStub(Plaintext(worker));
+  rev2::FindMissingBlobsRequest request;
+  request.set_instance_name("teammate");
+  request.add_blob_digests()->set_hash("not a hash");
+  for (const auto& [token, code] : std::vector<std::pair<const char*, StatusCode>>{
+           {"", StatusCode::UNAUTHENTICATED}, {"token-team", StatusCode::PERMISSION_DENIED}}) {
+    grpc::ClientContext context;
+    Call{nullptr, token}.Prepare(&context);
+    rev2::FindMissingBlobsResponse response;
+    EXPECT_EQ(stub->FindMissingBlobs(&context, request, &response).error_code(), code);
+  }
+  request.set_instance_name("team");
+  grpc::ClientContext context;
+  Call{nullptr, "token-team"}.Prepare(&context);
+  rev2::FindMissingBlobsResponse response;
+  EXPECT_EQ(stub->FindMissingBlobs(&context, request, &response).error_code(), StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(AuthTest, DecisionsAreCountedByPrincipalAndResult) {
   WriteFile(dir_ + "/principals.json", PrincipalsFile());
   std::vector<std::string> flags = WorkerFlags("state");

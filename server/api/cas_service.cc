@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <vector>
 
+#include <grpcpp/support/proto_buffer_reader.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "common/zstd.h"
+#include "server/api/find_missing_wire.h"
 #include "server/api/grpc_status.h"
 #include "server/api/reactor_lifetime.h"
 #include "server/cas/directory_tree.h"
@@ -46,44 +49,43 @@ absl::Status StoreOne(cas::BlobStore& cas, const rev2::BatchUpdateBlobsRequest::
 
 }  // namespace
 
-grpc::ServerUnaryReactor* CasService::FindMissingBlobs(
-    grpc::CallbackServerContext* context, const rev2::FindMissingBlobsRequest* request,
-    rev2::FindMissingBlobsResponse* response) {
+grpc::ServerUnaryReactor* CasService::FindMissingBlobs(grpc::CallbackServerContext* context,
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
   return RunOnPool(storage_.io, [this, context, request, response]() -> absl::Status {
-    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasRead, request->instance_name()));
-    RETURN_IF_ERROR(CheckDigestFunction(request->digest_function()));
-    // A Bazel build asks about tens of thousands of digests at a time. They
-    // are checked in blocks small enough to stay in the CPU's cache from
-    // validation to lookup to answer, each block under one lock, and no
-    // hash is copied: a missing digest's hash moves into the response. (The
-    // request is ours to change: find_missing_allocator_ made it, and gRPC
-    // does not read it after the handler.)
-    auto* request_digests =
-        const_cast<rev2::FindMissingBlobsRequest*>(request)->mutable_blob_digests();
-    constexpr int kBlock = 256;
-    std::vector<cas::BlobStore::DigestRef> block;
+    // Read in place from gRPC's slices (the copy shares them).
+    grpc::ByteBuffer request_bytes(*request);
+    absl::StatusOr<FindMissingBlobsCall> parsed;
+    if (request_bytes.Valid()) {
+      grpc::ProtoBufferReader reader(&request_bytes);
+      parsed = ParseFindMissingBlobsRequest(&reader);
+    } else {
+      parsed = ParseFindMissingBlobsRequest(absl::string_view());  // an empty message
+    }
+    ASSIGN_OR_RETURN(FindMissingBlobsCall call, std::move(parsed));
+    RETURN_IF_ERROR(Authorize(storage_.authorizer, *context, Permission::kCasRead, call.instance_name));
+    RETURN_IF_ERROR(CheckDigestFunction(static_cast<rev2::DigestFunction::Value>(call.digest_function)));
+    RETURN_IF_ERROR(call.invalid_digest);
+    // Each block is looked up under one lock of the store, so that a call
+    // of 100,000 digests does not hold off writers for all of them.
+    FindMissingBlobsResponseWriter answer;
     std::vector<bool> present;
-    block.reserve(kBlock);
-    for (int first = 0; first < request_digests->size(); first += kBlock) {
-      const int last = std::min(first + kBlock, request_digests->size());
-      block.clear();
-      for (int i = first; i < last; ++i) {
-        const rev2::Digest& digest = request_digests->Get(i);
-        absl::Status valid = ValidateDigest(digest.hash(), digest.size_bytes());
-        if (!valid.ok()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("blob_digests[", i, "]: ", valid.message()));
-        }
-        block.push_back({digest.hash(), digest.size_bytes()});
-      }
+    for (const auto& block : call.blocks) {
       storage_.cas->ContainsEach(block, &present);
-      for (int i = first; i < last; ++i) {
-        if (present[i - first]) continue;
-        rev2::Digest* missing = response->add_missing_blob_digests();
-        missing->mutable_hash()->swap(*request_digests->Mutable(i)->mutable_hash());
-        missing->set_size_bytes(request_digests->Get(i).size_bytes());
+      for (size_t i = 0; i < block.size(); ++i) {
+        if (!present[i]) answer.Add(block[i]);
       }
     }
+    // Handed to gRPC without another copy.
+    std::vector<std::string> pieces = answer.Finish();
+    std::vector<grpc::Slice> slices;
+    slices.reserve(pieces.size());
+    for (std::string& piece : pieces) {
+      auto* owned = new std::string(std::move(piece));
+      slices.emplace_back(owned->data(), owned->size(),
+                          [](void* owner) { delete static_cast<std::string*>(owner); }, owned);
+    }
+    *response = grpc::ByteBuffer(slices.data(), slices.size());
     return absl::OkStatus();
   });
 }

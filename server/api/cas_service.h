@@ -5,7 +5,6 @@
 #define KILN_SERVER_API_CAS_SERVICE_H_
 
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
-#include "server/api/arena_message_allocator.h"
 #include "server/api/reactor_lifetime.h"
 #include "server/api/storage.h"
 
@@ -13,15 +12,16 @@ namespace kiln::api {
 
 namespace rev2 = ::build::bazel::remote::execution::v2;
 
-class CasService final : public rev2::ContentAddressableStorage::CallbackService {
+// FindMissingBlobs is a raw method: its request is read and its answer
+// written in wire bytes (server/api/find_missing_wire.h).
+class CasService final : public rev2::ContentAddressableStorage::WithRawCallbackMethod_FindMissingBlobs<
+                             rev2::ContentAddressableStorage::CallbackService> {
  public:
-  explicit CasService(Storage storage) : storage_(storage) {
-    SetMessageAllocatorFor_FindMissingBlobs(&find_missing_allocator_);
-  }
+  explicit CasService(Storage storage) : storage_(storage) {}
 
   grpc::ServerUnaryReactor* FindMissingBlobs(grpc::CallbackServerContext* context,
-                                             const rev2::FindMissingBlobsRequest* request,
-                                             rev2::FindMissingBlobsResponse* response) override;
+                                             const grpc::ByteBuffer* request,
+                                             grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* BatchUpdateBlobs(grpc::CallbackServerContext* context,
                                              const rev2::BatchUpdateBlobsRequest* request,
                                              rev2::BatchUpdateBlobsResponse* response) override;
@@ -36,8 +36,6 @@ class CasService final : public rev2::ContentAddressableStorage::CallbackService
 
  private:
   Storage storage_;
-  ArenaMessageAllocator<rev2::FindMissingBlobsRequest, rev2::FindMissingBlobsResponse>
-      find_missing_allocator_;
   LiveReactors live_reactors_;  // last: waits for GetTree reactors
 };
 

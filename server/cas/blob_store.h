@@ -8,7 +8,12 @@
 // next Open removes.
 //
 // Size cap: the sum of blob sizes is kept at or below max_bytes by evicting
-// the least recently used blobs. A blob that is pinned (held by a BlobPin or
+// blobs not used recently, by CLOCK (second-chance FIFO), an approximation
+// of LRU: blobs wait in write order, a use only sets the blob's flag, and
+// eviction takes the oldest blob whose flag is clear, clearing the flags it
+// passes and sending those blobs to the back. A use thus costs one store to
+// an index entry, not the move of a list node (FindMissingBlobs marks
+// thousands of blobs per call). A blob that is pinned (held by a BlobPin or
 // BlobReader, i.e. used by a request in flight) is never evicted; if only
 // pinned blobs remain, the store stays over the cap until they are released.
 // Recency survives a restart only as write order (file mtime).
@@ -20,8 +25,10 @@
 #define KILN_SERVER_CAS_BLOB_STORE_H_
 
 #include <cstdint>
+#include <array>
 #include <atomic>
-#include <list>
+#include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,6 +68,28 @@ struct BlobStoreStats {
 
 class BlobStore;
 
+// A blob's SHA-256 in binary: the index key. 32 bytes inside the index's
+// own slots, where a hex std::string would be 64 bytes on the heap.
+struct BlobKey {
+  std::array<uint8_t, 32> bytes{};
+
+  // False unless `hex` is 64 lowercase hex digits.
+  static bool FromHex(absl::string_view hex, BlobKey* key);
+  std::string ToHex() const;
+  // The 64 lowercase hex digits to out[0..63].
+  void WriteHex(char* out) const;
+
+  friend bool operator==(const BlobKey& a, const BlobKey& b) {
+    return std::memcmp(a.bytes.data(), b.bytes.data(), a.bytes.size()) == 0;
+  }
+  // absl's per-process seeded hash: the keys come from clients, who can
+  // send any bytes as a hash, so a prefix of them is not a safe hash.
+  template <typename H>
+  friend H AbslHashValue(H state, const BlobKey& key) {
+    return H::combine_contiguous(std::move(state), key.bytes.data(), key.bytes.size());
+  }
+};
+
 // Directories whose fsync is owed before blobs published into them may be
 // acknowledged. A batch of blobs acknowledged together (an action's outputs,
 // acknowledged by its ActionResult) syncs each directory once, at the end,
@@ -87,10 +116,10 @@ class BlobPin {
 
  private:
   friend class BlobStore;
-  BlobPin(BlobStore* store, std::string hash) : store_(store), hash_(std::move(hash)) {}
+  BlobPin(BlobStore* store, const BlobKey& key) : store_(store), key_(key) {}
   void Release();
   BlobStore* store_ = nullptr;
-  std::string hash_;
+  BlobKey key_;
 };
 
 // An open, pinned blob.
@@ -169,6 +198,12 @@ class BlobStore {
     int64_t size;
   };
   void ContainsEach(absl::Span<const DigestRef> digests, std::vector<bool>* present);
+  // The same for hashes decoded already.
+  struct KeyedDigest {
+    BlobKey key;
+    int64_t size;
+  };
+  void ContainsEach(absl::Span<const KeyedDigest> digests, std::vector<bool>* present);
   // Pins a stored blob; NOT_FOUND if it is absent.
   absl::StatusOr<BlobPin> Pin(const Digest& digest);
   absl::StatusOr<BlobReader> OpenBlob(const Digest& digest);
@@ -203,24 +238,28 @@ class BlobStore {
   friend class BlobWriter;
   struct Entry {
     int64_t size = 0;  // the blob's size; DiskBytes(size) counts toward the cap
-    int pins = 0;
-    std::list<std::string>::iterator lru_position;
+    int32_t pins = 0;
+    bool used = false;  // since the clock last passed it
   };
 
   explicit BlobStore(BlobStoreOptions options) : options_(std::move(options)) {}
   absl::Status Recover();
   // Renames a verified temp file into place (or drops it if the blob exists).
   absl::Status Publish(const Digest& digest, const std::string& temp_path, DirectorySyncs* syncs);
-  void Unpin(const std::string& hash);
-  void IndexLocked(const std::string& hash, int64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void TouchLocked(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Evicts unpinned blobs, oldest first, until under the cap; never `keep`.
-  void EvictLocked(absl::string_view keep = {}) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unpin(const BlobKey& key);
+  // The entry of a stored blob of that hash and size, else null.
+  Entry* FindLocked(const BlobKey& key, int64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void IndexLocked(const BlobKey& key, int64_t size) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts unpinned blobs, oldest unused first, until under the cap; never
+  // `keep`.
+  void EvictLocked(const BlobKey* keep = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const BlobStoreOptions options_;
   absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);
-  std::list<std::string> lru_ ABSL_GUARDED_BY(mu_);  // front: least recently used
+  absl::flat_hash_map<BlobKey, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  // Every key of entries_ once, in write order, apart from the second
+  // chances EvictLocked gave; front: the clock's hand.
+  std::deque<BlobKey> clock_ ABSL_GUARDED_BY(mu_);
   int64_t total_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t hits_ ABSL_GUARDED_BY(mu_) = 0;

@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/escaping.h"
+
 #include "absl/strings/str_cat.h"
 #include "server/cas/test_util.h"
 
@@ -269,6 +271,60 @@ TEST_F(BlobStoreTest, ContainsEachMatchesContainsForEveryDigest) {
   std::vector<bool> present;
   store->ContainsEach(refs, &present);
   EXPECT_EQ(present, (std::vector<bool>{true, false, false, false, true}));
+}
+
+TEST(BlobKeyTest, TakesExactlyLowercaseHexAndGivesItBack) {
+  const Digest digest = Digest::Of("key");
+  BlobKey key;
+  ASSERT_TRUE(BlobKey::FromHex(digest.hash, &key));
+  EXPECT_EQ(key.ToHex(), digest.hash);
+  BlobKey other;
+  ASSERT_TRUE(BlobKey::FromHex(Digest::Of("other").hash, &other));
+  EXPECT_FALSE(key == other);
+  std::string upper = digest.hash;
+  upper[10] = 'A';
+  for (const std::string& bad : {upper, digest.hash.substr(1), digest.hash + "0",
+                                 std::string(63, '0') + "g", std::string(63, '0') + '\0'}) {
+    EXPECT_FALSE(BlobKey::FromHex(bad, &key)) << bad;
+  }
+}
+
+TEST(BlobKeyTest, AnyByteAtAnyPositionIsDecodedOrRejectedAsHexDigitsAre) {
+  const std::string hash = Digest::Of("positions").hash;
+  for (size_t position = 0; position < 64; ++position) {
+    for (int byte = 0; byte < 256; ++byte) {
+      std::string hex = hash;
+      hex[position] = static_cast<char>(byte);
+      const bool lowercase_hex = (byte >= '0' && byte <= '9') || (byte >= 'a' && byte <= 'f');
+      BlobKey key;
+      ASSERT_EQ(BlobKey::FromHex(hex, &key), lowercase_hex) << position << " " << byte;
+      if (lowercase_hex) {
+        ASSERT_EQ(std::string(reinterpret_cast<const char*>(key.bytes.data()), 32),
+                  absl::HexStringToBytes(hex));
+      }
+    }
+  }
+}
+
+TEST_F(BlobStoreTest, ABlobUsedAgainOutlivesOlderAndNewerUnusedOnes) {
+  // Eviction is approximately LRU (CLOCK): a blob used since the last
+  // eviction pass is kept over every blob not used since.
+  auto store = OpenStore(4 * BlobStore::kBlockBytes);
+  std::vector<Digest> blobs;
+  for (char c : std::string("abcd")) {
+    blobs.push_back(Digest::Of(std::string(100, c)));
+    ASSERT_TRUE(store->Put(blobs.back(), std::string(100, c)).ok());
+  }
+  for (char c : std::string("efgh")) {
+    EXPECT_TRUE(store->Contains(blobs[0]));  // a is used before every new write
+    blobs.push_back(Digest::Of(std::string(100, c)));
+    ASSERT_TRUE(store->Put(blobs.back(), std::string(100, c)).ok());
+  }
+  EXPECT_TRUE(store->Contains(blobs[0]));
+  for (int i = 1; i <= 4; ++i) EXPECT_FALSE(store->Contains(blobs[i])) << i;
+  for (int i = 5; i <= 7; ++i) EXPECT_TRUE(store->Contains(blobs[i])) << i;
+  EXPECT_EQ(store->GetStats().evictions, 4);
+  EXPECT_EQ(store->GetStats().bytes, 4 * BlobStore::kBlockBytes);
 }
 
 }  // namespace
