@@ -84,7 +84,7 @@ void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& res
   spdlog::info(
       "action {} outcome={} exit={} status={} queued={:.1f} fetch={:.1f} exec={:.1f} upload={:.1f} "
       "total={:.1f} orphans={} killed_at_teardown={} sandbox_setup={:.2f} sandbox_completion={:.2f} "
-      "warm_sandbox={}",
+      "warm_sandbox={} sandbox_ready_wait={:.2f}",
       action_digest.ToString(), OutcomeName(report.outcome), response.result().exit_code(),
       response.status().code(), Between(m.queued_timestamp(), m.worker_start_timestamp()),
       Between(m.input_fetch_start_timestamp(), m.input_fetch_completed_timestamp()),
@@ -92,7 +92,7 @@ void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& res
       Between(m.output_upload_start_timestamp(), m.output_upload_completed_timestamp()),
       Between(m.queued_timestamp(), m.worker_completed_timestamp()), report.orphans_reaped,
       report.killed_at_teardown, report.sandbox_setup_seconds * 1e3,
-      report.sandbox_completion_seconds * 1e3, report.warm_sandbox);
+      report.sandbox_completion_seconds * 1e3, report.warm_sandbox, report.sandbox_ready_wait_seconds * 1e3);
 }
 
 void CancelToken::Cancel() {
@@ -350,24 +350,25 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   absl::Status sent = running->Send(sandbox_request);
   absl::StatusOr<pb::SandboxResult> sandbox_result = absl::UnknownError("the sandbox was not asked");
   if (!sent.ok()) sandbox_result = sent;
-  std::string disk_exceeded;  // written by the watchdog's thread, read after it is joined
+  std::string disk_exceeded;  // why the disk watchdog stopped the action, if it did
   if (sent.ok()) {
     cancel->SetProcess(running);
-    {
-      std::optional<DiskWatchdog> watchdog;
-      if (options_.max_disk_bytes > 0) {
-        watchdog.emplace(root, privileged ? geteuid() : static_cast<uid_t>(-1),
-                         std::vector<std::string>{dir + "/stdout", dir + "/stderr"},
-                         options_.max_disk_bytes, options_.disk_check_interval,
-                         [&disk_exceeded, running](const std::string& why) {
-                           disk_exceeded = why;
-                           running->Terminate();
-                         });
+    if (options_.max_disk_bytes > 0) {
+      // The disk is measured on this thread while it waits for the result:
+      // no watchdog thread is started and joined for each action.
+      DiskWatchdog watchdog(root, privileged ? geteuid() : static_cast<uid_t>(-1),
+                            std::vector<std::string>{dir + "/stdout", dir + "/stderr"},
+                            options_.max_disk_bytes, options_.disk_check_interval);
+      while (!running->WaitForResult(watchdog.next_check())) {
+        if (std::optional<std::string> why = watchdog.Check()) {
+          disk_exceeded = *std::move(why);
+          running->Terminate();
+        }
       }
-      // Early completion: the result comes once every process of the action
-      // is gone; kiln-sandbox tears its namespaces and cgroup down after.
-      sandbox_result = running->AwaitResult();
     }
+    // Early completion: the result comes once every process of the action
+    // is gone; kiln-sandbox tears its namespaces and cgroup down after.
+    sandbox_result = running->AwaitResult();
     cancel->SetProcess(nullptr);
   }
   answered = sandbox_result.ok();
@@ -436,6 +437,7 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   usage.set_uid(uid);
   report->sandbox_setup_seconds = stats->setup_seconds;
   report->sandbox_completion_seconds = stats->completion_seconds;
+  report->sandbox_ready_wait_seconds = stats->ready_wait_seconds;
   report->warm_sandbox = sandbox_was_warm;
   meta->add_auxiliary_metadata()->PackFrom(usage);
 

@@ -99,6 +99,7 @@ struct RunReport {
   int orphans_reaped = 0;
   int killed_at_teardown = 0;
   double sandbox_setup_seconds = 0;  // the sandbox's request to the exec of the action
+  double sandbox_ready_wait_seconds = 0;  // of which waiting for its preparation to finish
   double sandbox_completion_seconds = 0;  // the action's exit to every process gone
   bool warm_sandbox = false;       // the action ran in a sandbox prepared before it came
 };
