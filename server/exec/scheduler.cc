@@ -274,6 +274,8 @@ absl::Status Scheduler::CancelWith(const std::string& name, const absl::Status& 
     // the operations clients saw end.
     if (on_action_done_) on_action_done_(response, report);
     operation->Complete(std::move(response));
+    absl::MutexLock lock(&mu_);
+    CompletedLocked(operation);
   }
   return absl::OkStatus();
 }
@@ -303,11 +305,19 @@ SchedulerStats Scheduler::GetStats() {
   return SchedulerStats{static_cast<int>(queue_.size()), running_, slots_, max_queued_, merged_};
 }
 
+void Scheduler::CompletedLocked(const std::shared_ptr<Operation>& operation) {
+  completed_.emplace_back(absl::Now(), operation);
+}
+
 void Scheduler::ForgetOldLocked() {
-  absl::Time cutoff = absl::Now() - kKeepCompleted;
-  absl::erase_if(operations_, [&](const auto& entry) {
-    return entry.second->done() && entry.second->completed_at() < cutoff;
-  });
+  const absl::Time cutoff = absl::Now() - kKeepCompleted;
+  while (!completed_.empty() && completed_.front().first < cutoff) {
+    std::shared_ptr<Operation> operation = completed_.front().second.lock();
+    completed_.pop_front();
+    if (operation == nullptr) continue;  // deleted by its client already
+    auto it = operations_.find(operation->name());
+    if (it != operations_.end() && it->second == operation) operations_.erase(it);
+  }
 }
 
 void Scheduler::RunSlot(int slot) {
@@ -339,6 +349,7 @@ void Scheduler::RunSlot(int slot) {
         in_flight_.erase(it);
       }
       --running_;
+      CompletedLocked(next.operation);
     }
     LogActionLine(next.operation->action_digest(), response, report);
     if (on_action_done_) on_action_done_(response, report);

@@ -14,6 +14,7 @@
 #ifndef KILN_SERVER_EXEC_SCHEDULER_H_
 #define KILN_SERVER_EXEC_SCHEDULER_H_
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -146,6 +147,8 @@ class Scheduler {
   void RunSlot(int slot);
   absl::Status CancelWith(const std::string& name, const absl::Status& why);
   void ForgetOldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records that `operation` ended now, for ForgetOldLocked.
+  void CompletedLocked(const std::shared_ptr<Operation>& operation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   ActionRunner* const runner_;
   LogRegistry* const logs_;
@@ -162,6 +165,10 @@ class Scheduler {
   // Every operation by name, and the in-flight ones by action.
   absl::flat_hash_map<std::string, std::shared_ptr<Operation>> operations_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<Operation>> in_flight_ ABSL_GUARDED_BY(mu_);
+  // Ended operations, oldest first: each Submit forgets the expired ones
+  // from the front instead of scanning every operation it keeps (tens of
+  // thousands at a steady load).
+  std::deque<std::pair<absl::Time, std::weak_ptr<Operation>>> completed_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_;
 };
 
