@@ -174,11 +174,10 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   auto* meta = response.mutable_result()->mutable_execution_metadata();
   meta->set_worker(options_.worker_name);
   report->outcome = RunReport::Outcome::kError;
-  std::string dir = absl::StrCat(options_.exec_root, "/", getpid(), "-", sequence_++);
+  std::string dir;  // set once the action has one
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest, preloaded));
-    RETURN_IF_ERROR(MakeDirectories(dir, 0700));
-    RETURN_IF_ERROR(MakeDirectories(dir + "/root", 0755));
+    ASSIGN_OR_RETURN(dir, dirs_->Take());
     return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &response, report);
   }();
   if (!status.ok()) *response.mutable_status() = ToRpcStatus(status);
@@ -192,7 +191,8 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   // Beneath its parent and without following the action's symlinks; modes
   // the action set (000 directories) do not stop it. Moved aside now and
   // removed after the answer has gone out.
-  if (trash_ != nullptr) {
+  if (dir.empty()) {
+  } else if (trash_ != nullptr) {
     trash_->Discard(dir);
   } else {
     (void)RemoveTreeBeneathParent(dir);
@@ -252,12 +252,17 @@ ActionRunner::ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, 
       stager_(stager),
       options_(std::move(options)),
       sandboxes_(std::make_unique<SandboxPool>(PoolOptions(options_))),
+      // None made ahead without an exec root (never the case in a worker).
+      dirs_(std::make_unique<SpareActionDirs>(options_.exec_root, options_.exec_root.empty() ? 0 : 1)),
       trash_(options_.exec_root.empty() ? nullptr
                                         : std::make_unique<DirectoryTrash>(options_.exec_root + "/.trash")) {}
 
 ActionRunner::~ActionRunner() = default;
 
-void ActionRunner::Prewarm(int slots) { sandboxes_->Prewarm(slots); }
+void ActionRunner::Prewarm(int slots) {
+  dirs_->KeepAtLeast(slots);
+  sandboxes_->Prewarm(slots);
+}
 
 absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                    const Loaded& loaded, const std::string& dir, int slot,
@@ -340,11 +345,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
 
   *meta->mutable_execution_start_timestamp() = Now();
   if (cancel->cancelled()) return absl::CancelledError("the action was cancelled before it started");
-  // The output files exist before the sandbox starts, so live readers can
+  // The output files exist already (SpareActionDirs), so live readers can
   // open them; the sandbox appends to them and never waits for a reader.
-  for (const char* name : {"/stdout", "/stderr"}) {
-    ASSIGN_OR_RETURN(UniqueFd created, OpenFile(dir + name, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-  }
   if (observer != nullptr) observer->OnSandboxStarting(dir + "/stdout", dir + "/stderr");
   SandboxProcess* running = sandbox.process.get();
   absl::Status sent = running->Send(sandbox_request);
