@@ -95,11 +95,14 @@ void SpareActionDirs::Run() {
     mu_.Lock();
     if (!made.ok()) {
       // Take makes them on the action's path instead, and reports the error
-      // to the action; the thread tries again after a pause.
-      spdlog::warn("cannot prepare an action directory: {}", made.ToString());
+      // to the action; the thread tries again after a pause, and says so
+      // once per streak of failures (e.g. while the disk is full).
+      if (!failing_) spdlog::warn("cannot prepare an action directory: {}", made.ToString());
+      failing_ = true;
       mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
       continue;
     }
+    failing_ = false;
     ready_.push_back(std::move(name));
   }
 }

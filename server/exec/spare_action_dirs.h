@@ -59,6 +59,7 @@ class SpareActionDirs {
   std::deque<std::string> ready_ ABSL_GUARDED_BY(mu_);  // names in spare_dir_
   int keep_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool failing_ ABSL_GUARDED_BY(mu_) = false;  // the last Make in Run failed
   std::thread thread_;  // last: starts once the members above exist
 };
 
