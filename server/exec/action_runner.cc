@@ -255,7 +255,7 @@ ActionRunner::ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, 
       // None made ahead without an exec root (never the case in a worker).
       dirs_(std::make_unique<SpareActionDirs>(options_.exec_root, options_.exec_root.empty() ? 0 : 1)),
       trash_(options_.exec_root.empty() ? nullptr
-                                        : std::make_unique<DirectoryTrash>(options_.exec_root + "/.trash")) {}
+                                        : std::make_unique<DirectoryTrash>(options_.exec_root + "/.trash", dirs_.get())) {}
 
 ActionRunner::~ActionRunner() = default;
 

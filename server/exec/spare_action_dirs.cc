@@ -68,6 +68,10 @@ std::string SpareActionDirs::NewName() {
 absl::Status SpareActionDirs::Make(const std::string& beneath, const std::string& name) {
   const std::string path = absl::StrCat(beneath, "/", name);
   if (mkdir(path.c_str(), 0700) != 0) return PosixError("mkdir " + path, errno);
+  return Fill(path);
+}
+
+absl::Status SpareActionDirs::Fill(const std::string& path) {
   absl::Status filled = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(UniqueFd dir, OpenFile(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
     if (mkdirat(dir.get(), "root", 0755) != 0) return PosixError("mkdir " + path + "/root", errno);
@@ -84,14 +88,31 @@ absl::Status SpareActionDirs::Make(const std::string& beneath, const std::string
   return filled;
 }
 
+bool SpareActionDirs::Adopt(int dirfd, const std::string& name) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ || static_cast<int>(empty_.size()) >= keep_) return false;
+  }
+  std::string spare = NewName();
+  if (renameat(dirfd, name.c_str(), AT_FDCWD, absl::StrCat(spare_dir_, "/", spare).c_str()) != 0) return false;
+  absl::MutexLock lock(&mu_);
+  empty_.push_back(std::move(spare));
+  return true;
+}
+
 void SpareActionDirs::Run() {
   absl::MutexLock lock(&mu_);
   while (true) {
     mu_.Await(absl::Condition(this, &SpareActionDirs::HasWork));
     if (stopping_) return;
+    std::optional<std::string> adopted;
+    if (!empty_.empty()) {
+      adopted = std::move(empty_.front());
+      empty_.pop_front();
+    }
     mu_.Unlock();
-    std::string name = NewName();
-    absl::Status made = Make(spare_dir_, name);
+    std::string name = adopted.has_value() ? *adopted : NewName();
+    absl::Status made = adopted.has_value() ? Fill(absl::StrCat(spare_dir_, "/", name)) : Make(spare_dir_, name);
     mu_.Lock();
     if (!made.ok()) {
       // Take makes them on the action's path instead, and reports the error

@@ -8,7 +8,9 @@
 // hands it out, so the parent holds only directories actions have or had.
 // Nothing is reused: every directory and file is new,
 // so nothing of an earlier action (nor a live-log reader still holding its
-// files) can reach a later one. Directories are removed by DirectoryTrash
+// files) can reach a later one. Only the worker-owned outer directory, which
+// no action ever sees (the sandbox mounts only root/ at /work), is recycled:
+// emptied, renamed and filled again (Adopt). Directories are removed by DirectoryTrash
 // after their action, and whatever is left at a crash by the worker's
 // emptying of the exec root at start.
 //
@@ -42,10 +44,19 @@ class SpareActionDirs {
   void KeepAtLeast(int keep);
   // The path of a fresh directory, made ahead or, if none is ready, now.
   absl::StatusOr<std::string> Take();
+  // Takes the emptied directory `name` in `dirfd` (a finished action's,
+  // whose root and logs DirectoryTrash removed) to be filled with a new
+  // root/, stdout and stderr: one inode fewer to allocate than a new
+  // directory. False, leaving it where it is, if enough are waiting or it
+  // cannot be moved.
+  bool Adopt(int dirfd, const std::string& name);
 
  private:
-  // A new directory named `name` beneath `beneath`.
+  // A new directory named `name` beneath `beneath`, filled.
   absl::Status Make(const std::string& beneath, const std::string& name);
+  // Makes root/, stdout and stderr in the empty directory `path`; on an
+  // error, removes `path`.
+  absl::Status Fill(const std::string& path);
   std::string NewName();
   void Run();
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -57,6 +68,7 @@ class SpareActionDirs {
   std::atomic<uint64_t> sequence_{0};
   absl::Mutex mu_;
   std::deque<std::string> ready_ ABSL_GUARDED_BY(mu_);  // names in spare_dir_
+  std::deque<std::string> empty_ ABSL_GUARDED_BY(mu_);  // adopted, to fill; names in spare_dir_
   int keep_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool failing_ ABSL_GUARDED_BY(mu_) = false;  // the last Make in Run failed
