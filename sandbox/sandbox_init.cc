@@ -534,6 +534,27 @@ int CountRemainingProcesses() {
   return count;
 }
 
+// PID 1 was cloned with a copy of every descriptor of its launcher: the
+// launcher's end of the request socket and of the report pipe, its signalfd,
+// and the worker's socket (kiln-sandbox --serve_fd). It keeps only its own
+// ends and the action's stdio. Holding the launcher's end, PID 1 would never
+// see the request socket close: a launcher killed before PID 1 asked for its
+// parent-death signal left PID 1 blocked forever, outside any worker.
+void CloseLauncherDescriptors(const ChildConfig& config) {
+  const SandboxSpec& spec = *config.spec;
+  std::vector<int> keep = {config.request_fd, config.report_fd, spec.stdin_fd, spec.stdout_fd, spec.stderr_fd};
+  std::sort(keep.begin(), keep.end());
+  unsigned int first = 3;  // stdin, stdout and stderr stay
+  for (int fd : keep) {
+    if (fd < static_cast<int>(first)) continue;
+    if (static_cast<unsigned int>(fd) > first) {
+      CHECK_SYS(close_range(first, fd - 1, 0), "close the launcher's descriptors");
+    }
+    first = fd + 1;
+  }
+  CHECK_SYS(close_range(first, ~0U, 0), "close the launcher's descriptors");
+}
+
 }  // namespace
 
 int RunSandboxInit(void* arg) {
@@ -547,6 +568,9 @@ int RunSandboxInit(void* arg) {
   }
   // If the launcher dies, so does the sandbox (and with PID 1, everything in it).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // A launcher that died before that line: reading the go byte below then
+  // ends, because the launcher's end of the socket is closed here.
+  CloseLauncherDescriptors(config);
   // Out of the launcher's process group: a signal sent to that group (a
   // terminal's ^C, timeout(1)) reaches the action once, through the launcher.
   setpgid(0, 0);

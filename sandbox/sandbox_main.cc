@@ -140,13 +140,16 @@ absl::Duration ParseDuration(const char* option, const char* text) {
 
 // kiln-sandbox --serve_fd: one action over a socket (sandbox_proto.h). Every
 // action request gets exactly one SandboxResult, an error one included.
-int Serve(int fd) {
+// `argv`: ours, for PID 1 to wipe (it would show this binary's host path).
+int Serve(int fd, int argc, char** argv) {
   namespace sb = kiln::sandbox;
   sb::pb::SandboxRequest prepare_message;
   if (!sb::ReadMessage(fd, &prepare_message).ok()) return 0;  // the worker went away
   SandboxSpec prepared;
   SandboxPolicy policy;
   absl::Status parsed = sb::FromRequest(prepare_message, &prepared, &policy);
+  prepared.launcher_argv_begin = argv[0];
+  prepared.launcher_argv_end = argv[argc - 1] + std::strlen(argv[argc - 1]) + 1;
   absl::StatusOr<std::unique_ptr<sb::PreparedSandbox>> sandbox =
       parsed.ok() ? sb::PreparedSandbox::Prepare(prepared, policy)
                   : absl::StatusOr<std::unique_ptr<sb::PreparedSandbox>>(parsed);
@@ -280,7 +283,7 @@ int main(int argc, char** argv) {
       case kUidPoolSize: policy.uid_pool_size = ParseNumber<int>("uid_pool_size", optarg); break;
       case kStatsFile: stats_file = optarg; break;
       case kHelp: std::fputs(kUsage, stdout); return 0;
-      case kServeFd: return Serve(ParseNumber<int>("serve_fd", optarg));
+      case kServeFd: return Serve(ParseNumber<int>("serve_fd", optarg), argc, argv);
       default:
         Fail(kExitUsage, absl::StrCat("unknown or incomplete option \"", argv[optind - 1],
                                       "\"; see kiln-sandbox --help"));

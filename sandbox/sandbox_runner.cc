@@ -230,6 +230,17 @@ absl::StatusOr<std::unique_ptr<PreparedSandbox>> PreparedSandbox::Prepare(const 
   config.root_mount_point = runtime_dir + "/root";
   RETURN_IF_ERROR(MakeDirectories(config.root_mount_point, 0755));
 
+  // The forwarded signals are blocked here and read from a signalfd; PID 1
+  // inherits the mask and unblocks once it can forward them. Before the
+  // cgroup exists: a stop request (the worker cancelling the action) while
+  // it is being made is then seen once it is made, and the cgroup is removed
+  // with the sandbox instead of being left behind by a launcher killed mid-way.
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&forwarded, sig);
+  sigprocmask(SIG_BLOCK, &forwarded, &s.previous_mask_);
+  s.signal_fd_ = UniqueFd(signalfd(-1, &forwarded, SFD_CLOEXEC | SFD_NONBLOCK));
+
   // A cgroup only when a limit asks for one: moving a process into a cgroup
   // costs milliseconds on cgroup v1, more than the rest of the setup.
   if (prepared.memory_bytes > 0 || prepared.pids > 0 || prepared.cpus > 0) {
@@ -237,14 +248,6 @@ absl::StatusOr<std::unique_ptr<PreparedSandbox>> PreparedSandbox::Prepare(const 
                                                prepared.cgroup_parent));
   }
   s.stages_.cgroup_setup = MonotonicNanos();
-
-  // The forwarded signals are blocked here and read from a signalfd; PID 1
-  // inherits the mask and unblocks once it can forward them.
-  sigset_t forwarded;
-  sigemptyset(&forwarded);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&forwarded, sig);
-  sigprocmask(SIG_BLOCK, &forwarded, &s.previous_mask_);
-  s.signal_fd_ = UniqueFd(signalfd(-1, &forwarded, SFD_CLOEXEC | SFD_NONBLOCK));
 
   int request_pair[2], report_pipe[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, request_pair) != 0) {

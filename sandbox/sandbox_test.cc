@@ -32,6 +32,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/posix.h"
+#include "sandbox/cgroup_paths.h"
 #include "sandbox/sandbox_proto.h"
 #include "sandbox/sandbox_spec.h"
 #include "tests/worker_process.h"
@@ -462,16 +463,25 @@ class ServedSandbox {
     posix_spawn_file_actions_destroy(&actions);
     close(pair[1]);
   }
-  ~ServedSandbox() {
-    socket_.Reset();  // a waiting kiln-sandbox ends when the socket closes
-    int status;
-    waitpid(pid_, &status, 0);
+  ~ServedSandbox() { Wait(); }
+  // Closes the socket (a waiting kiln-sandbox ends when it closes) and
+  // reaps kiln-sandbox; returns its wait status.
+  int Wait() {
+    socket_.Reset();
+    if (!reaped_) {
+      waitpid(pid_, &status_, 0);
+      reaped_ = true;
+    }
+    return status_;
   }
   int fd() const { return socket_.get(); }
+  pid_t pid() const { return pid_; }
 
  private:
   UniqueFd socket_;
   pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
 };
 
 TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
@@ -506,6 +516,88 @@ TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
   EXPECT_GE(t.action_exited(), t.exec());
   // One action per sandbox: the socket is closed after the answer.
   EXPECT_EQ(ReadMessage(served.fd(), &result).code(), absl::StatusCode::kNotFound);
+}
+
+// What /proc/PID/fd/N links to, for each of the process's descriptors.
+std::map<int, std::string> DescriptorLinks(pid_t pid) {
+  std::map<int, std::string> links;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"), error)) {
+    std::string link = std::filesystem::read_symlink(entry.path(), error).string();
+    if (!error) links[std::stoi(entry.path().filename().string())] = link;
+  }
+  return links;
+}
+
+// PID 1 of a waiting sandbox holds none of its launcher's descriptors. With
+// the launcher's end of the request socket, a launcher killed before PID 1
+// set its parent-death signal (a worker SIGKILLed while starting a warm
+// sandbox) left PID 1 blocked forever outside any worker, holding both ends.
+TEST_P(SandboxTest, AWaitingSandboxInitHoldsNoneOfItsLaunchersDescriptors) {
+  v1::SandboxRequest prepare;
+  prepare.set_use_default_binds(true);
+  prepare.set_work_dir_parent(dir_);
+  ServedSandbox served(Unprivileged());
+  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+  // PID 1 is the launcher's only child; wait until it sleeps reading its
+  // request socket (the go byte or the action).
+  const pid_t launcher = served.pid();
+  pid_t init = -1;
+  for (int i = 0; i < 1000; ++i) {
+    std::string children =
+        ReadFileToString(absl::StrCat("/proc/", launcher, "/task/", launcher, "/children")).value_or("");
+    if (!children.empty() && std::stoi(children) > 0) {
+      init = std::stoi(children);
+      std::string wchan = ReadFileToString(absl::StrCat("/proc/", init, "/wchan")).value_or("");
+      if (absl::StrContains(wchan, "unix_stream")) break;
+    }
+    init = -1;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GT(init, 0) << "the sandbox's PID 1 never waited for its request";
+  std::map<int, std::string> launcher_links = DescriptorLinks(launcher);
+  std::set<std::string> launcher_sockets;
+  for (const auto& [fd, link] : launcher_links) {
+    if (absl::StartsWith(link, "socket:")) launcher_sockets.insert(link);
+  }
+  ASSERT_FALSE(launcher_sockets.empty());  // the worker's and the request socket
+  std::map<int, std::string> init_links = DescriptorLinks(init);
+  ASSERT_FALSE(init_links.empty());
+  for (const auto& [fd, link] : init_links) {
+    EXPECT_FALSE(launcher_sockets.count(link)) << "PID 1 holds the launcher's " << link << " as fd " << fd;
+    EXPECT_EQ(link.find("signalfd"), std::string::npos) << "PID 1 holds the launcher's signalfd as fd " << fd;
+    if (absl::StartsWith(link, "pipe:")) {
+      // Only the write end of the report pipe: the read end is the launcher's.
+      std::string fdinfo = ReadFileToString(absl::StrCat("/proc/", init, "/fdinfo/", fd)).value_or("");
+      size_t flags_at = fdinfo.find("flags:");
+      ASSERT_NE(flags_at, std::string::npos);
+      int flags = std::stoi(fdinfo.substr(flags_at + 6), nullptr, 8);
+      EXPECT_EQ(flags & O_ACCMODE, O_WRONLY) << "PID 1 holds the read end of " << link << " as fd " << fd;
+    }
+  }
+}
+
+// A warm sandbox's PID 1 blanks its arguments too: they name the host path
+// of kiln-sandbox.
+TEST_P(SandboxTest, ServeModeProcOneCmdlineShowsOnlyAName) {
+  v1::SandboxRequest prepare;
+  prepare.set_use_default_binds(true);
+  prepare.set_work_dir_parent(dir_);
+  ServedSandbox served(Unprivileged());
+  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+  ASSERT_TRUE(OpenFile(dir_ + "/out", O_WRONLY | O_CREAT, 0666).ok());
+  chmod((dir_ + "/out").c_str(), 0666);
+  v1::SandboxRequest action = prepare;
+  for (const char* arg : {"/bin/sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"}) action.add_argv(arg);
+  action.set_work_dir(work_);
+  action.set_stdout_path(dir_ + "/out");
+  ASSERT_TRUE(WriteMessage(served.fd(), action).ok());
+  v1::SandboxResult result;
+  ASSERT_TRUE(ReadMessage(served.fd(), &result).ok());
+  ASSERT_EQ(result.exit_code(), 0) << result.error_message();
+  const std::string cmdline = *ReadFileToString(dir_ + "/out");
+  EXPECT_EQ(cmdline.find("serve_fd"), std::string::npos) << cmdline;
+  EXPECT_EQ(absl::StripTrailingAsciiWhitespace(cmdline), "kiln-sandbox");
 }
 
 TEST_P(SandboxTest, ServeModeRefusesAnActionItWasNotPreparedFor) {
@@ -838,6 +930,43 @@ TEST_P(SandboxLimitsTest, AnExhaustedBuildUserPoolIsReportedAndNothingRuns) {
   EXPECT_EQ(r.exit_code, 75);
   EXPECT_NE(r.stderr_text.find("in use"), std::string::npos) << r.stderr_text;
   EXPECT_FALSE(std::filesystem::exists(work_ + "/ran"));
+}
+
+// The cgroups of launcher `pid` (named kiln-sandbox-PID-N), in every hierarchy.
+std::vector<std::string> CgroupsOfLauncher(pid_t pid) {
+  const std::string prefix = absl::StrCat(kSandboxCgroupPrefix, pid, "-");
+  std::vector<std::string> found;
+  for (const CgroupMount& mount : CgroupMounts()) {
+    std::error_code error;
+    for (auto it = std::filesystem::recursive_directory_iterator(mount.point, error);
+         it != std::filesystem::recursive_directory_iterator(); it.increment(error)) {
+      if (error) break;
+      if (it->is_directory(error) && absl::StartsWith(it->path().filename().string(), prefix)) {
+        found.push_back(it->path().string());
+      }
+    }
+  }
+  return found;
+}
+
+// Stopped while it prepares (the worker cancelling an action whose sandbox
+// is being started): the sandbox's cgroup goes with it. A launcher killed by
+// the SIGTERM while it made the cgroup left it behind until the next start.
+TEST_P(SandboxLimitsTest, StoppedWhilePreparingLeavesNoCgroup) {
+  for (int round = 0; round < 40; ++round) {
+    v1::SandboxRequest prepare;
+    prepare.set_use_default_binds(true);
+    prepare.set_memory_bytes(int64_t{256} << 20);
+    prepare.set_pids(100);
+    ServedSandbox served(false);
+    ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+    // From at once to well after the cgroup exists (it takes milliseconds on v1).
+    std::this_thread::sleep_for(std::chrono::microseconds(round * 100));
+    kill(served.pid(), SIGTERM);
+    const int status = served.Wait();
+    EXPECT_TRUE(WIFEXITED(status) || WTERMSIG(status) == SIGTERM) << status;
+    EXPECT_EQ(CgroupsOfLauncher(served.pid()), std::vector<std::string>()) << "round " << round;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(AsRoot, SandboxLimitsTest, ::testing::Values(Mode::kRoot));

@@ -43,6 +43,9 @@ ABSL_FLAG(int, concurrency, -1,
           "actions run at once (execution slots); -1: the number of cores; 0: no execution, "
           "storage only");
 ABSL_FLAG(int, max_queued_actions, 1000, "actions that may wait for a slot; beyond: RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_kept_operations, kiln::exec::Scheduler::kDefaultMaxKeptCompleted,
+          "finished operations kept for WaitExecution and GetOperation (each for 10 minutes, the newest this "
+          "many at most; a few KiB of memory each)");
 ABSL_FLAG(absl::Duration, default_action_timeout, absl::Minutes(15),
           "timeout of actions that set none");
 ABSL_FLAG(absl::Duration, max_action_timeout, absl::Hours(3),
@@ -265,6 +268,8 @@ int main(int argc, char** argv) {
   if (options.concurrency > 1024) Die("--concurrency must be at most 1024");
   options.max_queued_actions = absl::GetFlag(FLAGS_max_queued_actions);
   if (options.max_queued_actions < 0) Die("--max_queued_actions cannot be negative");
+  options.max_kept_operations = absl::GetFlag(FLAGS_max_kept_operations);
+  if (options.max_kept_operations < 0) Die("--max_kept_operations cannot be negative");
   kiln::exec::ExecOptions& exec = options.exec;
   exec.default_timeout = absl::GetFlag(FLAGS_default_action_timeout);
   exec.max_timeout = absl::GetFlag(FLAGS_max_action_timeout);

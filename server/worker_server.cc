@@ -170,7 +170,8 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
         worker->runner_.get(), &worker->logs_, options.concurrency, options.max_queued_actions,
         [recorder](const rev2::ExecuteResponse& response, const exec::RunReport& report) {
           recorder->RecordAction(response, report);
-        });
+        },
+        options.max_kept_operations);
     worker->execution_service_ = std::make_unique<api::ExecutionService>(
         storage, worker->scheduler_.get(), [recorder] { recorder->RecordCacheHit(); });
     worker->operations_service_ = std::make_unique<api::OperationsService>(worker->scheduler_.get(),

@@ -45,6 +45,9 @@ struct WorkerOptions {
   // Execution. Zero concurrency serves storage only (exec_enabled: false).
   int concurrency = 0;
   int max_queued_actions = 1000;
+  // Finished operations kept for WaitExecution/GetOperation (10 minutes, at
+  // most this many).
+  int max_kept_operations = exec::Scheduler::kDefaultMaxKeptCompleted;
   exec::ExecOptions exec;  // exec_root is set from state_dir
   // TLS: with a certificate and key the listener speaks TLS only; with a
   // client CA, clients must present a certificate it signed. The files are

@@ -12,6 +12,7 @@
 #include <memory>
 #include <regex>
 #include <string>
+#include <thread>
 
 #include <grpcpp/create_channel.h>
 
@@ -23,6 +24,7 @@
 #include "common/digest.h"
 #include "common/posix.h"
 #include "google/longrunning/operations.grpc.pb.h"
+#include "tests/test_actions.h"
 #include "tests/worker_process.h"
 
 namespace kiln {
@@ -69,32 +71,9 @@ class ActionMetricsTest : public ::testing::Test {
     (void)RemoveTree(dir_);
   }
 
-  Digest Put(const std::string& data) {
-    rev2::BatchUpdateBlobsRequest request;
-    auto* entry = request.add_requests();
-    *entry->mutable_digest() = Digest::Of(data).ToProto();
-    entry->set_data(data);
-    rev2::BatchUpdateBlobsResponse response;
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    grpc::Status status =
-        rev2::ContentAddressableStorage::NewStub(channel_)->BatchUpdateBlobs(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return Digest::Of(data);
-  }
-
-  Digest PutAction(const std::string& script) {
-    rev2::Command command;
-    for (const char* arg : {"/bin/sh", "-c"}) command.add_arguments(arg);
-    command.add_arguments(script);
-    auto* path = command.add_environment_variables();
-    path->set_name("PATH");
-    path->set_value("/usr/bin:/bin");
-    rev2::Action action;
-    *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
-    *action.mutable_input_root_digest() = Put(rev2::Directory().SerializeAsString()).ToProto();
-    action.set_do_not_cache(true);
-    return Put(action.SerializeAsString());
+  Digest Put(const std::string& data) { return testing::UploadBlob(channel_, data); }
+  Digest PutAction(const std::string& script, const std::map<std::string, std::string>& platform = {}) {
+    return testing::UploadShellAction(channel_, script, {.platform = platform});
   }
 
   // An Execute call, read until its operation reaches `stage` (or ends).
@@ -201,6 +180,29 @@ TEST_F(ActionMetricsTest, CancelledWhileStagingCountsAsCancelled) {
   const std::string metrics = Metrics();
   EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="cancelled")"), 1) << metrics;
   EXPECT_EQ(Scraped(metrics, "kiln_actions_total", R"(outcome="error")"), 0) << metrics;
+}
+
+// Which actions found their slot's sandbox ready: an action of the default
+// kind, once the slot's warm sandbox is prepared, counts as warm; one with a
+// limit of its own gets a sandbox started for it and counts as cold.
+TEST_F(ActionMetricsTest, WarmAndColdSandboxesAreCounted) {
+  double warm = 0;
+  int runs = 0;
+  for (; runs < 20 && warm == 0; ++runs) {
+    // The slot's next warm sandbox prepares while this one is answered.
+    if (runs > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_EQ(Finish(*Start(PutAction(absl::StrCat("echo ", runs)), rev2::ExecutionStage::COMPLETED)), 0);
+    warm = Scraped(Metrics(), "kiln_sandboxes_total", R"(kind="warm")");
+  }
+  EXPECT_EQ(warm, 1) << "no action found a warm sandbox in " << runs << " runs";
+  const double cold = Scraped(Metrics(), "kiln_sandboxes_total", R"(kind="cold")");
+  EXPECT_EQ(cold, runs - 1);
+
+  EXPECT_EQ(Finish(*Start(PutAction("echo limited", {{"pids", "64"}}), rev2::ExecutionStage::COMPLETED)), 0);
+  const std::string metrics = Metrics();
+  EXPECT_EQ(Scraped(metrics, "kiln_sandboxes_total", R"(kind="warm")"), 1) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_sandboxes_total", R"(kind="cold")"), cold + 1) << metrics;
+  EXPECT_EQ(Scraped(metrics, "kiln_sandboxes_total"), Scraped(metrics, "kiln_actions_total")) << metrics;
 }
 
 }  // namespace

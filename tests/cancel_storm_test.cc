@@ -32,6 +32,7 @@
 #include "common/digest.h"
 #include "common/posix.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
+#include "tests/test_actions.h"
 #include "tests/worker_process.h"
 
 namespace kiln {
@@ -100,33 +101,11 @@ class CancelStormTest : public ::testing::Test {
     (void)RemoveTree(dir_);
   }
 
-  Digest Put(const std::string& data) {
-    auto cas = rev2::ContentAddressableStorage::NewStub(channels_[0]);
-    rev2::BatchUpdateBlobsRequest request;
-    auto* entry = request.add_requests();
-    *entry->mutable_digest() = Digest::Of(data).ToProto();
-    entry->set_data(data);
-    rev2::BatchUpdateBlobsResponse response;
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    grpc::Status status = cas->BatchUpdateBlobs(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return Digest::Of(data);
-  }
+  Digest Put(const std::string& data) { return testing::UploadBlob(channels_[0], data); }
 
-  // Uploads an action running `script` and returns its digest.
+  // Uploads an action running `script` (cacheable) and returns its digest.
   Digest PutAction(const std::string& script, const std::string& salt) {
-    rev2::Command command;
-    for (const char* arg : {"/bin/sh", "-c"}) command.add_arguments(arg);
-    command.add_arguments(script);
-    auto* path = command.add_environment_variables();
-    path->set_name("PATH");
-    path->set_value("/usr/bin:/bin");
-    rev2::Action action;
-    *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
-    *action.mutable_input_root_digest() = Put(rev2::Directory().SerializeAsString()).ToProto();
-    action.set_salt(salt);
-    return Put(action.SerializeAsString());
+    return testing::UploadShellAction(channels_[0], script, {.salt = salt, .do_not_cache = false});
   }
 
   std::string dir_;

@@ -636,6 +636,7 @@ TEST_F(ExecutionTest, AnActionWaitsForNoBuildUidAnotherProcessHolds) {
       options.exec.uid_lock_dir = lock_dir;
       options.exec.build_uid_base = 64500;
       options.exec.build_uid_pool_size = 1;
+      options.exec.wait_for_build_uid = absl::Seconds(1);  // it never comes free
     });
     Execution refused = Execute(MakeAction("true"));
     EXPECT_EQ(refused.response.status().code(), StatusCode::UNAVAILABLE);

@@ -22,6 +22,7 @@
 #include "common/sha256.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
 #include "google/longrunning/operations.grpc.pb.h"
+#include "tests/test_actions.h"
 #include "tests/worker_process.h"
 
 namespace kiln {
@@ -65,30 +66,10 @@ class OperationOwnershipTest : public ::testing::Test {
     context->AddMetadata("authorization", "Bearer token-" + principal);
   }
 
-  Digest Put(const std::string& data) {
-    rev2::BatchUpdateBlobsRequest request;
-    auto* entry = request.add_requests();
-    *entry->mutable_digest() = Digest::Of(data).ToProto();
-    entry->set_data(data);
-    rev2::BatchUpdateBlobsResponse response;
-    grpc::ClientContext context;
-    As(&context, "alice");
-    grpc::Status status =
-        rev2::ContentAddressableStorage::NewStub(channel_)->BatchUpdateBlobs(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return Digest::Of(data);
-  }
-
+  static void AsAlice(grpc::ClientContext& context) { As(&context, "alice"); }
+  Digest Put(const std::string& data) { return testing::UploadBlob(channel_, data, AsAlice); }
   Digest PutAction(const std::string& script, const std::string& salt = "") {
-    rev2::Command command;
-    for (const char* arg : {"/bin/sh", "-c"}) command.add_arguments(arg);
-    command.add_arguments(script);
-    rev2::Action action;
-    *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
-    *action.mutable_input_root_digest() = Put(rev2::Directory().SerializeAsString()).ToProto();
-    action.set_salt(salt);
-    action.set_do_not_cache(true);
-    return Put(action.SerializeAsString());
+    return testing::UploadShellAction(channel_, script, {.salt = salt}, AsAlice);
   }
 
   // An Execute stream of `principal`, read until the operation is EXECUTING

@@ -31,6 +31,7 @@
 #include "common/posix.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/test_actions.h"
 #include "tests/worker_process.h"
 
 namespace kiln {
@@ -127,30 +128,8 @@ class StatusCodesTest : public ::testing::Test {
     (void)RemoveTree(dir_);
   }
 
-  Digest Put(const std::string& data) {
-    rev2::BatchUpdateBlobsRequest request;
-    auto* entry = request.add_requests();
-    *entry->mutable_digest() = Digest::Of(data).ToProto();
-    entry->set_data(data);
-    rev2::BatchUpdateBlobsResponse response;
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    grpc::Status status =
-        rev2::ContentAddressableStorage::NewStub(channel_)->BatchUpdateBlobs(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return Digest::Of(data);
-  }
-
-  Digest PutAction(const std::string& script) {
-    rev2::Command command;
-    for (const char* arg : {"/bin/sh", "-c"}) command.add_arguments(arg);
-    command.add_arguments(script);
-    rev2::Action action;
-    *action.mutable_command_digest() = Put(command.SerializeAsString()).ToProto();
-    *action.mutable_input_root_digest() = Put(rev2::Directory().SerializeAsString()).ToProto();
-    action.set_do_not_cache(true);
-    return Put(action.SerializeAsString());
-  }
+  Digest Put(const std::string& data) { return testing::UploadBlob(channel_, data); }
+  Digest PutAction(const std::string& script) { return testing::UploadShellAction(channel_, script); }
 
   // Execute of `action`; cancelled after the first message, or left to
   // `deadline`.

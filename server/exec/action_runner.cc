@@ -240,6 +240,7 @@ SandboxPoolOptions PoolOptions(const ExecOptions& options) {
   pool.build_uid_base = options.build_uid_base;
   pool.build_uid_pool_size = options.build_uid_pool_size;
   pool.uid_lock_dir = options.uid_lock_dir;
+  pool.wait_for_uid = options.wait_for_build_uid;
   return pool;
 }
 

@@ -42,6 +42,11 @@ struct ExecOptions {
   uid_t build_uid_base = 61000;
   int build_uid_pool_size = 64;
   std::string uid_lock_dir = "/run/kiln-sandbox";
+  // How long an action waits for a build uid while all are in use: this
+  // worker's finished sandboxes free theirs within milliseconds; longer
+  // means other workers or kiln-sandbox runs on the host hold them
+  // (UNAVAILABLE, which clients retry).
+  absl::Duration wait_for_build_uid = absl::Seconds(10);
   StagingLimits staging_limits;
   OutputLimits output_limits;
   int64_t max_log_bytes = int64_t{1} << 30;  // stdout and stderr each; the rest is dropped

@@ -112,7 +112,7 @@ absl::StatusOr<ReadySandbox> SandboxPool::Acquire(int slot, pb::SandboxRequest r
       to_reap_.push_back(std::move(ready));
     }
   }
-  return StartSandbox(slot, std::move(request), std::move(lease), kActionWaitForUid);
+  return StartSandbox(slot, std::move(request), std::move(lease), options_.wait_for_uid);
 }
 
 void SandboxPool::Release(int slot, ReadySandbox used, bool tree_gone) {

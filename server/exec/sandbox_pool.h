@@ -44,6 +44,7 @@ struct SandboxPoolOptions {
   uid_t build_uid_base = 61000;
   int build_uid_pool_size = 64;
   std::string uid_lock_dir;
+  absl::Duration wait_for_uid = absl::Seconds(10);  // ExecOptions::wait_for_build_uid
 };
 
 // A started sandbox with the build user it was prepared for.
@@ -79,11 +80,6 @@ class SandboxPool {
   // is leased, waiting up to `wait_for_uid` while every uid is in use.
   absl::StatusOr<ReadySandbox> StartSandbox(int slot, kiln::sandbox::v1::SandboxRequest prepare,
                                             std::optional<sandbox::UidLease> lease, absl::Duration wait_for_uid);
-  // How long an action waits for a build uid: this worker's finished
-  // sandboxes free theirs within milliseconds; longer means other workers
-  // or kiln-sandbox runs on the host hold them (UNAVAILABLE, which clients
-  // retry).
-  static constexpr absl::Duration kActionWaitForUid = absl::Seconds(10);
   void Background();
 
   const SandboxPoolOptions options_;

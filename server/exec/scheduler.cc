@@ -123,11 +123,6 @@ bool Operation::done() const {
   return response_.has_value();
 }
 
-absl::Time Operation::completed_at() const {
-  absl::MutexLock lock(&mu_);
-  return completed_at_;
-}
-
 int Operation::Subscribe(std::function<void()> on_change) {
   absl::MutexLock lock(&subscribers_mu_);
   subscribers_[next_subscriber_] = std::move(on_change);
@@ -164,7 +159,6 @@ void Operation::Complete(rev2::ExecuteResponse response) {
     if (response_.has_value()) return;
     stage_ = rev2::ExecutionStage::COMPLETED;
     response_ = std::move(response);
-    completed_at_ = absl::Now();
     ++version_;
   }
   Notify();
@@ -173,9 +167,9 @@ void Operation::Complete(rev2::ExecuteResponse response) {
 // ---- Scheduler ----
 
 Scheduler::Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued,
-                     ActionDoneCallback on_action_done)
+                     ActionDoneCallback on_action_done, int max_kept_completed)
     : runner_(runner), logs_(logs), on_action_done_(std::move(on_action_done)), slots_(slots),
-      max_queued_(max_queued) {
+      max_queued_(max_queued), max_kept_completed_(max_kept_completed) {
   for (int slot = 0; slot < slots; ++slot) threads_.emplace_back([this, slot] { RunSlot(slot); });
 }
 
@@ -273,9 +267,8 @@ absl::Status Scheduler::CancelWith(const std::string& name, const absl::Status& 
     // Counted like one cancelled while it ran: the metrics must add up to
     // the operations clients saw end.
     if (on_action_done_) on_action_done_(response, report);
+    Completed(*operation);
     operation->Complete(std::move(response));
-    absl::MutexLock lock(&mu_);
-    CompletedLocked(operation);
   }
   return absl::OkStatus();
 }
@@ -305,18 +298,18 @@ SchedulerStats Scheduler::GetStats() {
   return SchedulerStats{static_cast<int>(queue_.size()), running_, slots_, max_queued_, merged_};
 }
 
-void Scheduler::CompletedLocked(const std::shared_ptr<Operation>& operation) {
-  completed_.emplace_back(absl::Now(), operation);
+void Scheduler::Completed(const Operation& operation) {
+  absl::MutexLock lock(&mu_);
+  completed_.emplace_back(absl::Now(), operation.name());
+  ForgetOldLocked();
 }
 
 void Scheduler::ForgetOldLocked() {
   const absl::Time cutoff = absl::Now() - kKeepCompleted;
-  while (!completed_.empty() && completed_.front().first < cutoff) {
-    std::shared_ptr<Operation> operation = completed_.front().second.lock();
+  while (!completed_.empty() && (completed_.front().first < cutoff ||
+                                 static_cast<int64_t>(completed_.size()) > max_kept_completed_)) {
+    operations_.erase(completed_.front().second);  // a no-op if the client deleted it
     completed_.pop_front();
-    if (operation == nullptr) continue;  // deleted by its client already
-    auto it = operations_.find(operation->name());
-    if (it != operations_.end() && it->second == operation) operations_.erase(it);
   }
 }
 
@@ -349,10 +342,10 @@ void Scheduler::RunSlot(int slot) {
         in_flight_.erase(it);
       }
       --running_;
-      CompletedLocked(next.operation);
     }
     LogActionLine(next.operation->action_digest(), response, report);
     if (on_action_done_) on_action_done_(response, report);
+    Completed(*next.operation);
     next.operation->Complete(std::move(response));
   }
 }

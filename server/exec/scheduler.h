@@ -61,7 +61,6 @@ class Operation {
                     rev2::ExecutedActionMetadata partial);
   void Complete(rev2::ExecuteResponse response);
   CancelToken& cancel_token() { return cancel_; }
-  absl::Time completed_at() const;
 
  private:
   void Notify();
@@ -78,7 +77,6 @@ class Operation {
   std::string stderr_stream_name_ ABSL_GUARDED_BY(mu_);
   std::optional<rev2::ExecutedActionMetadata> partial_ ABSL_GUARDED_BY(mu_);
   int64_t version_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time completed_at_ ABSL_GUARDED_BY(mu_);
   // Subscribers are called under their own lock so Unsubscribe can wait out
   // a call in progress.
   mutable absl::Mutex subscribers_mu_;
@@ -105,9 +103,11 @@ class Scheduler {
   using ActionDoneCallback =
       std::function<void(const rev2::ExecuteResponse& response, const RunReport& report)>;
 
-  // `logs` receives the live output streams of running actions.
+  // `logs` receives the live output streams of running actions. Completed
+  // operations are kept for kKeepCompleted, the newest `max_kept_completed`
+  // at most (each holds its ExecuteResponse, a few KiB).
   Scheduler(ActionRunner* runner, LogRegistry* logs, int slots, int max_queued,
-            ActionDoneCallback on_action_done = nullptr);
+            ActionDoneCallback on_action_done = nullptr, int max_kept_completed = kDefaultMaxKeptCompleted);
   ~Scheduler();  // drains with no grace
 
   // Returns the operation for the action, new or shared with an identical
@@ -130,6 +130,7 @@ class Scheduler {
   SchedulerStats GetStats();
 
   static constexpr absl::Duration kKeepCompleted = absl::Minutes(10);
+  static constexpr int kDefaultMaxKeptCompleted = 10000;
 
  private:
   struct Queued {
@@ -146,15 +147,18 @@ class Scheduler {
   };
   void RunSlot(int slot);
   absl::Status CancelWith(const std::string& name, const absl::Status& why);
+  // An operation completes: remembered in completion order (before its
+  // waiters hear of it, so that what they see next is already trimmed),
+  // so that forgetting the old ones never scans every operation.
+  void Completed(const Operation& operation);
   void ForgetOldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Records that `operation` ended now, for ForgetOldLocked.
-  void CompletedLocked(const std::shared_ptr<Operation>& operation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   ActionRunner* const runner_;
   LogRegistry* const logs_;
   const ActionDoneCallback on_action_done_;
   const int slots_;
   const int max_queued_;
+  const int max_kept_completed_;
   absl::Mutex mu_;
   std::map<std::pair<int32_t, uint64_t>, Queued, Order> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
@@ -165,10 +169,8 @@ class Scheduler {
   // Every operation by name, and the in-flight ones by action.
   absl::flat_hash_map<std::string, std::shared_ptr<Operation>> operations_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<Operation>> in_flight_ ABSL_GUARDED_BY(mu_);
-  // Ended operations, oldest first: each Submit forgets the expired ones
-  // from the front instead of scanning every operation it keeps (tens of
-  // thousands at a steady load).
-  std::deque<std::pair<absl::Time, std::weak_ptr<Operation>>> completed_ ABSL_GUARDED_BY(mu_);
+  // Completed operations by name, oldest first (some may be deleted already).
+  std::deque<std::pair<absl::Time, std::string>> completed_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_;
 };
 

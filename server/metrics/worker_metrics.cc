@@ -190,6 +190,12 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry& registry)
                              .Help("Sandboxes that ended without a result (setup or teardown failed).")
                              .Register(registry)
                              .Add({})),
+      sandboxes_(prometheus::BuildCounter()
+                     .Name("kiln_sandboxes_total")
+                     .Help("Actions run in a sandbox, by kind: warm (prepared before the action came) or cold "
+                           "(started for it: warm sandboxes off or not ready yet, or an action needing other "
+                           "binds, network or limits).")
+                     .Register(registry)),
       grpc_requests_(prometheus::BuildCounter()
                          .Name("kiln_grpc_requests_total")
                          .Help("gRPC requests served, by method and the status code the client got (CANCELLED or "
@@ -226,6 +232,7 @@ void WorkerMetrics::RecordAction(const rev2::ExecuteResponse& response, const ex
     orphans_per_action_.Observe(report.orphans_reaped);
     zombies_reaped_.Increment(report.orphans_reaped + 1);
     killed_at_teardown_.Increment(report.killed_at_teardown);
+    sandboxes_.Add({{"kind", report.warm_sandbox ? "warm" : "cold"}}).Increment();
   }
   if (report.teardown_failed) teardown_failures_.Increment();
 }

@@ -53,6 +53,7 @@ class WorkerMetrics {
   prometheus::Counter& zombies_reaped_;
   prometheus::Counter& killed_at_teardown_;
   prometheus::Counter& teardown_failures_;
+  prometheus::Family<prometheus::Counter>& sandboxes_;
   prometheus::Family<prometheus::Counter>& grpc_requests_;
   prometheus::Family<prometheus::Histogram>& grpc_duration_;
   prometheus::Family<prometheus::Counter>& authorization_;

@@ -158,8 +158,12 @@ class Worker:
         self.out_path = os.path.join(self.base, "worker.out")
         out = open(self.out_path, "wb")
         log = open(self.log_path, "wb")
+        # The worker's kiln-sandbox processes inherit its environment: this
+        # tag tells them apart from those of other workers on the host.
+        self.tag = uuid.uuid4().hex
+        env = dict(os.environ, KILN_TEST_WORKER_TAG=self.tag)
         # setpriv execs the worker: the pid is the worker's.
-        self.proc = subprocess.Popen(argv, stdout=out, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(argv, stdout=out, stderr=log, stdin=subprocess.DEVNULL, env=env)
         out.close()
         log.close()
         test.addCleanup(self.stop)
@@ -336,6 +340,30 @@ class Worker:
                 except OSError:
                     pass
         return hits
+
+    def processes_left(self, settle_seconds=10):
+        """Processes started by this worker (its kiln-sandbox launchers and
+        their PID 1s, found by the environment tag) that are still there
+        settle_seconds after the worker ended. Each must end with the
+        worker, even one it was starting when it was SIGKILLed."""
+        needle = b"KILN_TEST_WORKER_TAG=" + self.tag.encode()
+        deadline = time.monotonic() + settle_seconds
+        while True:
+            left = []
+            for name in os.listdir("/proc"):
+                if not name.isdigit() or int(name) == self.pid:
+                    continue
+                try:
+                    with open("/proc/%s/environ" % name, "rb") as f:
+                        if needle not in f.read().split(b"\0"):
+                            continue
+                    with open("/proc/%s/cmdline" % name, "rb") as f:
+                        left.append((int(name), f.read().replace(b"\0", b" ").decode(errors="replace")))
+                except OSError:
+                    pass  # gone meanwhile
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.1)
 
     def exec_leftovers(self, settle_seconds=10):
         """What is left of finished actions in the exec root. Action

@@ -220,6 +220,11 @@ class CrashPointLoopTest(unittest.TestCase):
             # the channel is closed.
             worker.channel.close()
             self.assertEqual(load.errors, [], "round %d" % kill)
+            # Its sandboxes went with it, also one it was just starting.
+            left = worker.processes_left()
+            for pid, _ in left:
+                os.kill(pid, signal.SIGKILL)  # ours, found by the worker's tag
+            self.assertEqual(left, [], "round %d: processes outlived the SIGKILLed worker" % kill)
             recent, results = load.blobs, load.results
             blobs, actions, entries = blobs + len(recent), actions + load.actions, entries + len(results)
             self.verify_cas(state_dir)
