@@ -27,6 +27,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "common/digest.h"
 
@@ -140,6 +141,13 @@ void Overhead(const std::string& server) {
   }
   const double bare = BareTrueMs();
   std::vector<std::vector<double>> latencies(clients);
+  // Where each action's time went, from the worker's own timestamps (same
+  // host, same realtime clock): client send -> queued, the worker's parts,
+  // worker_completed -> client has the result.
+  struct Split {
+    double in, queued, fetch, exec, upload, done, out;
+  };
+  std::vector<std::vector<Split>> splits(clients);
   auto start = Clock::now();
   std::vector<std::thread> threads;
   for (int c = 0; c < clients; ++c) {
@@ -147,8 +155,20 @@ void Overhead(const std::string& server) {
       Client client(server);
       for (int i = c; i < total; i += clients) {
         auto t0 = Clock::now();
-        client.Execute(actions[i]);
+        const int64_t sent = absl::ToUnixNanos(absl::Now());
+        rev2::ExecuteResponse response = client.Execute(actions[i]);
+        const int64_t received = absl::ToUnixNanos(absl::Now());
         latencies[c].push_back(Ms(Clock::now() - t0));
+        const auto& m = response.result().execution_metadata();
+        auto ns = [](const google::protobuf::Timestamp& t) { return TimeUtil::TimestampToNanoseconds(t); };
+        splits[c].push_back(Split{
+            (ns(m.queued_timestamp()) - sent) / 1e6,
+            (ns(m.worker_start_timestamp()) - ns(m.queued_timestamp())) / 1e6,
+            (ns(m.input_fetch_completed_timestamp()) - ns(m.worker_start_timestamp())) / 1e6,
+            (ns(m.execution_completed_timestamp()) - ns(m.input_fetch_completed_timestamp())) / 1e6,
+            (ns(m.output_upload_completed_timestamp()) - ns(m.execution_completed_timestamp())) / 1e6,
+            (ns(m.worker_completed_timestamp()) - ns(m.output_upload_completed_timestamp())) / 1e6,
+            (received - ns(m.worker_completed_timestamp())) / 1e6});
       }
     });
   }
@@ -162,6 +182,19 @@ void Overhead(const std::string& server) {
   std::printf("Execute-to-result  p50 %.2f ms  p99 %.2f ms\n", p50, p99);
   std::printf("overhead (minus bare /bin/true)  p50 %.2f ms  p99 %.2f ms\n", p50 - bare, p99 - bare);
   std::printf("throughput %.1f actions/s\n", total / (wall / 1000));
+  std::vector<Split> every;
+  for (auto& s : splits) every.insert(every.end(), s.begin(), s.end());
+  auto median = [&](double Split::*field) {
+    std::vector<double> v;
+    for (const Split& s : every) v.push_back(s.*field);
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  std::printf(
+      "p50 split (ms): send->queued %.2f  queued->slot %.2f  slot->staged %.2f  staged->sandbox done %.2f  "
+      "outputs %.2f  ->completed %.2f  completed->client %.2f\n",
+      median(&Split::in), median(&Split::queued), median(&Split::fetch), median(&Split::exec),
+      median(&Split::upload), median(&Split::done), median(&Split::out));
 }
 
 void Staging(const std::string& server) {

@@ -84,7 +84,7 @@ void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& res
   spdlog::info(
       "action {} outcome={} exit={} status={} queued={:.1f} fetch={:.1f} exec={:.1f} upload={:.1f} "
       "total={:.1f} orphans={} killed_at_teardown={} sandbox_setup={:.2f} sandbox_completion={:.2f} "
-      "warm_sandbox={}",
+      "warm_sandbox={} sandbox_ready_wait={:.2f}",
       action_digest.ToString(), OutcomeName(report.outcome), response.result().exit_code(),
       response.status().code(), Between(m.queued_timestamp(), m.worker_start_timestamp()),
       Between(m.input_fetch_start_timestamp(), m.input_fetch_completed_timestamp()),
@@ -92,7 +92,7 @@ void LogActionLine(const Digest& action_digest, const rev2::ExecuteResponse& res
       Between(m.output_upload_start_timestamp(), m.output_upload_completed_timestamp()),
       Between(m.queued_timestamp(), m.worker_completed_timestamp()), report.orphans_reaped,
       report.killed_at_teardown, report.sandbox_setup_seconds * 1e3,
-      report.sandbox_completion_seconds * 1e3, report.warm_sandbox);
+      report.sandbox_completion_seconds * 1e3, report.warm_sandbox, report.sandbox_ready_wait_seconds * 1e3);
 }
 
 void CancelToken::Cancel() {
@@ -174,11 +174,10 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   auto* meta = response.mutable_result()->mutable_execution_metadata();
   meta->set_worker(options_.worker_name);
   report->outcome = RunReport::Outcome::kError;
-  std::string dir = absl::StrCat(options_.exec_root, "/", getpid(), "-", sequence_++);
+  std::string dir;  // set once the action has one
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest, preloaded));
-    RETURN_IF_ERROR(MakeDirectories(dir, 0700));
-    RETURN_IF_ERROR(MakeDirectories(dir + "/root", 0755));
+    ASSIGN_OR_RETURN(dir, dirs_->Take());
     return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &response, report);
   }();
   if (!status.ok()) *response.mutable_status() = ToRpcStatus(status);
@@ -192,7 +191,8 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   // Beneath its parent and without following the action's symlinks; modes
   // the action set (000 directories) do not stop it. Moved aside now and
   // removed after the answer has gone out.
-  if (trash_ != nullptr) {
+  if (dir.empty()) {
+  } else if (trash_ != nullptr) {
     trash_->Discard(dir);
   } else {
     (void)RemoveTreeBeneathParent(dir);
@@ -253,12 +253,17 @@ ActionRunner::ActionRunner(cas::BlobStore* cas, cas::ActionCache* action_cache, 
       stager_(stager),
       options_(std::move(options)),
       sandboxes_(std::make_unique<SandboxPool>(PoolOptions(options_))),
+      // None made ahead without an exec root (never the case in a worker).
+      dirs_(std::make_unique<SpareActionDirs>(options_.exec_root, options_.exec_root.empty() ? 0 : 1)),
       trash_(options_.exec_root.empty() ? nullptr
-                                        : std::make_unique<DirectoryTrash>(options_.exec_root + "/.trash")) {}
+                                        : std::make_unique<DirectoryTrash>(options_.exec_root + "/.trash", dirs_.get())) {}
 
 ActionRunner::~ActionRunner() = default;
 
-void ActionRunner::Prewarm(int slots) { sandboxes_->Prewarm(slots); }
+void ActionRunner::Prewarm(int slots) {
+  dirs_->KeepAtLeast(slots);
+  sandboxes_->Prewarm(slots);
+}
 
 absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                    const Loaded& loaded, const std::string& dir, int slot,
@@ -341,34 +346,32 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
 
   *meta->mutable_execution_start_timestamp() = Now();
   if (cancel->cancelled()) return absl::CancelledError("the action was cancelled before it started");
-  // The output files exist before the sandbox starts, so live readers can
+  // The output files exist already (SpareActionDirs), so live readers can
   // open them; the sandbox appends to them and never waits for a reader.
-  for (const char* name : {"/stdout", "/stderr"}) {
-    ASSIGN_OR_RETURN(UniqueFd created, OpenFile(dir + name, O_WRONLY | O_CREAT | O_TRUNC, 0600));
-  }
   if (observer != nullptr) observer->OnSandboxStarting(dir + "/stdout", dir + "/stderr");
   SandboxProcess* running = sandbox.process.get();
   absl::Status sent = running->Send(sandbox_request);
   absl::StatusOr<pb::SandboxResult> sandbox_result = absl::UnknownError("the sandbox was not asked");
   if (!sent.ok()) sandbox_result = sent;
-  std::string disk_exceeded;  // written by the watchdog's thread, read after it is joined
+  std::string disk_exceeded;  // why the disk watchdog stopped the action, if it did
   if (sent.ok()) {
     cancel->SetProcess(running);
-    {
-      std::optional<DiskWatchdog> watchdog;
-      if (options_.max_disk_bytes > 0) {
-        watchdog.emplace(root, privileged ? geteuid() : static_cast<uid_t>(-1),
-                         std::vector<std::string>{dir + "/stdout", dir + "/stderr"},
-                         options_.max_disk_bytes, options_.disk_check_interval,
-                         [&disk_exceeded, running](const std::string& why) {
-                           disk_exceeded = why;
-                           running->Terminate();
-                         });
+    if (options_.max_disk_bytes > 0) {
+      // The disk is measured on this thread while it waits for the result:
+      // no watchdog thread is started and joined for each action.
+      DiskWatchdog watchdog(root, privileged ? geteuid() : static_cast<uid_t>(-1),
+                            std::vector<std::string>{dir + "/stdout", dir + "/stderr"},
+                            options_.max_disk_bytes, options_.disk_check_interval);
+      while (!running->WaitForResult(watchdog.next_check())) {
+        if (std::optional<std::string> why = watchdog.Check()) {
+          disk_exceeded = *std::move(why);
+          running->Terminate();
+        }
       }
-      // Early completion: the result comes once every process of the action
-      // is gone; kiln-sandbox tears its namespaces and cgroup down after.
-      sandbox_result = running->AwaitResult();
     }
+    // Early completion: the result comes once every process of the action
+    // is gone; kiln-sandbox tears its namespaces and cgroup down after.
+    sandbox_result = running->AwaitResult();
     cancel->SetProcess(nullptr);
   }
   answered = sandbox_result.ok();
@@ -437,6 +440,7 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   usage.set_uid(uid);
   report->sandbox_setup_seconds = stats->setup_seconds;
   report->sandbox_completion_seconds = stats->completion_seconds;
+  report->sandbox_ready_wait_seconds = stats->ready_wait_seconds;
   report->warm_sandbox = sandbox_was_warm;
   meta->add_auxiliary_metadata()->PackFrom(usage);
 

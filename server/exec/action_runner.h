@@ -17,6 +17,7 @@
 #include "server/cas/action_cache.h"
 #include "server/cas/blob_store.h"
 #include "server/exec/directory_trash.h"
+#include "server/exec/spare_action_dirs.h"
 #include "server/exec/input_stager.h"
 #include "server/exec/output_collector.h"
 #include "server/exec/platform.h"
@@ -104,6 +105,7 @@ struct RunReport {
   int orphans_reaped = 0;
   int killed_at_teardown = 0;
   double sandbox_setup_seconds = 0;  // the sandbox's request to the exec of the action
+  double sandbox_ready_wait_seconds = 0;  // of which waiting for its preparation to finish
   double sandbox_completion_seconds = 0;  // the action's exit to every process gone
   bool warm_sandbox = false;       // the action ran in a sandbox prepared before it came
 };
@@ -167,9 +169,9 @@ class ActionRunner {
   cas::ActionCache* const action_cache_;
   InputStager* const stager_;
   const ExecOptions options_;
-  std::atomic<uint64_t> sequence_{0};
   const std::unique_ptr<SandboxPool> sandboxes_;
   // Removes action directories after the answer (null: at once, no exec root).
+  const std::unique_ptr<SpareActionDirs> dirs_;
   const std::unique_ptr<DirectoryTrash> trash_;
 };
 

@@ -6,15 +6,18 @@
 
 #include <cerrno>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/path_beneath.h"
+#include "common/status_macros.h"
 
 namespace kiln::exec {
 
-DirectoryTrash::DirectoryTrash(std::string trash_dir) : dir_(std::move(trash_dir)) {
+DirectoryTrash::DirectoryTrash(std::string trash_dir, SpareActionDirs* recycle)
+    : dir_(std::move(trash_dir)), recycle_(recycle) {
   absl::Status made = MakeDirectories(dir_, 0700);
   absl::StatusOr<UniqueFd> fd =
       made.ok() ? OpenFile(dir_, O_RDONLY | O_DIRECTORY | O_NOFOLLOW) : absl::StatusOr<UniqueFd>(made);
@@ -54,6 +57,17 @@ void DirectoryTrash::WaitUntilEmpty() {
   mu_.Await(absl::Condition(this, &DirectoryTrash::Idle));
 }
 
+absl::Status DirectoryTrash::Empty(const std::string& name) {
+  ASSIGN_OR_RETURN(UniqueFd dir, OpenBeneath(dir_fd_.get(), name, O_RDONLY | O_DIRECTORY));
+  std::vector<std::string> entries;
+  RETURN_IF_ERROR(ForEachEntry(dir.get(), [&](const std::string& entry) {
+    entries.push_back(entry);
+    return absl::OkStatus();
+  }));
+  for (const std::string& entry : entries) RETURN_IF_ERROR(RemoveTreeAt(dir.get(), entry));
+  return absl::OkStatus();
+}
+
 void DirectoryTrash::Run() {
   absl::MutexLock lock(&mu_);
   while (true) {
@@ -63,7 +77,10 @@ void DirectoryTrash::Run() {
     pending_.pop_front();
     removing_ = true;
     mu_.Unlock();
-    absl::Status removed = RemoveTreeAt(dir_fd_.get(), name);
+    // Emptied and recycled, the directory itself costs no new inode; if
+    // that is not possible it goes too.
+    const bool recycled = recycle_ != nullptr && Empty(name).ok() && recycle_->Adopt(dir_fd_.get(), name);
+    absl::Status removed = recycled ? absl::OkStatus() : RemoveTreeAt(dir_fd_.get(), name);
     if (!removed.ok()) spdlog::warn("cannot remove {}/{}: {}", dir_, name, removed.ToString());
     mu_.Lock();
     removing_ = false;

@@ -24,14 +24,17 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "common/posix.h"
+#include "server/exec/spare_action_dirs.h"
 
 namespace kiln::exec {
 
 class DirectoryTrash {
  public:
   // Creates `trash_dir` (its parent must exist). If that fails, Discard
-  // removes directories at once instead.
-  explicit DirectoryTrash(std::string trash_dir);
+  // removes directories at once instead. With `recycle`, a discarded
+  // directory is emptied and offered to it (SpareActionDirs::Adopt) instead
+  // of being removed itself.
+  explicit DirectoryTrash(std::string trash_dir, SpareActionDirs* recycle = nullptr);
   // Removes what is still pending, then stops the thread.
   ~DirectoryTrash();
   DirectoryTrash(const DirectoryTrash&) = delete;
@@ -49,7 +52,11 @@ class DirectoryTrash {
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_.empty() && !removing_; }
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !pending_.empty(); }
 
+  // Removes what `name` in the trash holds, keeping `name` itself.
+  absl::Status Empty(const std::string& name);
+
   const std::string dir_;
+  SpareActionDirs* const recycle_;
   UniqueFd dir_fd_;  // invalid when the trash could not be made
   std::atomic<uint64_t> counter_{0};
   absl::Mutex mu_;

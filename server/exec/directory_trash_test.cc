@@ -1,5 +1,6 @@
 #include "server/exec/directory_trash.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -7,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/time/clock.h"
 #include "common/posix.h"
 #include "server/cas/test_util.h"
 
@@ -80,6 +82,51 @@ TEST(DirectoryTrashTest, WithoutATrashDirectoryTreesAreRemovedAtOnce) {
   ASSERT_EQ(chmod((dir + "/root/sub").c_str(), 0), 0);
   trash.Discard(dir);
   EXPECT_FALSE(fs::exists(fs::symlink_status(dir)));
+}
+
+TEST(DirectoryTrashTest, RecycledDirectoriesComeBackEmptyAndFreshlyFilled) {
+  cas::ScratchDir scratch;
+  const std::string exec = scratch.path() + "/exec";
+  const std::string outside = scratch.path() + "/outside";
+  fs::create_directories(exec);
+  fs::create_directories(outside);
+  std::ofstream(outside + "/keep") << "keep";
+  SpareActionDirs spares(exec, 2);
+  {
+    DirectoryTrash trash(exec + "/.trash", &spares);
+    bool recycled = false;
+    for (int i = 0; i < 6; ++i) {
+      absl::StatusOr<std::string> dir = spares.Take();
+      ASSERT_TRUE(dir.ok()) << dir.status();
+      // Held open, its inode cannot be reused by another: still linked
+      // after the trash is done means it went back to the spares.
+      absl::StatusOr<UniqueFd> held = OpenFile(*dir, O_RDONLY | O_DIRECTORY);
+      ASSERT_TRUE(held.ok());
+      // Whatever the action left, the next one to get this directory sees
+      // none of it: its root/ and logs are new inodes.
+      EXPECT_TRUE(fs::is_empty(*dir + "/root")) << *dir;
+      EXPECT_EQ(fs::file_size(*dir + "/stdout"), 0u);
+      EXPECT_EQ(fs::file_size(*dir + "/stderr"), 0u);
+      MakeActionTree(*dir, outside);  // leaves a 000 directory and symlinks out
+      std::ofstream(*dir + "/stderr") << "earlier action";
+      trash.Discard(*dir);
+      trash.WaitUntilEmpty();
+      struct stat st;
+      ASSERT_EQ(fstat(held->get(), &st), 0);
+      if (st.st_nlink > 0) recycled = true;
+      absl::SleepFor(absl::Milliseconds(100));  // the spares are filled again
+    }
+    EXPECT_TRUE(recycled) << "no directory came back";
+  }
+  EXPECT_TRUE(fs::is_empty(exec + "/.trash"));
+  std::ifstream kept(outside + "/keep");
+  std::string text;
+  kept >> text;
+  EXPECT_EQ(text, "keep");
+  // Recycled directories are counted with the spares: never more than kept.
+  int spare = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator(exec + "/.spare")) ++spare;
+  EXPECT_LE(spare, 4);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <utility>
 
@@ -73,43 +74,34 @@ absl::StatusOr<DiskUsage> MeasureActionDisk(int root_fd, uid_t skip_owner,
 }
 
 DiskWatchdog::DiskWatchdog(std::string root, uid_t skip_owner, std::vector<std::string> extra_files,
-                           int64_t limit_bytes, absl::Duration min_interval,
-                           std::function<void(const std::string&)> on_exceeded)
+                           int64_t limit_bytes, absl::Duration min_interval)
     : root_(std::move(root)),
       skip_owner_(skip_owner),
       extra_files_(std::move(extra_files)),
       limit_bytes_(limit_bytes),
       min_interval_(min_interval),
-      on_exceeded_(std::move(on_exceeded)) {
-  thread_ = std::thread([this] { Watch(); });
-}
+      next_check_(absl::Now() + min_interval) {}
 
-DiskWatchdog::~DiskWatchdog() {
-  stop_.Notify();
-  thread_.join();
-}
-
-void DiskWatchdog::Watch() {
+std::optional<std::string> DiskWatchdog::Check() {
+  if (next_check_ == absl::InfiniteFuture()) return std::nullopt;
+  const absl::Time start = absl::Now();
   absl::StatusOr<UniqueFd> root = OpenFile(root_, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-  if (!root.ok()) return;
-  absl::Duration wait = min_interval_;
-  while (!stop_.WaitForNotificationWithTimeout(wait)) {
-    const absl::Time start = absl::Now();
-    absl::StatusOr<DiskUsage> usage = MeasureActionDisk(root->get(), skip_owner_, extra_files_);
-    wait = std::max(min_interval_, 20 * (absl::Now() - start));
-    if (!usage.ok()) continue;
-    if (usage->too_deep) {
-      on_exceeded_(absl::StrCat("the action's directory tree is nested more than ", kMaxDepth,
-                                " levels deep"));
-      return;
-    }
-    if (usage->bytes > limit_bytes_) {
-      on_exceeded_(absl::StrCat("the action used more than ", limit_bytes_,
-                                " bytes of disk (its /work and its stdout/stderr); this worker's "
-                                "limit is kiln-worker --max_action_disk_bytes"));
-      return;
-    }
+  absl::StatusOr<DiskUsage> usage =
+      root.ok() ? MeasureActionDisk(root->get(), skip_owner_, extra_files_) : root.status();
+  const absl::Time end = absl::Now();
+  next_check_ = end + std::max(min_interval_, 20 * (end - start));
+  if (!usage.ok()) return std::nullopt;
+  if (usage->too_deep) {
+    next_check_ = absl::InfiniteFuture();
+    return absl::StrCat("the action's directory tree is nested more than ", kMaxDepth, " levels deep");
   }
+  if (usage->bytes > limit_bytes_) {
+    next_check_ = absl::InfiniteFuture();
+    return absl::StrCat("the action used more than ", limit_bytes_,
+                        " bytes of disk (its /work and its stdout/stderr); this worker's "
+                        "limit is kiln-worker --max_action_disk_bytes");
+  }
+  return std::nullopt;
 }
 
 }  // namespace kiln::exec

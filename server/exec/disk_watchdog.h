@@ -1,6 +1,8 @@
 // Bounds the disk an action uses while it runs: /work (its input root) and
-// its stdout/stderr captures. A thread measures them now and then and calls
-// back once the total passes the limit; the runner then stops the sandbox.
+// its stdout/stderr captures. The slot's own thread measures them whenever
+// it has waited next_check() for the sandbox's result (no thread of its own
+// is started and joined per action); once the total passes the limit the
+// runner stops the sandbox.
 //
 // Measuring walks the action's tree (a directory fd per level, never
 // following a symlink). Each inode counts once, by its allocated blocks;
@@ -16,13 +18,11 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <functional>
+#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 
 namespace kiln::exec {
@@ -41,27 +41,26 @@ class DiskWatchdog {
  public:
   static constexpr int kMaxDepth = 1024;
 
-  // Starts watching; `on_exceeded` runs at most once, on the watchdog's
-  // thread, with a message naming the limit.
+  // The first check is due `min_interval` from now.
   DiskWatchdog(std::string root, uid_t skip_owner, std::vector<std::string> extra_files,
-               int64_t limit_bytes, absl::Duration min_interval,
-               std::function<void(const std::string&)> on_exceeded);
-  ~DiskWatchdog();  // stops and joins
+               int64_t limit_bytes, absl::Duration min_interval);
 
   DiskWatchdog(const DiskWatchdog&) = delete;
   DiskWatchdog& operator=(const DiskWatchdog&) = delete;
 
- private:
-  void Watch();
+  // When Check is due next; InfiniteFuture once the limit was reported.
+  absl::Time next_check() const { return next_check_; }
+  // Measures now; a message naming the limit the first time it is passed,
+  // nullopt otherwise (and ever after).
+  std::optional<std::string> Check();
 
+ private:
   const std::string root_;
   const uid_t skip_owner_;
   const std::vector<std::string> extra_files_;
   const int64_t limit_bytes_;
   const absl::Duration min_interval_;
-  const std::function<void(const std::string&)> on_exceeded_;
-  absl::Notification stop_;
-  std::thread thread_;
+  absl::Time next_check_;
 };
 
 }  // namespace kiln::exec

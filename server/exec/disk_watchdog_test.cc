@@ -59,23 +59,22 @@ TEST(DiskWatchdogTest, ATreeDeeperThanTheBoundIsReported) {
   EXPECT_TRUE(MeasureActionDisk(fd.get(), static_cast<uid_t>(-1), {})->too_deep);
 }
 
-TEST(DiskWatchdogTest, CallsBackOnceWhenTheLimitIsPassed) {
+TEST(DiskWatchdogTest, ReportsOnceWhenTheLimitIsPassed) {
   cas::ScratchDir dir;
   std::string root = dir.path() + "/root";
   fs::create_directories(root);
-  std::atomic<int> calls{0};
-  std::string message;
-  {
-    DiskWatchdog watchdog(root, static_cast<uid_t>(-1), {}, 1 << 20, absl::Milliseconds(10),
-                          [&](const std::string& why) {
-                            message = why;
-                            ++calls;
-                          });
-    WriteBytes(root + "/big", 2 << 20);
-    absl::SleepFor(absl::Milliseconds(300));
-  }
-  EXPECT_EQ(calls.load(), 1);
-  EXPECT_NE(message.find("--max_action_disk_bytes"), std::string::npos);
+  const absl::Time before = absl::Now();
+  DiskWatchdog watchdog(root, static_cast<uid_t>(-1), {}, 1 << 20, absl::Milliseconds(10));
+  EXPECT_GE(watchdog.next_check(), before + absl::Milliseconds(10));
+  EXPECT_EQ(watchdog.Check(), std::nullopt);
+  EXPECT_LT(watchdog.next_check(), absl::InfiniteFuture());
+  WriteBytes(root + "/big", 2 << 20);
+  std::optional<std::string> message = watchdog.Check();
+  ASSERT_TRUE(message.has_value());
+  EXPECT_NE(message->find("--max_action_disk_bytes"), std::string::npos);
+  // Reported once: the runner stops the action on the first report.
+  EXPECT_EQ(watchdog.next_check(), absl::InfiniteFuture());
+  EXPECT_EQ(watchdog.Check(), std::nullopt);
 }
 
 }  // namespace

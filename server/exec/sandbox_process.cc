@@ -1,6 +1,7 @@
 #include "server/exec/sandbox_process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -74,6 +75,19 @@ absl::StatusOr<kiln::sandbox::v1::SandboxResult> SandboxProcess::AwaitResult() {
     return absl::InternalError(absl::StrCat("kiln-sandbox ended without a result: ", read.message()));
   }
   return result;
+}
+
+bool SandboxProcess::WaitForResult(absl::Time deadline) {
+  while (true) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    // Rounded up, so that a wake-up never comes before the deadline.
+    const int timeout_ms = left >= absl::Hours(1) ? 3600 * 1000 : static_cast<int>(absl::ToInt64Milliseconds(left + absl::Milliseconds(1) - absl::Nanoseconds(1)));
+    struct pollfd ready = {socket_.get(), POLLIN, 0};
+    const int n = poll(&ready, 1, timeout_ms);
+    if (n > 0) return true;  // readable, or hung up / failed: AwaitResult says which
+    if (n < 0 && errno != EINTR) return true;
+  }
 }
 
 int SandboxProcess::Wait() {

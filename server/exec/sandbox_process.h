@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/posix.h"
 #include "kiln/sandbox/v1/sandbox.pb.h"
 
@@ -31,6 +32,9 @@ class SandboxProcess {
   absl::Status Send(const kiln::sandbox::v1::SandboxRequest& request);
   // The one SandboxResult; an error when kiln-sandbox ended without one.
   absl::StatusOr<kiln::sandbox::v1::SandboxResult> AwaitResult();
+  // Waits until the result (or the end of the socket) can be read, or until
+  // `deadline`; true when AwaitResult will not block.
+  bool WaitForResult(absl::Time deadline);
   // Blocks until it exits; returns its exit code (128+N for signal N).
   int Wait();
   // Asks the sandbox to stop: kiln-sandbox forwards SIGTERM to the action

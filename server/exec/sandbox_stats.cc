@@ -1,5 +1,6 @@
 #include "server/exec/sandbox_stats.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include <google/protobuf/util/time_util.h>
@@ -61,6 +62,7 @@ absl::StatusOr<SandboxStats> ReadSandboxResult(const kiln::sandbox::v1::SandboxR
   const auto& stages = r.stages();
   out.setup_seconds = Between(stages.request(), stages.exec());
   out.completion_seconds = Between(stages.action_exited(), stages.tree_gone());
+  out.ready_wait_seconds = std::max(0.0, Between(stages.request(), stages.network()));
 
   kiln::v1::SandboxResourceUsage& usage = out.usage;
   *usage.mutable_user_time() = ToProtoDuration(u.user_cpu_nanos());

@@ -27,6 +27,9 @@ struct SandboxStats {
   // (every process gone). A warm sandbox did the rest before.
   double setup_seconds = 0;
   double completion_seconds = 0;
+  // How long the request waited for a warm sandbox that was still being
+  // prepared (its namespaces and root not ready yet when the action came).
+  double ready_wait_seconds = 0;
   // CPU times, peak memory, faults, I/O and context switches, orphans,
   // teardown kills, timeout/OOM flags and the setup time; the caller adds
   // the uid.

@@ -368,7 +368,8 @@ class Worker:
     def exec_leftovers(self, settle_seconds=10):
         """What is left of finished actions in the exec root. Action
         directories are moved into exec/.trash and deleted in the background
-        after the answer: what is still there after settle_seconds counts."""
+        after the answer: what is still there after settle_seconds counts.
+        exec/.spare holds fresh directories made ahead for the next actions."""
         d = os.path.join(self.state_dir, "exec")
         deadline = time.monotonic() + settle_seconds
         while True:
@@ -377,6 +378,8 @@ class Worker:
                 for name in sorted(os.listdir(d)):
                     if name == ".trash":
                         left += [".trash/" + n for n in sorted(os.listdir(os.path.join(d, name)))]
+                    elif name == ".spare":
+                        continue  # made ahead for the next actions; no action had them
                     else:
                         left.append(name)
             if not left or time.monotonic() > deadline:

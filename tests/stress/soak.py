@@ -285,10 +285,13 @@ class Soak:
 
     def exec_dirs(self):
         """Action directories under the exec root, and inside its dot-directories
-        (the trash, which stays, emptied after each answer)."""
+        (the trash, which stays, emptied after each answer). .spare holds fresh
+        directories made ahead for the next actions, never an action's."""
         found = []
         for name in os.listdir(self.exec_root):
             path = os.path.join(self.exec_root, name)
+            if name == ".spare":
+                continue
             if name.startswith(".") and os.path.isdir(path) and not os.path.islink(path):
                 found += [name + "/" + child for child in os.listdir(path)]
             else:
