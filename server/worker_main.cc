@@ -34,7 +34,7 @@ ABSL_FLAG(std::string, state_dir, "",
           "directory for the CAS and action cache (default: /var/lib/kiln as root, "
           "$HOME/.local/state/kiln otherwise)");
 ABSL_FLAG(kiln::ByteSize, cas_max_bytes, (kiln::ByteSize{int64_t{10} << 30}),
-          "cap on the CAS size; blobs not used recently (CLOCK) are evicted beyond it (e.g. 50GiB)");
+          "cap on the CAS size; the least recently used blobs are evicted beyond it (e.g. 50GiB)");
 ABSL_FLAG(kiln::ByteSize, cas_max_blob_bytes, (kiln::ByteSize{0}),
           "largest single blob accepted; 0 means --cas_max_bytes");
 ABSL_FLAG(int, io_threads, 8, "threads doing CAS disk I/O for the gRPC services");

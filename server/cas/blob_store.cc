@@ -284,23 +284,28 @@ BlobStore::Entry* BlobStore::FindLocked(const BlobKey& key, int64_t size) {
 }
 
 void BlobStore::IndexLocked(const BlobKey& key, int64_t size) {
-  entries_[key] = Entry{size, 0, false};
-  clock_.push_back(key);
+  const uint64_t now = ++use_counter_;
+  entries_[key] = Entry{size, 0, now};
+  eviction_queue_.push({now, key});
   total_bytes_ += DiskBytes(size);
 }
 
 void BlobStore::EvictLocked(const BlobKey* keep) {
-  // Two turns of the clock at most: the first clears every flag, so the
-  // second evicts all it can; what is left then is pinned (or `keep`).
-  for (size_t turns = 2 * clock_.size(); total_bytes_ > options_.max_bytes && turns > 0; --turns) {
-    const BlobKey key = clock_.front();
-    clock_.pop_front();
-    auto entry = entries_.find(key);
-    if (entry->second.pins > 0 || entry->second.used || (keep != nullptr && key == *keep)) {
-      entry->second.used = false;  // a second chance
-      clock_.push_back(key);
+  std::vector<Queued> kept;  // pinned (or `keep`): queued again afterwards
+  while (total_bytes_ > options_.max_bytes && !eviction_queue_.empty()) {
+    const Queued top = eviction_queue_.top();
+    eviction_queue_.pop();
+    auto entry = entries_.find(top.second);
+    if (entry->second.last_use != top.first) {
+      // Used since it was queued: its place is further back.
+      eviction_queue_.push({entry->second.last_use, top.second});
       continue;
     }
+    if (entry->second.pins > 0 || (keep != nullptr && top.second == *keep)) {
+      kept.push_back(top);
+      continue;
+    }
+    const BlobKey& key = top.second;
     // unlink under the lock: a concurrent Publish of the same hash must not
     // rename a fresh copy in between our index update and the unlink.
     unlink(BlobPath(key.ToHex()).c_str());
@@ -308,6 +313,7 @@ void BlobStore::EvictLocked(const BlobKey* keep) {
     ++evictions_;
     entries_.erase(entry);
   }
+  for (const Queued& queued : kept) eviction_queue_.push(queued);
 }
 
 bool BlobStore::Contains(const Digest& digest) {
@@ -320,7 +326,7 @@ bool BlobStore::Contains(const Digest& digest) {
     return false;
   }
   ++hits_;
-  entry->used = true;
+  entry->last_use = ++use_counter_;
   return true;
 }
 
@@ -344,7 +350,7 @@ void BlobStore::ContainsEach(absl::Span<const KeyedDigest> digests, std::vector<
     if (entry == nullptr) continue;
     (*present)[i] = true;
     ++hits;
-    entry->used = true;
+    entry->last_use = ++use_counter_;
   }
   hits_ += hits;
   misses_ += static_cast<int64_t>(digests.size()) - hits;
@@ -361,7 +367,7 @@ absl::StatusOr<BlobPin> BlobStore::Pin(const Digest& digest) {
   }
   ++hits_;
   ++entry->pins;
-  entry->used = true;
+  entry->last_use = ++use_counter_;
   return BlobPin(this, key);
 }
 
@@ -435,7 +441,7 @@ absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_pa
     auto it = entries_.find(key);
     if (it != entries_.end()) {
       // A concurrent writer of the same blob won; its copy is identical.
-      it->second.used = true;
+      it->second.last_use = ++use_counter_;
       unlink(temp_path.c_str());
       return absl::OkStatus();
     }

@@ -8,12 +8,14 @@
 // next Open removes.
 //
 // Size cap: the sum of blob sizes is kept at or below max_bytes by evicting
-// blobs not used recently, by CLOCK (second-chance FIFO), an approximation
-// of LRU: blobs wait in write order, a use only sets the blob's flag, and
-// eviction takes the oldest blob whose flag is clear, clearing the flags it
-// passes and sending those blobs to the back. A use thus costs one store to
-// an index entry, not the move of a list node (FindMissingBlobs marks
-// thousands of blobs per call). A blob that is pinned (held by a BlobPin or
+// the least recently used blobs first (exactly LRU). A use only stamps the
+// blob's index entry with a counter, not the move of a list node
+// (FindMissingBlobs marks thousands of blobs per call): eviction keeps a
+// min-heap of the stamps blobs had when queued, and a blob at the top whose
+// stamp has moved on since is queued again under its new stamp instead of
+// evicted. (A CLOCK of use flags, tried first, evicted a blob just written
+// before older ones merely read once: a client's fresh upload went before
+// its action ran.) A blob that is pinned (held by a BlobPin or
 // BlobReader, i.e. used by a request in flight) is never evicted; if only
 // pinned blobs remain, the store stays over the cap until they are released.
 // Recency survives a restart only as write order (file mtime).
@@ -29,6 +31,7 @@
 #include <atomic>
 #include <cstring>
 #include <deque>
+#include <queue>
 #include <memory>
 #include <string>
 #include <vector>
@@ -239,7 +242,7 @@ class BlobStore {
   struct Entry {
     int64_t size = 0;  // the blob's size; DiskBytes(size) counts toward the cap
     int32_t pins = 0;
-    bool used = false;  // since the clock last passed it
+    uint64_t last_use = 0;  // use_counter_ at the blob's last write or use
   };
 
   explicit BlobStore(BlobStoreOptions options) : options_(std::move(options)) {}
@@ -257,9 +260,14 @@ class BlobStore {
   const BlobStoreOptions options_;
   absl::Mutex mu_;
   absl::flat_hash_map<BlobKey, Entry> entries_ ABSL_GUARDED_BY(mu_);
-  // Every key of entries_ once, in write order, apart from the second
-  // chances EvictLocked gave; front: the clock's hand.
-  std::deque<BlobKey> clock_ ABSL_GUARDED_BY(mu_);
+  // Every key of entries_ once, under its last_use when it was queued
+  // (at most its last_use now); top: the smallest.
+  using Queued = std::pair<uint64_t, BlobKey>;
+  struct LaterStamp {
+    bool operator()(const Queued& a, const Queued& b) const { return a.first > b.first; }
+  };
+  std::priority_queue<Queued, std::vector<Queued>, LaterStamp> eviction_queue_ ABSL_GUARDED_BY(mu_);
+  uint64_t use_counter_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t total_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t evictions_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t hits_ ABSL_GUARDED_BY(mu_) = 0;
