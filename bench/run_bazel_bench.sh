@@ -39,13 +39,22 @@ done > gen/BUILD
 bz() { bazel --output_user_root="$WORK/root" "$@"; }
 bz info > /dev/null 2>&1  # start the Bazel server outside the timings
 bz build --nobuild //gen:all > /dev/null 2>&1  # load and analyze once, too
+BAZEL_PID=$(bz info server_pid 2> /dev/null)
 
+# CPU seconds of a process and its reaped children (linux-sandbox runs as
+# Bazel's child, kiln-sandbox as the worker's).
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15 + $16 + $17) / hz }' "/proc/$1/stat"; }
+# Prints the build's wall seconds; its CPU (Bazel's, the worker's) goes to stderr.
 timed_build() {
-  local start end
+  local start end bazel0 worker0
+  bazel0=$(cpu_seconds "$BAZEL_PID")
+  worker0=$(cpu_seconds "$WORKER")
   start=$(date +%s.%N)
   bz build --jobs=8 "$@" //gen:all > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
   end=$(date +%s.%N)
   grep "processes:" "$WORK/build.log" >&2
+  printf "  wall %.2f s, CPU: Bazel %.2f s, kiln-worker %.2f s\n" "$(echo "$end - $start" | bc)" \
+    "$(echo "$(cpu_seconds "$BAZEL_PID") - $bazel0" | bc)" "$(echo "$(cpu_seconds "$WORKER") - $worker0" | bc)" >&2
   echo "$end - $start" | bc
 }
 # One untimed round of each first: Bazel's JVM compiles its local and remote
