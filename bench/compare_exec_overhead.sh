@@ -11,27 +11,20 @@ cd "$(dirname "$0")/.."
 OLD=$1 NEW=$2 ROUNDS=${3:-4} CONCURRENCY=${4:-1} ACTIONS=${5:-300}
 CLIENT=$PWD/build/bin/exec_bench
 SCRATCH=$(mktemp -d /var/tmp/kiln-compare.XXXXXX)
-WORKER=""
-trap '[[ -n "$WORKER" ]] && kill $WORKER 2>/dev/null; rm -rf "$SCRATCH"' EXIT
+source tests/start_worker.sh
+trap 'stop_worker; rm -rf "$SCRATCH"' EXIT
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 run() {  # label build-dir
-  rm -rf "$SCRATCH/state"; : > "$SCRATCH/out"
-  "$2/bin/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$SCRATCH/state" \
-    --concurrency="$CONCURRENCY" --log_level=warn > "$SCRATCH/out" 2> "$SCRATCH/log" &
-  WORKER=$!
-  for _ in $(seq 100); do
-    PORT=$(sed -n 's/^kiln-worker listening grpc_port=\([0-9]*\).*/\1/p' "$SCRATCH/out")
-    [[ -n "$PORT" ]] && break
-    sleep 0.1
-  done
-  [[ -n "$PORT" ]] || { echo "worker did not start" >&2; exit 1; }
+  rm -rf "$SCRATCH/worker"
+  BIN_DIR=$2/bin
+  start_worker "$SCRATCH/worker" --concurrency="$CONCURRENCY" --log_level=warn
   sleep 0.5  # the warm sandboxes get ready
-  read -r u0 c0 < <(awk '{print $14+$15, $16+$17}' /proc/$WORKER/stat)
-  out=$("$CLIENT" --server="127.0.0.1:$PORT" --mode=overhead --actions="$ACTIONS" --clients="$CONCURRENCY")
+  read -r u0 c0 < <(awk '{print $14+$15, $16+$17}' /proc/$WORKER_PID/stat)
+  out=$("$CLIENT" --server="127.0.0.1:$GRPC_PORT" --mode=overhead --actions="$ACTIONS" --clients="$CONCURRENCY")
   sleep 0.3  # the last sandboxes are reaped
-  read -r u1 c1 < <(awk '{print $14+$15, $16+$17}' /proc/$WORKER/stat)
-  kill $WORKER; wait $WORKER || true; WORKER=""
+  read -r u1 c1 < <(awk '{print $14+$15, $16+$17}' /proc/$WORKER_PID/stat)
+  stop_worker
   printf "%-4s p50 %6s ms  %7s actions/s  cpu/action: worker %5d us, sandboxes %5d us  load %s\n" "$1" \
     "$(sed -n 's/^Execute-to-result  p50 \([0-9.]*\) ms.*/\1/p' <<<"$out")" \
     "$(sed -n 's/^throughput \([0-9.]*\).*/\1/p' <<<"$out")" \

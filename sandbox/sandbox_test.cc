@@ -78,6 +78,14 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
   }
 
   bool Unprivileged() const { return GetParam() == Mode::kUnprivileged; }
+  // What a worker prepares a warm sandbox with: the default binds, and the
+  // action's files to come beneath dir_.
+  v1::SandboxRequest PrepareBeneathDir() const {
+    v1::SandboxRequest prepare;
+    prepare.set_use_default_binds(true);
+    prepare.set_work_dir_parent(dir_);
+    return prepare;
+  }
 
   // Runs kiln-sandbox with `options` and the stats file, then `command`.
   ProcessResult Sandbox(std::vector<std::string> options, std::vector<std::string> command) {
@@ -485,9 +493,7 @@ class ServedSandbox {
 };
 
 TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
-  v1::SandboxRequest prepare;
-  prepare.set_use_default_binds(true);
-  prepare.set_work_dir_parent(dir_);
+  v1::SandboxRequest prepare = PrepareBeneathDir();
   ServedSandbox served(Unprivileged());
   ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
   for (const char* name : {"/out", "/err"}) {
@@ -534,9 +540,7 @@ std::map<int, std::string> DescriptorLinks(pid_t pid) {
 // set its parent-death signal (a worker SIGKILLed while starting a warm
 // sandbox) left PID 1 blocked forever outside any worker, holding both ends.
 TEST_P(SandboxTest, AWaitingSandboxInitHoldsNoneOfItsLaunchersDescriptors) {
-  v1::SandboxRequest prepare;
-  prepare.set_use_default_binds(true);
-  prepare.set_work_dir_parent(dir_);
+  v1::SandboxRequest prepare = PrepareBeneathDir();
   ServedSandbox served(Unprivileged());
   ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
   // PID 1 is the launcher's only child; wait until it sleeps reading its
@@ -580,9 +584,7 @@ TEST_P(SandboxTest, AWaitingSandboxInitHoldsNoneOfItsLaunchersDescriptors) {
 // A warm sandbox's PID 1 blanks its arguments too: they name the host path
 // of kiln-sandbox.
 TEST_P(SandboxTest, ServeModeProcOneCmdlineShowsOnlyAName) {
-  v1::SandboxRequest prepare;
-  prepare.set_use_default_binds(true);
-  prepare.set_work_dir_parent(dir_);
+  v1::SandboxRequest prepare = PrepareBeneathDir();
   ServedSandbox served(Unprivileged());
   ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
   ASSERT_TRUE(OpenFile(dir_ + "/out", O_WRONLY | O_CREAT, 0666).ok());

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -78,9 +79,7 @@ bool BlobKey::FromHex(absl::string_view hex, BlobKey* key) {
 }
 
 std::string BlobKey::ToHex() const {
-  std::string hex(64, '\0');
-  WriteHex(hex.data());
-  return hex;
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 void BlobKey::WriteHex(char* out) const {

@@ -191,10 +191,9 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   // Beneath its parent and without following the action's symlinks; modes
   // the action set (000 directories) do not stop it. Moved aside now and
   // removed after the answer has gone out.
-  if (dir.empty()) {
-  } else if (trash_ != nullptr) {
+  if (!dir.empty() && trash_ != nullptr) {
     trash_->Discard(dir);
-  } else {
+  } else if (!dir.empty()) {
     (void)RemoveTreeBeneathParent(dir);
   }
   meta->mutable_worker_completed_timestamp()->CopyFrom(Now());
