@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/capability.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
@@ -37,6 +38,7 @@ namespace kiln::sandbox {
 namespace {
 
 int g_report_fd = -1;
+constexpr size_t kActionStackBytes = 1 << 20;  // PID 2's until its exec
 volatile sig_atomic_t g_action_pid = 0;
 
 void Report(const std::string& line) {
@@ -446,9 +448,17 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
   return program;
 }
 
+// What PID 1 hands to PID 2, which runs in PID 1's memory until its exec.
+struct ActionStart {
+  const ChildConfig* config;
+  const SandboxSpec* spec;
+  const SeccompProgram* seccomp;
+  int exec_error = 0;  // set by PID 2 when its exec fails, read by PID 1 after
+};
+
 // PID 2: becomes the action. Never returns.
 [[noreturn]] void ExecAction(const ChildConfig& config, const SandboxSpec& spec,
-                             const SeccompProgram& seccomp, int exec_error_fd) {
+                             const SeccompProgram& seccomp, int* exec_error) {
   // A session of its own, not just a process group: the action then has no
   // controlling terminal, so it cannot TIOCSTI keystrokes into the terminal
   // kiln-sandbox was started from, nor get its SIGHUP/job-control signals.
@@ -486,21 +496,20 @@ std::string FindInPath(const std::string& program, const std::map<std::string, s
   argv.push_back(nullptr);
   std::string program = FindInPath(args[0], spec.env);
 
-  // stdin/stdout/stderr as asked, then every other descriptor closed; the
-  // exec-error pipe is close-on-exec and goes away with a successful exec.
+  // stdin/stdout/stderr as asked, then every other descriptor closed.
   int stdin_fd = spec.stdin_fd >= 0 ? spec.stdin_fd : open("/dev/null", O_RDONLY);
   if (stdin_fd != 0) CHECK_SYS(dup2(stdin_fd, 0), "dup2 stdin");
   if (spec.stdout_fd != 1) CHECK_SYS(dup2(spec.stdout_fd, 1), "dup2 stdout");
   if (spec.stderr_fd != 2) CHECK_SYS(dup2(spec.stderr_fd, 2), "dup2 stderr");
-  if (exec_error_fd != 3) {
-    CHECK_SYS(dup3(exec_error_fd, 3, O_CLOEXEC), "dup3 exec-error pipe");
-  }
-  CHECK_SYS(close_range(4, ~0U, 0), "close inherited descriptors");
+  CHECK_SYS(close_range(3, ~0U, 0), "close inherited descriptors");
   execve(program.c_str(), argv.data(), envp.data());
-  int error = errno;
-  ssize_t ignored = write(3, &error, sizeof error);
-  (void)ignored;
+  *exec_error = errno;  // PID 1's memory: it reads this once we are gone
   _exit(kExecFailedExit);
+}
+
+int StartAction(void* arg) {
+  ActionStart& start = *static_cast<ActionStart*>(arg);
+  ExecAction(*start.config, *start.spec, *start.seccomp, &start.exec_error);
 }
 
 void ForwardSignal(int signal_number) {
@@ -661,32 +670,31 @@ int RunSandboxInit(void* arg) {
   forward.sa_handler = ForwardSignal;
   sigemptyset(&forward.sa_mask);
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaction(sig, &forward, nullptr);
-  int exec_pipe[2];
-  CHECK_SYS(pipe2(exec_pipe, O_CLOEXEC), "pipe for exec errors");
-  pid_t action = fork();
-  CHECK_SYS(action, "fork the action");
-  if (action == 0) {
-    close(exec_pipe[0]);
-    ExecAction(config, spec, seccomp, exec_pipe[1]);
-  }
+  // PID 2 runs in PID 1's memory, on a stack of its own, and PID 1 sleeps
+  // until PID 2's exec (or exit), as posix_spawn does: a fork would copy
+  // PID 1's page tables, which are the launcher's, and the exec would tear
+  // that copy down again, both on the action's critical path. PID 1 waking
+  // up is also the sign that the exec happened. Until then PID 2 touches
+  // only its stack, `start`, and heap memory PID 1 does not use meanwhile.
+  ActionStart start{&config, &spec, &seccomp};
+  void* stack = mmap(nullptr, kActionStackBytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) DieAt(__FILE__, __LINE__, "mmap the action's stack");
+  pid_t action = clone(StartAction, static_cast<char*>(stack) + kActionStackBytes,
+                       CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+  CHECK_SYS(action, "start the action");
+  munmap(stack, kActionStackBytes);
   g_action_pid = action;
-  close(exec_pipe[1]);
   if (!spec.stdout_path.empty()) close(spec.stdout_fd);
   if (!spec.stderr_path.empty()) close(spec.stderr_fd);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  int exec_error = 0;
-  ssize_t n;
-  do {
-    n = read(exec_pipe[0], &exec_error, sizeof exec_error);
-  } while (n < 0 && errno == EINTR);
-  close(exec_pipe[0]);
-  if (n == sizeof exec_error) {
+  if (start.exec_error != 0) {
     // argv[0] is the action's: a newline in it must not forge report lines.
     std::string program = spec.argv[0];
     std::replace(program.begin(), program.end(), '\n', ' ');
-    Report(absl::StrCat("exec-error ", program, ": ", strerror(exec_error)));
+    Report(absl::StrCat("exec-error ", program, ": ", strerror(start.exec_error)));
   } else {
     Report(absl::StrCat("stage exec ", MonotonicNanos()));
   }

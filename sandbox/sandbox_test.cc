@@ -322,6 +322,18 @@ TEST_P(SandboxTest, ExitCodesAndSignalsPassThrough) {
       << missing.stderr_text;
 }
 
+// PID 2 prepares the action in PID 1's memory (clone with CLONE_VM): a step
+// that fails there still ends the run with its own error, and PID 1 goes on
+// to report it instead of taking it for an exec.
+TEST_P(SandboxTest, AFailedStepBeforeTheExecIsReportedAsSetupFailure) {
+  auto r = Sandbox({"--cwd=no/such/dir"}, {"/bin/true"});
+  EXPECT_EQ(r.exit_code, 71) << r.stderr_text;
+  EXPECT_NE(r.stderr_text.find("chdir /work/no/such/dir: No such file or directory"), std::string::npos)
+      << r.stderr_text;
+  // The next run is unaffected.
+  EXPECT_EQ(Shell("exit 4").exit_code, 4);
+}
+
 // Found by fuzz/sandbox_spec_fuzzer (corpus file
 // regression-exec-error-not-utf8): the stats file quotes argv[0] in
 // exec_error, and a name that is not UTF-8 made the JSON writer throw, which
