@@ -446,6 +446,15 @@ TEST_P(SandboxTest, SeccompDeniesPacketAndNetlinkSocketsButRoute) {
   ExpectProbes({"socket_netlink_route"}, 1);
 }
 
+#if defined(__x86_64__)
+// The 32-bit x86 entry has other syscall numbers; the same rules hold there
+// (the filter has a section per architecture, laid out as a binary tree).
+TEST_P(SandboxTest, SeccompHoldsForThe32BitSyscallEntry) {
+  ExpectProbes({"i386_keyctl", "i386_unshare_newuser", "i386_mount"}, 0);
+  ExpectProbes({"i386_getppid"}, 1);
+}
+#endif
+
 // What builds do must survive the filter, also in 32-bit personality. (No
 // 32-bit binaries exist on the test machine; --linux32 runs 64-bit ones.)
 TEST_P(SandboxTest, OrdinaryCallsWorkUnderSeccomp) {

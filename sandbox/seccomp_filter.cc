@@ -91,6 +91,15 @@ bool CompileSeccompFilter(const SeccompOptions& options, SeccompProgram* program
     ~Release() { seccomp_release(ctx); }
   } release{ctx};
   const uint32_t eperm = SCMP_ACT_ERRNO(EPERM);
+  // A binary tree over the syscall numbers instead of one comparison after
+  // another. The kernel runs the whole filter once per syscall number and
+  // architecture when it is loaded (to cache which calls are always
+  // allowed), so a linear chain of ~60 rules cost ~0.1 ms on every action's
+  // critical path; calls that the cache cannot settle (those with argument
+  // rules) also get through in a few comparisons.
+  if (Failed(seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2), "seccomp_attr_set SCMP_FLTATR_CTL_OPTIMIZE", error)) {
+    return false;
+  }
 
   // 32-bit (x86) and x32 programs enter the kernel through other syscall
   // tables; without their architectures here the kernel would kill them
