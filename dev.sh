@@ -50,11 +50,11 @@ build() {
 # staging, output collection, the disk watchdog, platform parsing, the
 # authorizer, the kiln client's input-root walk, and the attack suite run
 # against the instrumented worker.
-SANITIZED_TESTS='^((StorageTest|ExecutionTest|ActionMetricsTest|LiveLogsTest|CancelStormTest|AuthTest|JwtAuthTest|OperationOwnershipTest|OperationRetentionTest|ReflectionTest|StatusCodesTest|TreeBuilderTest|TreeBuilderTreeTest|PathBeneathTest|InputStagerTest|OutputCollectorTest|DiskWatchdogTest|PlatformTest|FindMissingWireTest|BlobStoreTest|SpareActionDirsTest|DirectoryTrashTest)\.|security_)'
+SANITIZED_TESTS='^((StorageTest|ExecutionTest|ActionMetricsTest|LiveLogsTest|CancelStormTest|AuthTest|JwtAuthTest|OperationOwnershipTest|OperationRetentionTest|ReflectionTest|StatusCodesTest|TreeBuilderTest|TreeBuilderTreeTest|PathBeneathTest|InputStagerTest|OutputCollectorTest|DiskWatchdogTest|PlatformTest|FindMissingWireTest|BlobStoreTest|SpareActionDirsTest|DirectoryTrashTest|SandboxSpawnerTest)\.|security_)'
 SANITIZED_TARGETS=(kiln-worker kiln-sandbox kiln grpc_storage_test grpc_execution_test
                    live_logs_test cancel_storm_test auth_test jwt_auth_test operation_ownership_test operation_retention_test
                    reflection_test status_codes_test client_test common_test exec_test action_metrics_test
-                   api_unit_test cas_test)
+                   api_unit_test cas_test sandbox_spawner_test)
 
 # Peak RSS and timing are no measure of Kiln under a sanitizer's allocator.
 SANITIZED_SKIP='TwoHundredMegabytesOfOutputKeepTheWorkerSmall|security_resource_limits_test'

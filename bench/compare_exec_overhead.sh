@@ -3,7 +3,8 @@
 # on) for two kiln-worker builds, alternating in one run: Execute-to-result
 # p50, throughput, where each action's time went (exec_bench's split from the
 # worker's own timestamps), and CPU per action of the worker process and of
-# its reaped kiln-sandbox children (from /proc, so it includes the benchmark's
+# its finished sandboxes (from /proc, tests/start_worker.sh's
+# sandbox_cpu_ticks; the worker's part includes the benchmark's
 # own uploads of the Action blobs; the same for both builds). As root.
 #   bench/compare_exec_overhead.sh OLD_BUILD_DIR NEW_BUILD_DIR [ROUNDS] [CONCURRENCY] [ACTIONS]
 set -euo pipefail
@@ -20,10 +21,10 @@ run() {  # label build-dir
   BIN_DIR=$2/bin
   start_worker "$SCRATCH/worker" --concurrency="$CONCURRENCY" --log_level=warn
   sleep 0.5  # the warm sandboxes get ready
-  read -r u0 c0 < <(awk '{print $14+$15, $16+$17}' /proc/$WORKER_PID/stat)
+  u0=$(awk '{print $14+$15}' /proc/$WORKER_PID/stat) c0=$(sandbox_cpu_ticks $WORKER_PID)
   out=$("$CLIENT" --server="127.0.0.1:$GRPC_PORT" --mode=overhead --actions="$ACTIONS" --clients="$CONCURRENCY")
   sleep 0.3  # the last sandboxes are reaped
-  read -r u1 c1 < <(awk '{print $14+$15, $16+$17}' /proc/$WORKER_PID/stat)
+  u1=$(awk '{print $14+$15}' /proc/$WORKER_PID/stat) c1=$(sandbox_cpu_ticks $WORKER_PID)
   stop_worker
   printf "%-4s p50 %6s ms  %7s actions/s  cpu/action: worker %5d us, sandboxes %5d us  load %s\n" "$1" \
     "$(sed -n 's/^Execute-to-result  p50 \([0-9.]*\) ms.*/\1/p' <<<"$out")" \

@@ -7,6 +7,7 @@
 #   bench/run_bazel_bench.sh [GENRULES] [WORKER_CONCURRENCY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$PWD
 N=${1:-300}
 CONCURRENCY=${2:-8}
 BIN=$(pwd)/build/bin
@@ -42,19 +43,24 @@ bz build --nobuild //gen:all > /dev/null 2>&1  # load and analyze once, too
 BAZEL_PID=$(bz info server_pid 2> /dev/null)
 
 # CPU seconds of a process and its reaped children (linux-sandbox runs as
-# Bazel's child, kiln-sandbox as the worker's).
+# Bazel's child), and for the worker also of its sandbox spawner's
+# (tests/start_worker.sh: sandbox_cpu_ticks).
+source "$REPO/tests/start_worker.sh"
 cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15 + $16 + $17) / hz }' "/proc/$1/stat"; }
+worker_cpu_seconds() {
+  echo "($(awk '{ print $14 + $15 }' "/proc/$1/stat") + $(sandbox_cpu_ticks "$1")) / $(getconf CLK_TCK)" | bc -l
+}
 # Prints the build's wall seconds; its CPU (Bazel's, the worker's) goes to stderr.
 timed_build() {
   local start end bazel0 worker0
   bazel0=$(cpu_seconds "$BAZEL_PID")
-  worker0=$(cpu_seconds "$WORKER")
+  worker0=$(worker_cpu_seconds "$WORKER")
   start=$(date +%s.%N)
   bz build --jobs=8 "$@" //gen:all > "$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
   end=$(date +%s.%N)
   grep "processes:" "$WORK/build.log" >&2
   printf "  wall %.2f s, CPU: Bazel %.2f s, kiln-worker %.2f s\n" "$(echo "$end - $start" | bc)" \
-    "$(echo "$(cpu_seconds "$BAZEL_PID") - $bazel0" | bc)" "$(echo "$(cpu_seconds "$WORKER") - $worker0" | bc)" >&2
+    "$(echo "$(cpu_seconds "$BAZEL_PID") - $bazel0" | bc)" "$(echo "$(worker_cpu_seconds "$WORKER") - $worker0" | bc)" >&2
   echo "$end - $start" | bc
 }
 # One untimed round of each first: Bazel's JVM compiles its local and remote

@@ -64,9 +64,10 @@ int main(int argc, char** argv) {
   prepare.set_gid(61000);
   prepare.set_work_dir_parent(parent);
   std::vector<double> total, setup, completion;
+  kiln::exec::SandboxSpawner spawner(absl::GetFlag(FLAGS_sandbox));  // as kiln-worker's pool has one
   const int warmup = absl::GetFlag(FLAGS_warmup);
   for (int i = 0; i < warmup + absl::GetFlag(FLAGS_runs); ++i) {
-    auto process = kiln::exec::SandboxProcess::Start(absl::GetFlag(FLAGS_sandbox));
+    auto process = kiln::exec::SandboxProcess::Start(spawner);
     if (!process.ok() || !(*process)->Send(prepare).ok()) {
       std::fprintf(stderr, "cannot start kiln-sandbox\n");
       return 1;

@@ -16,9 +16,14 @@
 #include "common/flag_types.h"
 #include "common/posix.h"
 #include <poll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "sandbox/sandbox_proto.h"
 #include "sandbox/sandbox_runner.h"
+#include "sandbox/seccomp_filter.h"
 #include "sandbox/stats_json.h"
 
 namespace {
@@ -89,6 +94,10 @@ Options:
                         as soon as its processes are gone, tear down, exit (the
                         protocol is proto/kiln/sandbox/v1/sandbox.proto); no other
                         option or CMD is taken then
+  --spawner_fd=FD       kiln-worker's spawner: for each stream socket received over
+                        the seqpacket socket FD (SCM_RIGHTS), fork a launcher that
+                        serves it as --serve_fd would, and answer with its pid and
+                        a pidfd; ends when FD's other end is closed
   --help
 
 Exit codes of kiln-sandbox itself: 64 bad option, 66 missing input, 71 setup
@@ -153,6 +162,14 @@ int Serve(int fd, int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<sb::PreparedSandbox>> sandbox =
       parsed.ok() ? sb::PreparedSandbox::Prepare(prepared, policy)
                   : absl::StatusOr<std::unique_ptr<sb::PreparedSandbox>>(parsed);
+  if (!sandbox.ok()) {
+    // Nothing to tear down: a stop request (SIGTERM, blocked since the
+    // spawner forked us) may end us at once.
+    sigset_t stop;
+    sigemptyset(&stop);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop, sig);
+    sigprocmask(SIG_UNBLOCK, &stop, nullptr);
+  }
   // Wait for the action (or the worker closing the socket, or SIGTERM).
   while (true) {
     struct pollfd fds[2] = {{fd, POLLIN, 0}, {sandbox.ok() ? (*sandbox)->signal_fd() : -1, POLLIN, 0}};
@@ -183,6 +200,121 @@ int Serve(int fd, int argc, char** argv) {
   return 0;
 }
 
+// Receives one descriptor (and a byte) over the spawner's control socket;
+// -1 with *ended when the worker closed its end.
+int ReceiveDescriptor(int socket, bool* ended) {
+  char byte;
+  struct iovec io = {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  struct msghdr message = {};
+  message.msg_iov = &io;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  *ended = n <= 0;
+  struct cmsghdr* header = n > 0 ? CMSG_FIRSTHDR(&message) : nullptr;
+  if (header == nullptr || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
+      header->cmsg_len != CMSG_LEN(sizeof(int))) {
+    return -1;
+  }
+  int fd;
+  std::memcpy(&fd, CMSG_DATA(header), sizeof fd);
+  return fd;
+}
+
+// Answers a spawn with the launcher's pid (or -errno) and a pidfd for it.
+void SendSpawned(int socket, int32_t pid_or_error, int pidfd) {
+  struct iovec io = {&pid_or_error, sizeof pid_or_error};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  struct msghdr message = {};
+  message.msg_iov = &io;
+  message.msg_iovlen = 1;
+  if (pidfd >= 0) {
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    struct cmsghdr* header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(header), &pidfd, sizeof pidfd);
+  }
+  (void)sendmsg(socket, &message, MSG_NOSIGNAL);
+}
+
+// kiln-sandbox --spawner_fd: kiln-worker's one long-lived spawner. For each
+// socket it is sent, it forks a launcher that serves one action on it, as
+// --serve_fd does. A fork of this small single-threaded process costs less
+// than an exec of kiln-sandbox (glibc's start-up alone makes dozens of
+// cpuid calls, each a VM exit on a virtual machine), and what it prepared
+// once is inherited: the compiled seccomp filter. It ends when the worker
+// closes its end of the socket (the worker exiting, even by SIGKILL);
+// launchers still waiting for their action then die with it (their
+// parent-death signal), and those already answered finish their teardown.
+int RunSpawner(int control, int argc, char** argv) {
+  // Not tied to the worker thread that happened to start it.
+  prctl(PR_SET_PDEATHSIG, 0);
+  // Blocked, not ignored: a launcher inherits the mask, so a stop request
+  // the worker sends it before it is ready (a pool shutting down) stays
+  // pending until its signalfd reads it, where an ignored one would be
+  // lost. The spawner itself (in the worker's process group, which a
+  // terminal's ^C reaches) ends only with the worker's socket.
+  sigset_t stop;
+  sigemptyset(&stop);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&stop, sig);
+  sigprocmask(SIG_BLOCK, &stop, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  // Finished launchers are reaped here, but only between spawns: until then
+  // a launcher's pid stays its own, so the pidfd opened for it is right.
+  sigset_t child;
+  sigemptyset(&child);
+  sigaddset(&child, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &child, nullptr);
+  const int child_fd = signalfd(-1, &child, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (child_fd < 0) return kExitSetupFailed;
+  kiln::sandbox::SeccompProgram unused;
+  std::string error;
+  (void)kiln::sandbox::CompileSeccompFilter({}, &unused, &error);
+  const pid_t self = getpid();
+  while (true) {
+    struct pollfd fds[2] = {{control, POLLIN, 0}, {child_fd, POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0 && errno != EINTR) return kExitSetupFailed;
+    if (fds[1].revents & POLLIN) {
+      struct signalfd_siginfo info;
+      while (read(child_fd, &info, sizeof info) > 0) {
+      }
+      while (waitpid(-1, nullptr, WNOHANG) > 0) {
+      }
+    }
+    if (fds[0].revents == 0) continue;
+    bool ended = false;
+    const int serve_fd = ReceiveDescriptor(control, &ended);
+    if (ended) return 0;
+    if (serve_fd < 0) {
+      SendSpawned(control, -EINVAL, -1);
+      continue;
+    }
+    const pid_t pid = fork();
+    if (pid == 0) {
+      close(control);
+      close(child_fd);
+      signal(SIGPIPE, SIG_DFL);
+      sigprocmask(SIG_UNBLOCK, &child, nullptr);  // SIGINT, SIGTERM, SIGHUP stay blocked (above)
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != self) _exit(0);  // the spawner died before that line
+      _exit(Serve(serve_fd, argc, argv));
+    }
+    const int pidfd = pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
+    const int spawn_error = pid < 0 ? errno : 0;
+    close(serve_fd);
+    SendSpawned(control, pid > 0 ? pid : -spawn_error, pidfd);
+    if (pidfd >= 0) close(pidfd);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -198,7 +330,7 @@ int main(int argc, char** argv) {
     kWorkDir = 1000, kCwd, kBind, kEnv, kHostname, kDomainname, kShareNetwork, kAllowHostNetwork,
     kLinux32, kUname26, kSeccomp, kAllowNestedSandbox, kMemory, kPids, kCpus, kTimeout, kKillGrace, kUid, kGid,
     kUidPoolBase, kUidPoolSize, kStatsFile, kHelp, kTmpSize, kShmSize, kMaxProcesses, kMaxFileSize,
-    kPathWhenUnset, kCgroupParent, kServeFd,
+    kPathWhenUnset, kCgroupParent, kServeFd, kSpawnerFd,
   };
   static const struct option kOptions[] = {
       {"work_dir", required_argument, nullptr, kWorkDir},
@@ -230,6 +362,7 @@ int main(int argc, char** argv) {
       {"uid_pool_size", required_argument, nullptr, kUidPoolSize},
       {"stats_file", required_argument, nullptr, kStatsFile},
       {"serve_fd", required_argument, nullptr, kServeFd},
+      {"spawner_fd", required_argument, nullptr, kSpawnerFd},
       {"help", no_argument, nullptr, kHelp},
       {nullptr, 0, nullptr, 0},
   };
@@ -284,6 +417,7 @@ int main(int argc, char** argv) {
       case kStatsFile: stats_file = optarg; break;
       case kHelp: std::fputs(kUsage, stdout); return 0;
       case kServeFd: return Serve(ParseNumber<int>("serve_fd", optarg), argc, argv);
+      case kSpawnerFd: return RunSpawner(ParseNumber<int>("spawner_fd", optarg), argc, argv);
       default:
         Fail(kExitUsage, absl::StrCat("unknown or incomplete option \"", argv[optind - 1],
                                       "\"; see kiln-sandbox --help"));

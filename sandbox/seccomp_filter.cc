@@ -79,7 +79,7 @@ scmp_arg_cmp IntArgIs(unsigned arg, uint32_t value) {
 
 }  // namespace
 
-bool CompileSeccompFilter(const SeccompOptions& options, SeccompProgram* program, std::string* error) {
+static bool CompileUncached(const SeccompOptions& options, SeccompProgram* program, std::string* error) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr) {
     errno = ENOMEM;
@@ -185,6 +185,48 @@ bool CompileSeccompFilter(const SeccompOptions& options, SeccompProgram* program
   }
   program->instructions.resize(bytes.size() / sizeof(struct sock_filter));
   memcpy(program->instructions.data(), bytes.data(), bytes.size());
+  return true;
+}
+
+namespace {
+
+struct CompiledFilter {
+  bool ok = false;
+  SeccompProgram program;
+  std::string error;
+  int error_number = 0;
+};
+
+CompiledFilter Compile(bool allow_nested_sandbox) {
+  CompiledFilter compiled;
+  SeccompOptions options;
+  options.allow_nested_sandbox = allow_nested_sandbox;
+  compiled.ok = CompileUncached(options, &compiled.program, &compiled.error);
+  compiled.error_number = errno;
+  return compiled;
+}
+
+}  // namespace
+
+bool CompileSeccompFilter(const SeccompOptions& options, SeccompProgram* program, std::string* error) {
+  // Once per process and variant (thread-safe static initialization). A
+  // process forked afterwards inherits it: kiln-sandbox's spawner compiles
+  // the default variant before it forks any launcher.
+  auto cached = [&]() -> const CompiledFilter& {
+    if (options.allow_nested_sandbox) {
+      static const CompiledFilter nested = Compile(true);
+      return nested;
+    }
+    static const CompiledFilter plain = Compile(false);
+    return plain;
+  };
+  const CompiledFilter& compiled = cached();
+  if (!compiled.ok) {
+    *error = compiled.error;
+    errno = compiled.error_number;
+    return false;
+  }
+  *program = compiled.program;
   return true;
 }
 

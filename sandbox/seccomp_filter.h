@@ -23,8 +23,9 @@ struct SeccompProgram {
   std::vector<struct sock_filter> instructions;
 };
 
-// Compiling takes libseccomp most of a millisecond: a warm sandbox does it
-// while it prepares, and its action only loads the program.
+// Compiling takes libseccomp most of a millisecond: it is done once per
+// process and variant (a warm sandbox's launcher inherits it from
+// kiln-sandbox's spawner), and an action only loads the program.
 bool CompileSeccompFilter(const SeccompOptions& options, SeccompProgram* program, std::string* error);
 // Loads a compiled filter into the calling thread (no_new_privs must be set).
 bool LoadSeccompProgram(const SeccompProgram& program, std::string* error);

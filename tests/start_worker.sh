@@ -28,3 +28,16 @@ stop_worker() {
     WORKER_PID=""
   fi
 }
+# CPU ticks (1/CLK_TCK s) of the sandboxes a kiln-worker ran that have
+# ended: its reaped children, and its sandbox spawner (kiln-sandbox
+# --spawner_fd) with the launchers that spawner reaped.
+sandbox_cpu_ticks() {
+  local total pid
+  total=$(awk '{print $16 + $17}' "/proc/$1/stat")
+  for pid in $(cat /proc/"$1"/task/*/children 2> /dev/null); do
+    if tr '\0' ' ' < "/proc/$pid/cmdline" 2> /dev/null | grep -q -- "--spawner_fd="; then
+      total=$((total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat")))
+    fi
+  done
+  echo "$total"
+}

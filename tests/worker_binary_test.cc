@@ -21,6 +21,7 @@
 #include "google/bytestream/bytestream.grpc.pb.h"
 #include "sandbox/cgroup_delegation.h"
 #include "sandbox/cgroup_paths.h"
+#include "tests/test_actions.h"
 #include "tests/worker_process.h"
 
 namespace kiln {
@@ -237,9 +238,61 @@ pid_t ParentOf(pid_t pid) {
   return 0;
 }
 
+// The worker's children whose command line contains `needle`.
+std::vector<pid_t> ChildrenRunning(pid_t parent, const std::string& needle) {
+  std::vector<pid_t> found;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const pid_t pid = std::atoi(entry.path().filename().c_str());
+    if (pid <= 0 || ParentOf(pid) != parent) continue;
+    std::ifstream file(entry.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    if (cmdline.find(needle) != std::string::npos) found.push_back(pid);
+  }
+  return found;
+}
+
+// The action's exit code, or -1 when it did not run to completion.
+int ExecuteShell(const std::shared_ptr<grpc::Channel>& channel, const std::string& script) {
+  rev2::ExecuteRequest request;
+  *request.mutable_action_digest() = testing::UploadShellAction(channel, script).ToProto();
+  auto execution = rev2::Execution::NewStub(channel);
+  grpc::ClientContext context;
+  auto reader = execution->Execute(&context, request);
+  google::longrunning::Operation operation;
+  while (reader->Read(&operation)) {
+  }
+  rev2::ExecuteResponse response;
+  if (!reader->Finish().ok() || !operation.response().UnpackTo(&response)) return -1;
+  EXPECT_EQ(response.status().code(), 0) << response.status().message();
+  return response.status().code() == 0 ? response.result().exit_code() : -1;
+}
+
+// Launchers are forked by one kiln-sandbox spawner, the worker's child. If
+// it dies (an operator, the OOM killer), the warm sandbox it forked dies
+// with it; the next action gets a new sandbox from a new spawner instead
+// of failing on the dead one.
+TEST_F(WorkerBinaryTest, ActionsStillRunAfterTheSandboxSpawnerIsKilled) {
+  std::vector<std::string> flags = Flags();
+  flags.push_back("--concurrency=1");
+  WorkerProcess worker(flags);
+  ASSERT_TRUE(worker.started());
+  auto channel = grpc::CreateChannel(worker.address(), grpc::InsecureChannelCredentials());
+  ASSERT_EQ(ExecuteShell(channel, "exit 3"), 3);
+  std::vector<pid_t> spawners = ChildrenRunning(worker.pid(), "--spawner_fd=");
+  ASSERT_EQ(spawners.size(), 1u);
+  ASSERT_EQ(kill(spawners[0], SIGKILL), 0);
+  // The slot's warm launcher (prepared after the first action) dies with it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (int round = 0; round < 3; ++round) EXPECT_EQ(ExecuteShell(channel, "exit 7"), 7) << "round " << round;
+  std::vector<pid_t> now = ChildrenRunning(worker.pid(), "--spawner_fd=");
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(now[0], spawners[0]);
+}
+
 // kill -9 of the worker while an action with a limit runs: its kiln-sandbox
-// dies with it (PDEATHSIG) without removing the action's cgroup, and the
-// next start removes that cgroup.
+// dies with it (the spawner ends with the worker's socket, and the launcher
+// with the spawner: PDEATHSIG) without removing the action's cgroup, and
+// the next start removes that cgroup.
 TEST_F(WorkerBinaryTest, ACrashsLeftoverSandboxCgroupsAreRemovedAtTheNextStart) {
   auto worker = std::make_unique<WorkerProcess>(Flags());
   ASSERT_TRUE(worker->started());
@@ -275,7 +328,8 @@ TEST_F(WorkerBinaryTest, ACrashsLeftoverSandboxCgroupsAreRemovedAtTheNextStart) 
     (void)reader->Finish();
   });
 
-  // The action's cgroups: kiln-sandbox-<launcher>-N of a launcher the worker started.
+  // The action's cgroups: kiln-sandbox-<launcher>-N of a launcher the
+  // worker started (forked by its sandbox spawner, the worker's child).
   std::vector<std::string> cgroups;
   pid_t launcher = 0;
   for (int attempt = 0; attempt < 200 && cgroups.empty(); ++attempt) {
@@ -284,7 +338,7 @@ TEST_F(WorkerBinaryTest, ACrashsLeftoverSandboxCgroupsAreRemovedAtTheNextStart) 
         std::string name = entry.path().filename();
         if (name.rfind(sandbox::kSandboxCgroupPrefix, 0) != 0) continue;
         pid_t pid = std::atoi(name.c_str() + std::strlen(sandbox::kSandboxCgroupPrefix));
-        if (pid > 0 && ParentOf(pid) == worker->pid()) {
+        if (pid > 0 && ParentOf(ParentOf(pid)) == worker->pid()) {
           launcher = pid;
           cgroups.push_back(entry.path());
         }

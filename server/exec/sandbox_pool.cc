@@ -27,7 +27,8 @@ bool PreparedFor(const pb::SandboxRequest& prepared, const pb::SandboxRequest& a
   return sandbox::CheckPreparedFor(prepared_spec, action_spec).ok();
 }
 
-SandboxPool::SandboxPool(SandboxPoolOptions options) : options_(std::move(options)) {
+SandboxPool::SandboxPool(SandboxPoolOptions options)
+    : options_(std::move(options)), spawner_(options_.sandbox_binary) {
   background_ = std::thread([this] { Background(); });
 }
 
@@ -82,7 +83,7 @@ absl::StatusOr<ReadySandbox> SandboxPool::StartSandbox(int slot, pb::SandboxRequ
   prepare.set_uid(ready.uid);
   prepare.set_gid(ready.uid);
   prepare.clear_argv();
-  ASSIGN_OR_RETURN(ready.process, SandboxProcess::Start(options_.sandbox_binary));
+  ASSIGN_OR_RETURN(ready.process, SandboxProcess::Start(spawner_));
   RETURN_IF_ERROR(ready.process->Send(prepare));
   return ready;
 }
@@ -95,7 +96,11 @@ absl::StatusOr<ReadySandbox> SandboxPool::Acquire(int slot, pb::SandboxRequest r
     if (it != warm_.end()) {
       ReadySandbox ready = std::move(it->second);
       warm_.erase(it);
-      if (PreparedFor(options_.warm_template, request)) {
+      // One that died while it waited (its spawner killed, the OOM killer)
+      // cannot serve: a cold one does, with its build uid (no process of
+      // that uid ran in it yet).
+      const bool alive = !ready.process->Exited();
+      if (alive && PreparedFor(options_.warm_template, request)) {
         // The slot's next sandbox prepares while this action runs, so that
         // actions that follow each other closely find it ready. As root that
         // holds a second build uid: only when the pool has two per slot.
@@ -106,7 +111,7 @@ absl::StatusOr<ReadySandbox> SandboxPool::Acquire(int slot, pb::SandboxRequest r
       // Not prepared for this action: it gives its build uid to the sandbox
       // prepared for it (a full pool must not refuse the action), and the
       // slot gets a new one after the action.
-      ready.process->Terminate();
+      if (alive) ready.process->Terminate();
       lease = std::move(ready.lease);
       ready.lease.reset();
       to_reap_.push_back(std::move(ready));

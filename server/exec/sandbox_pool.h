@@ -83,6 +83,7 @@ class SandboxPool {
   void Background();
 
   const SandboxPoolOptions options_;
+  SandboxSpawner spawner_;  // outlives every sandbox it started
   absl::Mutex mu_;
   std::map<int, ReadySandbox> warm_ ABSL_GUARDED_BY(mu_);
   std::deque<int> to_warm_ ABSL_GUARDED_BY(mu_);

@@ -1,7 +1,6 @@
-// One kiln-sandbox child of the (multi-threaded) worker, serving one action
-// over a socketpair (kiln-sandbox --serve_fd, proto/kiln/sandbox/v1/
-// sandbox.proto). It is started with posix_spawn, which execs immediately:
-// no complex code runs between fork and exec in the threaded server.
+// One kiln-sandbox launcher serving one action over a socketpair (as
+// kiln-sandbox --serve_fd, proto/kiln/sandbox/v1/sandbox.proto), forked by
+// the worker's SandboxSpawner: the threaded server itself never forks.
 //
 // Send the prepare request at once (the sandbox then builds its namespaces
 // and root in the background), the action's request whenever it is staged,
@@ -21,13 +20,14 @@
 #include "absl/time/time.h"
 #include "common/posix.h"
 #include "kiln/sandbox/v1/sandbox.pb.h"
+#include "server/exec/sandbox_spawner.h"
 
 namespace kiln::exec {
 
 class SandboxProcess {
  public:
-  static absl::StatusOr<std::unique_ptr<SandboxProcess>> Start(const std::string& sandbox_binary);
-  ~SandboxProcess();  // kills and reaps it if Wait was not called
+  static absl::StatusOr<std::unique_ptr<SandboxProcess>> Start(SandboxSpawner& spawner);
+  ~SandboxProcess();  // kills it and waits for its end if Wait was not called
 
   absl::Status Send(const kiln::sandbox::v1::SandboxRequest& request);
   // The one SandboxResult; an error when kiln-sandbox ended without one.
@@ -35,8 +35,10 @@ class SandboxProcess {
   // Waits until the result (or the end of the socket) can be read, or until
   // `deadline`; true when AwaitResult will not block.
   bool WaitForResult(absl::Time deadline);
-  // Blocks until it exits; returns its exit code (128+N for signal N).
-  int Wait();
+  // Blocks until it has exited (its namespaces and cgroup are gone then).
+  void Wait();
+  // Whether it has exited already (e.g. killed while it waited), without blocking.
+  bool Exited();
   // Asks the sandbox to stop: kiln-sandbox forwards SIGTERM to the action
   // and kills the whole sandbox after its grace period.
   void Terminate();
@@ -44,13 +46,13 @@ class SandboxProcess {
   pid_t pid() const { return pid_; }
 
  private:
-  SandboxProcess(pid_t pid, int pidfd, UniqueFd socket)
-      : pid_(pid), pidfd_(pidfd), socket_(std::move(socket)) {}
+  SandboxProcess(SpawnedLauncher launcher, UniqueFd socket)
+      : pid_(launcher.pid), pidfd_(std::move(launcher.pidfd)), socket_(std::move(socket)) {}
   const pid_t pid_;
-  // Signals go through a pidfd: never to a recycled pid, even racing Wait().
-  const int pidfd_;
+  // Signals and the wait go through a pidfd: never to a recycled pid.
+  const UniqueFd pidfd_;
   UniqueFd socket_;
-  std::atomic<bool> reaped_{false};
+  std::atomic<bool> exited_{false};
 };
 
 }  // namespace kiln::exec

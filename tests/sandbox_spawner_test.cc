@@ -1,0 +1,101 @@
+// The worker's sandbox spawner (kiln-sandbox --spawner_fd) with the real
+// kiln-sandbox: launchers it forks serve their action, a stop request is
+// never lost however early it comes, and a killed spawner is replaced.
+#include "server/exec/sandbox_spawner.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <future>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "common/posix.h"
+#include "server/exec/sandbox_process.h"
+
+namespace kiln::exec {
+namespace {
+
+std::string SandboxBinary() {
+  const char* dir = getenv("KILN_BIN_DIR");
+  return std::string(dir ? dir : "build/bin") + "/kiln-sandbox";
+}
+
+class SandboxSpawnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = ::testing::TempDir() + "/kiln-spawner-XXXXXX";
+    dir_ = mkdtemp(pattern.data());
+    prepare_.set_use_default_binds(true);
+    prepare_.set_uid(61000);
+    prepare_.set_gid(61000);
+    prepare_.set_work_dir_parent(dir_);
+  }
+  void TearDown() override { (void)RemoveTree(dir_); }
+
+  // Whether `process` ends within `seconds`; if not, it is killed.
+  static bool EndsWithin(SandboxProcess& process, int seconds) {
+    auto ended = std::async(std::launch::async, [&] { process.Wait(); });
+    if (ended.wait_for(std::chrono::seconds(seconds)) == std::future_status::ready) return true;
+    process.Kill();
+    ended.wait();
+    return false;
+  }
+
+  std::string dir_;
+  kiln::sandbox::v1::SandboxRequest prepare_;
+};
+
+TEST_F(SandboxSpawnerTest, ALauncherServesItsAction) {
+  SandboxSpawner spawner(SandboxBinary());
+  auto process = SandboxProcess::Start(spawner);
+  ASSERT_TRUE(process.ok()) << process.status();
+  ASSERT_TRUE((*process)->Send(prepare_).ok());
+  ASSERT_EQ(mkdir((dir_ + "/a").c_str(), 0755), 0);
+  kiln::sandbox::v1::SandboxRequest action = prepare_;
+  action.set_work_dir(dir_ + "/a");
+  for (const char* arg : {"/bin/sh", "-c", "exit 5"}) action.add_argv(arg);
+  ASSERT_TRUE((*process)->Send(action).ok());
+  auto result = (*process)->AwaitResult();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->error_code(), 0) << result->error_message();
+  EXPECT_EQ(result->exit_code(), 5);
+  EXPECT_TRUE(EndsWithin(**process, 10));
+}
+
+// A pool shutting down stops a sandbox it has just started: the SIGTERM may
+// reach the launcher before it has done anything. It must still end (it
+// once inherited the spawner's ignored SIGTERM and waited forever).
+TEST_F(SandboxSpawnerTest, AStopRequestRightAfterTheSpawnIsNotLost) {
+  SandboxSpawner spawner(SandboxBinary());
+  for (int round = 0; round < 40; ++round) {
+    auto process = SandboxProcess::Start(spawner);
+    ASSERT_TRUE(process.ok()) << process.status();
+    (*process)->Terminate();
+    ASSERT_TRUE((*process)->Send(prepare_).ok());
+    ASSERT_TRUE(EndsWithin(**process, 10)) << "round " << round << ": the launcher ignored its stop request";
+  }
+}
+
+TEST_F(SandboxSpawnerTest, AKilledSpawnerIsReplaced) {
+  SandboxSpawner spawner(SandboxBinary());
+  auto first = SandboxProcess::Start(spawner);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const pid_t old_spawner = spawner.pid();
+  ASSERT_GT(old_spawner, 0);
+  ASSERT_EQ(kill(old_spawner, SIGKILL), 0);
+  // Its launcher, still waiting for work, dies with it.
+  EXPECT_TRUE(EndsWithin(**first, 10));
+  auto second = SandboxProcess::Start(spawner);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(spawner.pid(), old_spawner);
+  (*second)->Terminate();
+  ASSERT_TRUE((*second)->Send(prepare_).ok());
+  EXPECT_TRUE(EndsWithin(**second, 10));
+}
+
+}  // namespace
+}  // namespace kiln::exec
