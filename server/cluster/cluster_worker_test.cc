@@ -419,10 +419,15 @@ TEST_F(ClusterWorkerTest, DesiredIdleWhileExecutingKillsTheSandbox) {
   scheduler_->CancelWhenRunning(digest);
   scheduler_->Enqueue(digest, action);
   ASSERT_TRUE(scheduler_->AwaitRunning(digest, absl::Seconds(30)));
-  // The sandbox (and the sleep in it) is gone within the kill grace.
+  // The sandbox (and the sleep in it) is gone within the kill grace. The
+  // marker alone is looked for: `sh -c` execs the sleep, whose command line
+  // is then "sleep\0<marker>". "Running" is reported before the sandbox has
+  // started the sleep, so it may first appear (or already be killed).
+  const absl::Time appear_by = absl::Now() + absl::Seconds(2);
+  while (!HostRuns(marker) && absl::Now() < appear_by) absl::SleepFor(absl::Milliseconds(5));
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (HostRuns("sleep " + marker) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
-  EXPECT_FALSE(HostRuns("sleep " + marker));
+  while (HostRuns(marker) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(HostRuns(marker));
   // The slot is idle again and takes the next action.
   auto [next, next_action] = MakeAction("echo next");
   scheduler_->Enqueue(next, next_action);

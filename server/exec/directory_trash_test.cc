@@ -84,6 +84,36 @@ TEST(DirectoryTrashTest, WithoutATrashDirectoryTreesAreRemovedAtOnce) {
   EXPECT_FALSE(fs::exists(fs::symlink_status(dir)));
 }
 
+// When the spares have all they keep, a discarded directory is removed
+// whole instead of recycled: nothing of it stays, in the trash or the spares.
+TEST(DirectoryTrashTest, ADirectoryTheSparesDoNotTakeIsRemoved) {
+  cas::ScratchDir scratch;
+  const std::string exec = scratch.path() + "/exec";
+  const std::string outside = scratch.path() + "/outside";
+  fs::create_directories(exec);
+  fs::create_directories(outside);
+  SpareActionDirs spares(exec, 0);  // keeps none: every Adopt is refused
+  {
+    DirectoryTrash trash(exec + "/.trash", &spares);
+    absl::StatusOr<std::string> dir = spares.Take();
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    absl::StatusOr<UniqueFd> held = OpenFile(*dir, O_RDONLY | O_DIRECTORY);
+    ASSERT_TRUE(held.ok());
+    MakeActionTree(*dir, outside);
+    trash.Discard(*dir);
+    trash.WaitUntilEmpty();
+    struct stat st;
+    ASSERT_EQ(fstat(held->get(), &st), 0);
+    EXPECT_EQ(st.st_nlink, 0u) << "the directory was kept somewhere";
+  }
+  EXPECT_TRUE(fs::is_empty(exec + "/.trash"));
+  EXPECT_TRUE(!fs::exists(exec + "/.spare") || fs::is_empty(exec + "/.spare"));
+  for (const auto& entry : fs::directory_iterator(exec)) {
+    const std::string name = entry.path().filename();
+    EXPECT_TRUE(name == ".trash" || name == ".spare") << "left in exec/: " << name;
+  }
+}
+
 TEST(DirectoryTrashTest, RecycledDirectoriesComeBackEmptyAndFreshlyFilled) {
   cas::ScratchDir scratch;
   const std::string exec = scratch.path() + "/exec";

@@ -77,6 +77,23 @@ TEST(SpareActionDirsTest, KeepsTheAskedNumberReadyAheadOutOfTheParent) {
   EXPECT_EQ(wait_for(spare, 3), 3);  // ready again
 }
 
+// A spare that is gone when an action takes it (an operator emptied
+// exec/.spare, or a cleaner did) costs that action a directory made on its
+// path, not a failure.
+TEST(SpareActionDirsTest, ASpareRemovedBehindItsBackIsReplacedOnTheActionsPath) {
+  cas::ScratchDir scratch;
+  const std::string spare = scratch.path() + "/.spare";
+  SpareActionDirs dirs(scratch.path(), 1);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (CountEntries(spare) < 1 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_EQ(CountEntries(spare), 1);
+  for (const auto& entry : fs::directory_iterator(spare)) fs::remove_all(entry.path());
+  absl::StatusOr<std::string> path = dirs.Take();
+  ASSERT_TRUE(path.ok()) << path.status();
+  ExpectFresh(*path);
+  EXPECT_EQ(fs::path(*path).parent_path(), fs::path(scratch.path()));
+}
+
 TEST(SpareActionDirsTest, AnUnwritableParentIsAnErrorForTheAction) {
   cas::ScratchDir scratch;
   SpareActionDirs dirs(scratch.path() + "/missing", 0);
