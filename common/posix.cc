@@ -1,10 +1,12 @@
 #include "common/posix.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -134,6 +136,60 @@ absl::Status RemoveTree(const std::string& path) {
   std::filesystem::remove_all(path, error);
   if (error) return PosixError(absl::StrCat("rm -rf ", path), error.value());
   return absl::OkStatus();
+}
+
+ssize_t SendWithDescriptor(int socket, const void* data, size_t size, int fd) {
+  struct iovec io = {const_cast<void*>(data), size};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  struct msghdr message = {};
+  message.msg_iov = &io;
+  message.msg_iovlen = 1;
+  if (fd >= 0) {
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    struct cmsghdr* header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(socket, &message, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+ssize_t ReceiveWithDescriptor(int socket, void* data, size_t size, int* fd) {
+  *fd = -1;
+  struct iovec io = {data, size};
+  // Room for a few: whatever else a peer sends is closed, not leaked.
+  alignas(struct cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  struct msghdr message = {};
+  message.msg_iov = &io;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return n;
+  for (struct cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
+       header = CMSG_NXTHDR(&message, header)) {
+    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int received;
+      std::memcpy(&received, CMSG_DATA(header) + i * sizeof(int), sizeof received);
+      if (*fd < 0) {
+        *fd = received;
+      } else {
+        close(received);
+      }
+    }
+  }
+  return n;
 }
 
 }  // namespace kiln

@@ -60,6 +60,15 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view data
 // Removes a tree (like rm -rf); a missing path is not an error.
 absl::Status RemoveTree(const std::string& path);
 
+// One message on a Unix socket, with one descriptor passed alongside
+// (SCM_RIGHTS) when `fd` >= 0. Returns the bytes sent, or -1 with errno;
+// EINTR is retried and a closed peer is EPIPE, not SIGPIPE.
+ssize_t SendWithDescriptor(int socket, const void* data, size_t size, int fd);
+// Receives one message into `data`; `*fd` is the one descriptor that came
+// with it (close-on-exec), else -1 (any other descriptors are closed).
+// Returns the bytes received (0 when the peer closed), or -1 with errno.
+ssize_t ReceiveWithDescriptor(int socket, void* data, size_t size, int* fd);
+
 }  // namespace kiln
 
 #endif  // KILN_COMMON_POSIX_H_

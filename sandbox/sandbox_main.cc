@@ -17,7 +17,6 @@
 #include "common/posix.h"
 #include <poll.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -200,51 +199,6 @@ int Serve(int fd, int argc, char** argv) {
   return 0;
 }
 
-// Receives one descriptor (and a byte) over the spawner's control socket;
-// -1 with *ended when the worker closed its end.
-int ReceiveDescriptor(int socket, bool* ended) {
-  char byte;
-  struct iovec io = {&byte, 1};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  struct msghdr message = {};
-  message.msg_iov = &io;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = recvmsg(socket, &message, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  *ended = n <= 0;
-  struct cmsghdr* header = n > 0 ? CMSG_FIRSTHDR(&message) : nullptr;
-  if (header == nullptr || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
-      header->cmsg_len != CMSG_LEN(sizeof(int))) {
-    return -1;
-  }
-  int fd;
-  std::memcpy(&fd, CMSG_DATA(header), sizeof fd);
-  return fd;
-}
-
-// Answers a spawn with the launcher's pid (or -errno) and a pidfd for it.
-void SendSpawned(int socket, int32_t pid_or_error, int pidfd) {
-  struct iovec io = {&pid_or_error, sizeof pid_or_error};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  struct msghdr message = {};
-  message.msg_iov = &io;
-  message.msg_iovlen = 1;
-  if (pidfd >= 0) {
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
-    struct cmsghdr* header = CMSG_FIRSTHDR(&message);
-    header->cmsg_level = SOL_SOCKET;
-    header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(header), &pidfd, sizeof pidfd);
-  }
-  (void)sendmsg(socket, &message, MSG_NOSIGNAL);
-}
-
 // kiln-sandbox --spawner_fd: kiln-worker's one long-lived spawner. For each
 // socket it is sent, it forks a launcher that serves one action on it, as
 // --serve_fd does. A fork of this small single-threaded process costs less
@@ -290,11 +244,12 @@ int RunSpawner(int control, int argc, char** argv) {
       }
     }
     if (fds[0].revents == 0) continue;
-    bool ended = false;
-    const int serve_fd = ReceiveDescriptor(control, &ended);
-    if (ended) return 0;
+    char byte;
+    int serve_fd = -1;
+    if (kiln::ReceiveWithDescriptor(control, &byte, 1, &serve_fd) <= 0) return 0;  // the worker is gone
     if (serve_fd < 0) {
-      SendSpawned(control, -EINVAL, -1);
+      const int32_t invalid = -EINVAL;
+      (void)kiln::SendWithDescriptor(control, &invalid, sizeof invalid, -1);
       continue;
     }
     const pid_t pid = fork();
@@ -310,7 +265,9 @@ int RunSpawner(int control, int argc, char** argv) {
     const int pidfd = pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
     const int spawn_error = pid < 0 ? errno : 0;
     close(serve_fd);
-    SendSpawned(control, pid > 0 ? pid : -spawn_error, pidfd);
+    // The answer: the launcher's pid (or -errno), with a pidfd for it.
+    const int32_t pid_or_error = pid > 0 ? pid : -spawn_error;
+    (void)kiln::SendWithDescriptor(control, &pid_or_error, sizeof pid_or_error, pidfd);
     if (pidfd >= 0) close(pidfd);
   }
 }

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <future>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -78,6 +79,42 @@ TEST_F(SandboxSpawnerTest, AStopRequestRightAfterTheSpawnIsNotLost) {
     ASSERT_TRUE((*process)->Send(prepare_).ok());
     ASSERT_TRUE(EndsWithin(**process, 10)) << "round " << round << ": the launcher ignored its stop request";
   }
+}
+
+// A launcher whose preparation failed has nothing to tear down: a stop
+// request (blocked since the spawner forked it) must end it at once, not
+// wait for the worker to close the socket.
+TEST_F(SandboxSpawnerTest, ALauncherThatCouldNotPrepareStillStops) {
+  SandboxSpawner spawner(SandboxBinary());
+  kiln::sandbox::v1::SandboxRequest broken = prepare_;
+  broken.set_use_default_binds(false);
+  auto* bind = broken.add_binds();
+  bind->set_source(dir_ + "/no-such-dir");
+  bind->set_target("/no-such-dir");
+  auto process = SandboxProcess::Start(spawner);
+  ASSERT_TRUE(process.ok()) << process.status();
+  ASSERT_TRUE((*process)->Send(broken).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // it has tried to prepare
+  (*process)->Terminate();
+  EXPECT_TRUE(EndsWithin(**process, 10));
+}
+
+// One that is stuck (here: stopped) gets no more work: after the answer's
+// timeout a new spawner is started, and the request goes there.
+TEST_F(SandboxSpawnerTest, AStuckSpawnerIsReplaced) {
+  SandboxSpawner spawner(SandboxBinary());
+  auto first = SandboxProcess::Start(spawner);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const pid_t stuck = spawner.pid();
+  ASSERT_EQ(kill(stuck, SIGSTOP), 0);
+  auto second = SandboxProcess::Start(spawner);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(spawner.pid(), stuck);
+  (*second)->Terminate();
+  ASSERT_TRUE((*second)->Send(prepare_).ok());
+  EXPECT_TRUE(EndsWithin(**second, 10));
+  // The stuck one was killed; its waiting launcher died with it.
+  EXPECT_TRUE(EndsWithin(**first, 10));
 }
 
 TEST_F(SandboxSpawnerTest, AKilledSpawnerIsReplaced) {

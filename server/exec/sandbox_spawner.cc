@@ -25,28 +25,6 @@ constexpr int kSpawnerFd = 3;
 // A spawner answers within a fork; one that does not is stuck.
 constexpr int kAnswerTimeoutMs = 10000;
 
-absl::Status SendDescriptor(int socket, int fd) {
-  char byte = 0;
-  struct iovec io = {&byte, 1};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  struct msghdr message = {};
-  message.msg_iov = &io;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof control;
-  struct cmsghdr* header = CMSG_FIRSTHDR(&message);
-  header->cmsg_level = SOL_SOCKET;
-  header->cmsg_type = SCM_RIGHTS;
-  header->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
-  ssize_t n;
-  do {
-    n = sendmsg(socket, &message, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n == 1) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrCat("the sandbox spawner is gone (", strerror(errno), ")"));
-}
-
 }  // namespace
 
 SandboxSpawner::~SandboxSpawner() {
@@ -104,7 +82,10 @@ absl::Status SandboxSpawner::StartLocked() {
 }
 
 absl::StatusOr<SpawnedLauncher> SandboxSpawner::AskLocked(int serve_fd) {
-  RETURN_IF_ERROR(SendDescriptor(socket_.get(), serve_fd));
+  const char byte = 0;
+  if (SendWithDescriptor(socket_.get(), &byte, 1, serve_fd) != 1) {
+    return absl::UnavailableError(absl::StrCat("the sandbox spawner is gone (", strerror(errno), ")"));
+  }
   struct pollfd ready = {socket_.get(), POLLIN, 0};
   int polled;
   do {
@@ -112,27 +93,12 @@ absl::StatusOr<SpawnedLauncher> SandboxSpawner::AskLocked(int serve_fd) {
   } while (polled < 0 && errno == EINTR);
   if (polled == 0) return absl::UnavailableError("the sandbox spawner did not answer within 10 s");
   int32_t pid_or_error = 0;
-  struct iovec io = {&pid_or_error, sizeof pid_or_error};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  struct msghdr message = {};
-  message.msg_iov = &io;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = recvmsg(socket_.get(), &message, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
+  int pidfd = -1;
+  const ssize_t n = ReceiveWithDescriptor(socket_.get(), &pid_or_error, sizeof pid_or_error, &pidfd);
+  SpawnedLauncher launcher;
+  launcher.pidfd = UniqueFd(pidfd);
   if (n != sizeof pid_or_error) {
     return absl::UnavailableError(absl::StrCat("the sandbox spawner ended (", n < 0 ? strerror(errno) : "no answer", ")"));
-  }
-  SpawnedLauncher launcher;
-  struct cmsghdr* header = CMSG_FIRSTHDR(&message);
-  if (header != nullptr && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS &&
-      header->cmsg_len == CMSG_LEN(sizeof(int))) {
-    int pidfd;
-    std::memcpy(&pidfd, CMSG_DATA(header), sizeof pidfd);
-    launcher.pidfd = UniqueFd(pidfd);
   }
   if (pid_or_error <= 0) return PosixError("the sandbox spawner's fork", -pid_or_error);
   if (!launcher.pidfd.valid()) return absl::InternalError("the sandbox spawner sent no pidfd for its launcher");
