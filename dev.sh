@@ -20,7 +20,7 @@ APT_PACKAGES=(
   bubblewrap prometheus socat
   python3 python3-grpcio python3-protobuf python3-grpc-tools python3-yaml python3-venv
   python3-matplotlib python3-prometheus-client
-  iproute2 procps bc curl openssl
+  iproute2 procps bc curl openssl e2fsprogs
   qemu-system-x86 busybox-static
   clang libclang-rt-14-dev
 )

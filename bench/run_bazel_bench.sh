@@ -5,13 +5,17 @@
 # times and the remote/local ratio (goal: at most 1.0), and the time of the
 # same remote build when every action is a cache hit (Bazel's own part).
 #   bench/run_bazel_bench.sh [GENRULES] [WORKER_CONCURRENCY]
+# KILN_BENCH_DIR: where Bazel's output root and the worker's state dir go
+# (default /var/tmp), e.g. a journaled ext4 (docs/operations.md, "The state
+# dir's filesystem"). BENCH_ROUNDS: the rounds' names, the last one timed
+# (default "warmup measured").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 N=${1:-300}
 CONCURRENCY=${2:-8}
 BIN=$(pwd)/build/bin
-WORK=$(mktemp -d /var/tmp/kiln-bazel-bench.XXXXXX)
+WORK=$(mktemp -d "${KILN_BENCH_DIR:-/var/tmp}/kiln-bazel-bench.XXXXXX")
 WORKER=""
 cleanup() {
   [[ -n "$WORKER" ]] && { kill "$WORKER"; wait "$WORKER" 2>/dev/null || true; }
@@ -66,7 +70,7 @@ timed_build() {
 # One untimed round of each first: Bazel's JVM compiles its local and remote
 # code paths on first use, which would otherwise count against whichever
 # runs first. --action_env changes every action's key between rounds.
-for round in warmup measured; do
+for round in ${BENCH_ROUNDS:-warmup measured}; do
   LOCAL=$(timed_build --spawn_strategy=linux-sandbox --action_env=KILN_BENCH_ROUND=$round)
   bz clean > /dev/null 2>&1
   REMOTE=$(timed_build --remote_executor="grpc://127.0.0.1:$PORT" --noremote_accept_cached \

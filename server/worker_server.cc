@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/ext_journal.h"
 #include "common/path_beneath.h"
 #include "common/status_macros.h"
 #include "grpc/health/v1/health.pb.h"
@@ -63,6 +64,24 @@ absl::StatusOr<UniqueFd> LockStateDir(const std::string& state_dir) {
   return fd;
 }
 
+// Every action creates and removes about a dozen inodes in the state dir; on
+// an ext4 without a journal each create scans past the recently freed ones
+// (common/ext_journal.h). An operator cannot see that from the worker's
+// numbers alone, so it is said once, at start.
+void WarnIfWithoutJournal(const std::string& state_dir) {
+  absl::StatusOr<bool> without = IsExtWithoutJournal(state_dir);
+  if (!without.ok()) {
+    spdlog::debug("cannot tell whether {} has a journal: {}", state_dir, without.status().ToString());
+  } else if (*without) {
+    spdlog::warn(
+        "state dir {} is on an ext4 without a journal: there each new file or directory is found by "
+        "scanning past every inode freed in the last minutes, and each action makes about a dozen "
+        "(0.15-0.7 ms of CPU each, against ~0.03 ms with a journal). Put --state_dir on a journaled "
+        "ext4 or on xfs (docs/operations.md, \"The state dir's filesystem\")",
+        state_dir);
+  }
+}
+
 absl::Status CheckReadable(const std::string& path, const char* flag) {
   if (access(path.c_str(), R_OK) != 0) {
     return absl::NotFoundError(absl::StrCat("cannot read ", flag, "=", path));
@@ -107,6 +126,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ListenerCredentials(
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOptions& options) {
   std::unique_ptr<WorkerServer> worker(new WorkerServer());
   ASSIGN_OR_RETURN(worker->state_lock_, LockStateDir(options.state_dir));
+  WarnIfWithoutJournal(options.state_dir);
 
   cas::BlobStoreOptions cas_options;
   cas_options.root = options.state_dir + "/cas";
