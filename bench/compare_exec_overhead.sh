@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1 NEW=$2 ROUNDS=${3:-4} CONCURRENCY=${4:-1} ACTIONS=${5:-300}
 CLIENT=$PWD/build/bin/exec_bench
-SCRATCH=$(mktemp -d /var/tmp/kiln-compare.XXXXXX)
+SCRATCH=$(mktemp -d "${KILN_BENCH_DIR:-/var/tmp}/kiln-compare.XXXXXX")
 source tests/start_worker.sh
 trap 'stop_worker; rm -rf "$SCRATCH"' EXIT
 TICK_US=$((1000000 / $(getconf CLK_TCK)))

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1 NEW=$2 ROUNDS=${3:-4} CALLS=${4:-200}
 CLIENT=$PWD/build/bin/cas_bench
-SCRATCH=$(mktemp -d /var/tmp/kiln-find-missing.XXXXXX)
+SCRATCH=$(mktemp -d "${KILN_BENCH_DIR:-/var/tmp}/kiln-find-missing.XXXXXX")
 source tests/start_worker.sh
 trap 'stop_worker; rm -rf "$SCRATCH"' EXIT
 rss() { sed -n 's/^VmRSS:[[:space:]]*//p' /proc/$WORKER_PID/status; }

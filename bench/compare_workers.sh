@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=$1 NEW=$2 ROUNDS=${3:-2}
 CLIENTS=$PWD/build/bin
-SCRATCH=$(mktemp -d /var/tmp/kiln-compare.XXXXXX)
+SCRATCH=$(mktemp -d "${KILN_BENCH_DIR:-/var/tmp}/kiln-compare.XXXXXX")
 WORKER=""
 trap '[[ -n "$WORKER" ]] && kill $WORKER 2>/dev/null; rm -rf "$SCRATCH"' EXIT
 

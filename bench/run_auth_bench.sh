@@ -10,7 +10,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN_DIR="$ROOT/build/bin"
 ROUNDS=${1:-5}
-WORK=$(mktemp -d /tmp/kiln-auth-bench.XXXXXX)
+WORK=$(mktemp -d "${KILN_BENCH_DIR:-/tmp}/kiln-auth-bench.XXXXXX")
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done

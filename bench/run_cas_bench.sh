@@ -3,7 +3,7 @@
 #   bench/run_cas_bench.sh [cas_bench flags, e.g. --blob_mib=1024]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STATE=$(mktemp -d /tmp/kiln-bench.XXXXXX)
+STATE=$(mktemp -d "${KILN_BENCH_DIR:-/tmp}/kiln-bench.XXXXXX")
 : > "$STATE.out"
 build/bin/kiln-worker --listen=127.0.0.1:0 --metrics_listen= --state_dir="$STATE" \
   --cas_max_bytes=8GiB > "$STATE.out" 2> "$STATE.log" &

@@ -18,7 +18,7 @@ ROUNDS=${1:-5}
 N1=${2:-100}
 N8=${3:-200}
 GENRULES=${4:-300}
-WORK=$(mktemp -d /tmp/kiln-cluster-bench.XXXXXX)
+WORK=$(mktemp -d "${KILN_BENCH_DIR:-/tmp}/kiln-cluster-bench.XXXXXX")
 source "$ROOT/tests/buildbarn/cluster.sh"
 RUNNER_PID=""
 BBWORKER_PID=""

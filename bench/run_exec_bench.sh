@@ -5,7 +5,7 @@
 #   bench/run_exec_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STATE=$(mktemp -d /var/tmp/kiln-exec-bench.XXXXXX)
+STATE=$(mktemp -d "${KILN_BENCH_DIR:-/var/tmp}/kiln-exec-bench.XXXXXX")
 WORKER=""
 start_worker() {
   : > "$STATE/out"

@@ -11,7 +11,7 @@ set -euo pipefail
 BEFORE=$(cd "${1:?usage: $0 BEFORE_BIN_DIR AFTER_BIN_DIR [ROUNDS]}" && pwd)
 AFTER=$(cd "${2:?usage: $0 BEFORE_BIN_DIR AFTER_BIN_DIR [ROUNDS]}" && pwd)
 ROUNDS=${3:-2}
-STATE=$(mktemp -d /var/tmp/kiln-security-bench.XXXXXX)
+STATE=$(mktemp -d "${KILN_BENCH_DIR:-/var/tmp}/kiln-security-bench.XXXXXX")
 chmod 755 "$STATE"
 WORKER=""
 start_worker() {  # BIN_DIR NAME [runuser user]

@@ -284,10 +284,7 @@ class ClusterWorker::Slot {
       rev2::ActionResult* result = response.mutable_result();
       // Whatever the outcome, stdout and stderr (and any outputs) go to the
       // cluster's CAS so that the client can read them.
-      if (result->has_stdout_digest() || result->output_files_size() > 0 ||
-          result->output_directories_size() > 0) {
-        RETURN_IF_ERROR(remote_cas_->UploadResultBlobs(instance, *result));
-      }
+      RETURN_IF_ERROR(remote_cas_->UploadResultBlobs(instance, *result));
       if (response.status().code() == 0 && result->exit_code() == 0 && !loaded->action.do_not_cache()) {
         rev2::ActionResult cached = *result;
         RETURN_IF_ERROR(remote_cas_->UpdateActionResult(instance, action_digest, cached));

@@ -28,6 +28,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/cluster/channel.h"
 #include "server/worker_server.h"
+#include "tests/worker_process.h"
 
 namespace kiln {
 namespace {
@@ -354,6 +355,35 @@ TEST_F(ClusterWorkerTest, RunsAnActionFromTheSchedulerAndStoresItsResultInTheClu
   ASSERT_FALSE(phases.empty());
   EXPECT_EQ(phases.back(), "completed");
   EXPECT_NE(std::find(phases.begin(), phases.end(), "running"), phases.end());
+}
+
+TEST_F(ClusterWorkerTest, AResultOfOnlyEmptyBlobsCostsNoCallToTheClusterCas) {
+  worker_.reset();
+  StartWorker([](WorkerOptions& options) { options.metrics_listen = "127.0.0.1:0"; });
+  auto [digest, action] = MakeAction("cat sub/in.txt > /dev/null; : > empty.txt", true, {"empty.txt"});
+  action.set_do_not_cache(true);  // no action cache update either
+  const Digest action_digest = Put(action.SerializeAsString());
+  scheduler_->Enqueue(action_digest, action);
+  std::vector<rev2::ExecuteResponse> completed = scheduler_->AwaitCompleted(1);
+  ASSERT_EQ(completed.size(), 1u);
+  const rev2::ActionResult& result = completed[0].result();
+  ASSERT_EQ(completed[0].status().code(), 0) << completed[0].status().message();
+  EXPECT_EQ(result.stdout_digest().size_bytes(), 0);
+  EXPECT_EQ(result.stderr_digest().size_bytes(), 0);
+  ASSERT_EQ(result.output_files_size(), 1);
+  EXPECT_EQ(result.output_files(0).digest().size_bytes(), 0);
+  // The client can still read every blob the result names, from the
+  // cluster's CAS, which has the empty blob whether or not it was sent.
+  EXPECT_EQ(*Get(result.stdout_digest()), "");
+  EXPECT_EQ(*Get(result.output_files(0).digest()), "");
+  // The inputs were read (batch_read); nothing was asked or sent after.
+  const std::string metrics = testing::HttpGet(worker_->metrics_port(), "/metrics");
+  EXPECT_NE(metrics.find("kiln_remote_cas_requests_total{code=\"OK\",operation=\"batch_read\"}"),
+            std::string::npos) << metrics;
+  for (const char* operation : {"find_missing", "batch_update", "bytestream_write", "update_action_result"}) {
+    EXPECT_EQ(metrics.find(absl::StrCat("operation=\"", operation, "\"")), std::string::npos)
+        << operation << " was called:\n" << metrics;
+  }
 }
 
 TEST_F(ClusterWorkerTest, MissingInputsAreFailedPreconditionWithOneViolationEach) {

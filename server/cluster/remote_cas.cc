@@ -405,7 +405,9 @@ absl::Status RemoteCas::UploadResultBlobs(const std::string& instance, const rev
   std::vector<Digest> digests;
   auto add = [&](const rev2::Digest& proto) -> absl::Status {
     ASSIGN_OR_RETURN(Digest digest, ParseDigest(proto));
-    digests.push_back(digest);
+    // "Servers MUST behave as though empty blobs are always available"
+    // (REAPI): an empty stdout, stderr or output costs no call.
+    if (digest.size > 0) digests.push_back(digest);
     return absl::OkStatus();
   };
   if (result.has_stdout_digest()) RETURN_IF_ERROR(add(result.stdout_digest()));
@@ -424,6 +426,7 @@ absl::Status RemoteCas::UploadResultBlobs(const std::string& instance, const rev
     RETURN_IF_ERROR(add_files(tree.root()));
     for (const auto& child : tree.children()) RETURN_IF_ERROR(add_files(child));
   }
+  if (digests.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::vector<Digest> missing, FindMissingRemote(instance, Unique(digests)));
   std::vector<std::function<absl::Status()>> calls;
   std::vector<Digest> batch;

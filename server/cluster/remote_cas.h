@@ -73,7 +73,8 @@ class RemoteCas {
                           FetchReport* report, std::vector<cas::BlobPin>* pins);
 
   // Uploads every blob `result` names that the remote CAS lacks (read from
-  // the local CAS).
+  // the local CAS). Empty blobs are never asked about nor sent: REAPI
+  // servers treat them as always present.
   absl::Status UploadResultBlobs(const std::string& instance, const rev2::ActionResult& result);
 
   absl::Status UpdateActionResult(const std::string& instance, const Digest& action_digest,
