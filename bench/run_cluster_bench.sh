@@ -7,7 +7,9 @@
 # Both pools run at the same time with 2 slots each (two Kiln workers of one
 # slot; one bb_worker with a runner of concurrency 2), told apart by a
 # platform property (bench=kiln / bench=buildbarn) that the scheduler routes
-# on.
+# on. A third, standalone kiln-worker of 2 slots (no scheduler: the client
+# talks to it directly) gets the same load in the same rounds: standalone
+# Kiln against Buildbarn's smallest complete deployment.
 #
 #   bench/run_cluster_bench.sh [ROUNDS] [N_C1] [N_C8] [GENRULES]   (after ./dev.sh build)
 #   GENRULES=0 skips the Bazel part.
@@ -22,12 +24,13 @@ WORK=$(mktemp -d "${KILN_BENCH_DIR:-/tmp}/kiln-cluster-bench.XXXXXX")
 source "$ROOT/tests/buildbarn/cluster.sh"
 RUNNER_PID=""
 BBWORKER_PID=""
+STANDALONE_PID=""
 cleanup() {
   local pid
   if [[ -d "$WORK/ws" ]]; then
     (cd "$WORK/ws" && bazel --output_user_root="$WORK/bazel-root" shutdown > /dev/null 2>&1) || true
   fi
-  for pid in $BBWORKER_PID $RUNNER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  for pid in $BBWORKER_PID $RUNNER_PID $STANDALONE_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   stop_all_kiln
   stop_buildbarn
   chmod -R u+w "$WORK" 2>/dev/null || true
@@ -87,15 +90,32 @@ BBWORKER_PID=$!
 sleep 2
 kill -0 "$BBWORKER_PID" || { cat "$BBW/worker.log"; exit 1; }
 
-LOAD=("/usr/bin/python3" "$ROOT/bench/cluster_load.py" "127.0.0.1:$FRONTEND_PORT")
+mkdir -p "$WORK/standalone"
+: > "$WORK/standalone/out"
+"$BIN_DIR/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/standalone/state" \
+  --concurrency=2 --platform=bench=kiln-standalone --log_level=warn \
+  > "$WORK/standalone/out" 2> "$WORK/standalone/log" &
+STANDALONE_PID=$!
+STANDALONE_PORT=""
+for _ in $(seq 100); do
+  STANDALONE_PORT=$(sed -n 's/^kiln-worker listening grpc_port=\([0-9]*\).*/\1/p' "$WORK/standalone/out")
+  [[ -n "$STANDALONE_PORT" ]] && break
+  sleep 0.1
+done
+[[ -n "$STANDALONE_PORT" ]] || { cat "$WORK/standalone/log"; exit 1; }
+
+load() {  # load PLATFORM N CONCURRENCY
+  local server=127.0.0.1:$FRONTEND_PORT
+  [[ "$1" == kiln-standalone ]] && server=127.0.0.1:$STANDALONE_PORT
+  /usr/bin/python3 "$ROOT/bench/cluster_load.py" "$server" "$@"
+}
 # Warm-up: first connections, first actions, page cache.
-"${LOAD[@]}" kiln 20 2 > /dev/null
-"${LOAD[@]}" buildbarn 20 2 > /dev/null
+for platform in kiln buildbarn kiln-standalone; do load "$platform" 20 2 > /dev/null; done
 RESULTS=$WORK/results.jsonl
 for round in $(seq "$ROUNDS"); do
-  for platform in kiln buildbarn; do
-    "${LOAD[@]}" "$platform" "$N1" 1 | tee -a "$RESULTS"
-    "${LOAD[@]}" "$platform" "$N8" 8 | tee -a "$RESULTS"
+  for platform in kiln buildbarn kiln-standalone; do
+    load "$platform" "$N1" 1 | tee -a "$RESULTS"
+    load "$platform" "$N8" 8 | tee -a "$RESULTS"
   done
 done
 
@@ -108,7 +128,7 @@ print()
 print("| | c | Execute p50 ms | p99 ms | actions/s | in worker ms | fetch ms | exec ms | upload ms |")
 print("|---|---|---|---|---|---|---|---|---|")
 for c in (1, 8):
-    for p in ("kiln", "buildbarn"):
+    for p in ("kiln", "buildbarn", "kiln-standalone"):
         print("| %s | %d | %.1f | %.1f | %.0f | %.1f | %.1f | %.1f | %.1f |" % (
             p, c, med(p, c, "p50_ms"), med(p, c, "p99_ms"), med(p, c, "actions_per_s"), med(p, c, "worker_ms"),
             med(p, c, "fetch_ms"), med(p, c, "exec_ms"), med(p, c, "upload_ms")))
@@ -117,6 +137,11 @@ for c in (1, 8):
         c, med("kiln", c, "p50_ms") / med("buildbarn", c, "p50_ms"),
         med("kiln", c, "p99_ms") / med("buildbarn", c, "p99_ms"),
         med("kiln", c, "actions_per_s") / med("buildbarn", c, "actions_per_s")))
+for c in (1, 8):
+    print("c=%d: Kiln standalone/Buildbarn p50 %.2f, p99 %.2f, throughput %.2f" % (
+        c, med("kiln-standalone", c, "p50_ms") / med("buildbarn", c, "p50_ms"),
+        med("kiln-standalone", c, "p99_ms") / med("buildbarn", c, "p99_ms"),
+        med("kiln-standalone", c, "actions_per_s") / med("buildbarn", c, "actions_per_s")))
 PY
 
 [[ "$GENRULES" -gt 0 ]] || exit 0
