@@ -22,15 +22,16 @@ N8=${3:-200}
 GENRULES=${4:-300}
 WORK=$(mktemp -d "${KILN_BENCH_DIR:-/tmp}/kiln-cluster-bench.XXXXXX")
 source "$ROOT/tests/buildbarn/cluster.sh"
+source "$ROOT/tests/start_worker.sh"  # the standalone worker
 RUNNER_PID=""
 BBWORKER_PID=""
-STANDALONE_PID=""
 cleanup() {
   local pid
   if [[ -d "$WORK/ws" ]]; then
     (cd "$WORK/ws" && bazel --output_user_root="$WORK/bazel-root" shutdown > /dev/null 2>&1) || true
   fi
-  for pid in $BBWORKER_PID $RUNNER_PID $STANDALONE_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  stop_worker
+  for pid in $BBWORKER_PID $RUNNER_PID; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   stop_all_kiln
   stop_buildbarn
   chmod -R u+w "$WORK" 2>/dev/null || true
@@ -90,19 +91,8 @@ BBWORKER_PID=$!
 sleep 2
 kill -0 "$BBWORKER_PID" || { cat "$BBW/worker.log"; exit 1; }
 
-mkdir -p "$WORK/standalone"
-: > "$WORK/standalone/out"
-"$BIN_DIR/kiln-worker" --listen=127.0.0.1:0 --metrics_listen= --state_dir="$WORK/standalone/state" \
-  --concurrency=2 --platform=bench=kiln-standalone --log_level=warn \
-  > "$WORK/standalone/out" 2> "$WORK/standalone/log" &
-STANDALONE_PID=$!
-STANDALONE_PORT=""
-for _ in $(seq 100); do
-  STANDALONE_PORT=$(sed -n 's/^kiln-worker listening grpc_port=\([0-9]*\).*/\1/p' "$WORK/standalone/out")
-  [[ -n "$STANDALONE_PORT" ]] && break
-  sleep 0.1
-done
-[[ -n "$STANDALONE_PORT" ]] || { cat "$WORK/standalone/log"; exit 1; }
+start_worker "$WORK/standalone" --concurrency=2 --platform=bench=kiln-standalone --log_level=warn
+STANDALONE_PORT=$GRPC_PORT
 
 load() {  # load PLATFORM N CONCURRENCY
   local server=127.0.0.1:$FRONTEND_PORT
