@@ -38,6 +38,13 @@ struct ChildConfig {
 // The clone() entry point; `arg` is a ChildConfig*. Returns PID 1's exit code.
 int RunSandboxInit(void* arg);
 
+// Takes every capability out of the calling process's bounding set, which
+// its children inherit; false (errno set) if a drop failed. Capabilities
+// already out cost a read each, where a drop is a credential change: the
+// spawner empties its own set once, so PID 1 of a launcher it forked has
+// nothing left to drop (unless a new user namespace filled the set again).
+bool EmptyBoundingSet();
+
 }  // namespace kiln::sandbox
 
 #endif  // KILN_SANDBOX_SANDBOX_INIT_H_

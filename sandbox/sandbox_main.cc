@@ -20,6 +20,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "sandbox/sandbox_init.h"
 #include "sandbox/sandbox_proto.h"
 #include "sandbox/sandbox_runner.h"
 #include "sandbox/seccomp_filter.h"
@@ -232,6 +233,11 @@ int RunSpawner(int control, int argc, char** argv) {
   kiln::sandbox::SeccompProgram unused;
   std::string error;
   (void)kiln::sandbox::CompileSeccompFilter({}, &unused, &error);
+  // Once here rather than in every sandbox's PID 1: the launchers inherit
+  // the empty set, and the spawner never execs. Without CAP_SETPCAP (an
+  // unprivileged worker) this fails and changes nothing; PID 1 then empties
+  // the set in its user namespace, where the kernel filled it again.
+  (void)kiln::sandbox::EmptyBoundingSet();
   const pid_t self = getpid();
   while (true) {
     struct pollfd fds[2] = {{control, POLLIN, 0}, {child_fd, POLLIN, 0}};

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "common/posix.h"
 #include "server/exec/sandbox_process.h"
 
@@ -65,6 +66,36 @@ TEST_F(SandboxSpawnerTest, ALauncherServesItsAction) {
   EXPECT_EQ(result->error_code(), 0) << result->error_message();
   EXPECT_EQ(result->exit_code(), 5);
   EXPECT_TRUE(EndsWithin(**process, 10));
+}
+
+// The spawner empties its capability bounding set once, for every launcher
+// it forks; the action must still end up with no capability anywhere.
+TEST_F(SandboxSpawnerTest, TheActionHasNoCapabilitiesNotEvenInItsBoundingSet) {
+  SandboxSpawner spawner(SandboxBinary());
+  auto process = SandboxProcess::Start(spawner);
+  ASSERT_TRUE(process.ok()) << process.status();
+  ASSERT_TRUE((*process)->Send(prepare_).ok());
+  ASSERT_EQ(mkdir((dir_ + "/a").c_str(), 0777), 0);
+  ASSERT_EQ(chmod((dir_ + "/a").c_str(), 0777), 0);  // the build user writes the answer
+  kiln::sandbox::v1::SandboxRequest action = prepare_;
+  action.set_work_dir(dir_ + "/a");
+  for (const char* arg : {"/bin/sh", "-c", "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status > caps"}) {
+    action.add_argv(arg);
+  }
+  ASSERT_TRUE((*process)->Send(action).ok());
+  auto result = (*process)->AwaitResult();
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->exit_code(), 0) << result->error_message();
+  EXPECT_TRUE(EndsWithin(**process, 10));
+  absl::StatusOr<std::string> caps = ReadFileToString(dir_ + "/a/caps");
+  ASSERT_TRUE(caps.ok()) << caps.status();
+  EXPECT_EQ(*caps,
+            "CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\n"
+            "CapBnd:\t0000000000000000\nCapAmb:\t0000000000000000\n");
+  // Emptied in the spawner itself, so that PID 1 has nothing left to drop.
+  absl::StatusOr<std::string> spawner_status = ReadFileToString(absl::StrCat("/proc/", spawner.pid(), "/status"));
+  ASSERT_TRUE(spawner_status.ok()) << spawner_status.status();
+  EXPECT_NE(spawner_status->find("CapBnd:\t0000000000000000\n"), std::string::npos) << *spawner_status;
 }
 
 // A pool shutting down stops a sandbox it has just started: the SIGTERM may
