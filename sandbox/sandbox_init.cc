@@ -37,6 +37,9 @@ namespace kiln::sandbox {
 namespace {
 
 int g_report_fd = -1;
+// Set by ProbeCloningFromDetachedMounts: this kernel clones from a detached
+// mount tree, and PID 1 need not probe.
+bool g_clones_detached_mounts = false;
 constexpr size_t kActionStackBytes = 1 << 20;  // PID 2's until its exec
 volatile sig_atomic_t g_action_pid = 0;
 
@@ -557,6 +560,16 @@ void CloseLauncherDescriptors(const ChildConfig& config) {
 
 }  // namespace
 
+void ProbeCloningFromDetachedMounts() {
+  int tree = open_tree(AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  int probe = tree < 0 ? -1 : open_tree(tree, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+  if (probe >= 0) {
+    g_clones_detached_mounts = true;
+    close(probe);
+  }
+  if (tree >= 0) close(tree);
+}
+
 bool EmptyBoundingSet() {
   // Up to the kernel's last capability, which may be newer than the headers'
   // CAP_LAST_CAP: the read says EINVAL past it.
@@ -606,12 +619,14 @@ int RunSandboxInit(void* arg) {
     // (No open_tree at all before 5.2: the same fallback.)
     parent_fd = open_tree(AT_FDCWD, prepared.work_dir_parent.c_str(),
                           OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-    int probe = parent_fd < 0 ? -1 : open_tree(parent_fd, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-    if (probe < 0) {
-      if (parent_fd >= 0) close(parent_fd);
-      parent_fd = -1;
-    } else {
-      close(probe);
+    if (parent_fd >= 0 && !g_clones_detached_mounts) {
+      int probe = open_tree(parent_fd, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+      if (probe < 0) {
+        close(parent_fd);
+        parent_fd = -1;
+      } else {
+        close(probe);
+      }
     }
   }
   PrepareRoot(config);

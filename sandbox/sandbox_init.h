@@ -45,6 +45,15 @@ int RunSandboxInit(void* arg);
 // nothing left to drop (unless a new user namespace filled the set again).
 bool EmptyBoundingSet();
 
+// Finds out whether this kernel clones from a detached mount tree (Linux
+// 6.15), which lets a warm sandbox pivot before its action comes. PID 1
+// otherwise probes for itself while it prepares, and closing its probe
+// unmounts a tree: an expedited RCU grace period (IPIs to every CPU, and
+// concurrent sandboxes queue for it) in every sandbox. The spawner asks once
+// at start; the launchers it forks remember the answer. Only a yes is kept:
+// without the privilege to mount, a no says nothing about the kernel.
+void ProbeCloningFromDetachedMounts();
+
 }  // namespace kiln::sandbox
 
 #endif  // KILN_SANDBOX_SANDBOX_INIT_H_
