@@ -1,7 +1,11 @@
 #include "common/posix.h"
 
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -25,6 +29,80 @@ TEST(PosixTest, ErrorsNameTheCallAndPath) {
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("open /nonexistent/kiln"), absl::string_view::npos);
+}
+
+
+// Two ends of a SOCK_SEQPACKET pair, closed at the end of the test.
+struct SocketPair {
+  SocketPair() {
+    int fds[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds), 0);
+    a = UniqueFd(fds[0]);
+    b = UniqueFd(fds[1]);
+  }
+  UniqueFd a, b;
+};
+
+bool SameFile(int x, int y) {
+  struct stat sx, sy;
+  return fstat(x, &sx) == 0 && fstat(y, &sy) == 0 && sx.st_dev == sy.st_dev && sx.st_ino == sy.st_ino;
+}
+
+TEST(PosixTest, ADescriptorTravelsWithItsMessage) {
+  SocketPair pair;
+  UniqueFd passed(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  ASSERT_EQ(SendWithDescriptor(pair.a.get(), "x", 1, passed.get()), 1);
+  char byte = 0;
+  int received = -1;
+  ASSERT_EQ(ReceiveWithDescriptor(pair.b.get(), &byte, 1, &received), 1);
+  UniqueFd owned(received);
+  EXPECT_EQ(byte, 'x');
+  ASSERT_GE(received, 0);
+  EXPECT_NE(received, passed.get());
+  EXPECT_TRUE(SameFile(received, passed.get()));
+  EXPECT_NE(fcntl(received, F_GETFD) & FD_CLOEXEC, 0);
+  // Without one, and after the peer closed.
+  ASSERT_EQ(SendWithDescriptor(pair.a.get(), "y", 1, -1), 1);
+  ASSERT_EQ(ReceiveWithDescriptor(pair.b.get(), &byte, 1, &received), 1);
+  EXPECT_EQ(received, -1);
+  pair.a.Reset();
+  EXPECT_EQ(ReceiveWithDescriptor(pair.b.get(), &byte, 1, &received), 0);
+  EXPECT_EQ(received, -1);
+}
+
+// A peer that sends more descriptors than asked for gets one through; the
+// others are closed, not left open in the receiver.
+TEST(PosixTest, ExtraDescriptorsAreClosedNotLeaked) {
+  SocketPair pair;
+  int sent[3];
+  for (int& fd : sent) fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  char byte = 'z';
+  struct iovec io = {&byte, 1};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof sent)] = {};
+  struct msghdr message = {};
+  message.msg_iov = &io;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  struct cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof sent);
+  std::memcpy(CMSG_DATA(header), sent, sizeof sent);
+  ASSERT_EQ(sendmsg(pair.a.get(), &message, 0), 1);
+  for (int fd : sent) close(fd);
+
+  auto open_descriptors = [] {
+    int count = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++count;
+    return count;
+  };
+  const int before = open_descriptors();
+  int received = -1;
+  ASSERT_EQ(ReceiveWithDescriptor(pair.b.get(), &byte, 1, &received), 1);
+  ASSERT_GE(received, 0);
+  EXPECT_EQ(open_descriptors(), before + 1) << "the extra descriptors stayed open";
+  close(received);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/posix.h"
+#include "common/status_macros.h"
 #include "server/exec/sandbox_process.h"
 
 namespace kiln::exec {
@@ -47,46 +48,43 @@ class SandboxSpawnerTest : public ::testing::Test {
     return false;
   }
 
+  // Runs `script` under /bin/sh in a launcher of `spawner`, with dir_/a
+  // (writable by the build user) as /work, and checks the launcher ends.
+  absl::StatusOr<kiln::sandbox::v1::SandboxResult> RunScript(SandboxSpawner& spawner, const char* script) {
+    auto process = SandboxProcess::Start(spawner);
+    if (!process.ok()) return process.status();
+    RETURN_IF_ERROR((*process)->Send(prepare_));
+    if (mkdir((dir_ + "/a").c_str(), 0777) != 0 || chmod((dir_ + "/a").c_str(), 0777) != 0) {
+      return PosixError("mkdir " + dir_ + "/a", errno);
+    }
+    kiln::sandbox::v1::SandboxRequest action = prepare_;
+    action.set_work_dir(dir_ + "/a");
+    for (const char* arg : {"/bin/sh", "-c", script}) action.add_argv(arg);
+    RETURN_IF_ERROR((*process)->Send(action));
+    auto result = (*process)->AwaitResult();
+    EXPECT_TRUE(EndsWithin(**process, 10));
+    return result;
+  }
+
   std::string dir_;
   kiln::sandbox::v1::SandboxRequest prepare_;
 };
 
 TEST_F(SandboxSpawnerTest, ALauncherServesItsAction) {
   SandboxSpawner spawner(SandboxBinary());
-  auto process = SandboxProcess::Start(spawner);
-  ASSERT_TRUE(process.ok()) << process.status();
-  ASSERT_TRUE((*process)->Send(prepare_).ok());
-  ASSERT_EQ(mkdir((dir_ + "/a").c_str(), 0755), 0);
-  kiln::sandbox::v1::SandboxRequest action = prepare_;
-  action.set_work_dir(dir_ + "/a");
-  for (const char* arg : {"/bin/sh", "-c", "exit 5"}) action.add_argv(arg);
-  ASSERT_TRUE((*process)->Send(action).ok());
-  auto result = (*process)->AwaitResult();
+  auto result = RunScript(spawner, "exit 5");
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->error_code(), 0) << result->error_message();
   EXPECT_EQ(result->exit_code(), 5);
-  EXPECT_TRUE(EndsWithin(**process, 10));
 }
 
 // The spawner empties its capability bounding set once, for every launcher
 // it forks; the action must still end up with no capability anywhere.
 TEST_F(SandboxSpawnerTest, TheActionHasNoCapabilitiesNotEvenInItsBoundingSet) {
   SandboxSpawner spawner(SandboxBinary());
-  auto process = SandboxProcess::Start(spawner);
-  ASSERT_TRUE(process.ok()) << process.status();
-  ASSERT_TRUE((*process)->Send(prepare_).ok());
-  ASSERT_EQ(mkdir((dir_ + "/a").c_str(), 0777), 0);
-  ASSERT_EQ(chmod((dir_ + "/a").c_str(), 0777), 0);  // the build user writes the answer
-  kiln::sandbox::v1::SandboxRequest action = prepare_;
-  action.set_work_dir(dir_ + "/a");
-  for (const char* arg : {"/bin/sh", "-c", "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status > caps"}) {
-    action.add_argv(arg);
-  }
-  ASSERT_TRUE((*process)->Send(action).ok());
-  auto result = (*process)->AwaitResult();
+  auto result = RunScript(spawner, "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status > caps");
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_EQ(result->exit_code(), 0) << result->error_message();
-  EXPECT_TRUE(EndsWithin(**process, 10));
   absl::StatusOr<std::string> caps = ReadFileToString(dir_ + "/a/caps");
   ASSERT_TRUE(caps.ok()) << caps.status();
   EXPECT_EQ(*caps,
