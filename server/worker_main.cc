@@ -39,6 +39,10 @@ ABSL_FLAG(kiln::ByteSize, cas_max_bytes, (kiln::ByteSize{int64_t{10} << 30}),
 ABSL_FLAG(kiln::ByteSize, cas_max_blob_bytes, (kiln::ByteSize{0}),
           "largest single blob accepted; 0 means --cas_max_bytes");
 ABSL_FLAG(int, io_threads, 8, "threads doing CAS disk I/O for the gRPC services");
+ABSL_FLAG(std::string, fsync, "auto",
+          "fsync CAS blobs and action-cache entries before acknowledging them: always; never (a machine "
+          "crash loses recent writes, and the next start verifies every blob and drops the action "
+          "cache); auto: never in cluster mode (the local CAS caches the cluster's), else always");
 ABSL_FLAG(std::string, log_level, "info", "one of trace, debug, info, warn, error");
 ABSL_FLAG(int, concurrency, -1,
           "actions run at once (execution slots); -1: the number of cores; 0: no execution, "
@@ -269,6 +273,10 @@ int main(int argc, char** argv) {
                      "--insecure_allow_unauthenticated on a trusted network"));
   }
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
+  options.fsync = absl::GetFlag(FLAGS_fsync);
+  if (options.fsync != "auto" && options.fsync != "always" && options.fsync != "never") {
+    Die(absl::StrCat("--fsync=", options.fsync, " must be one of auto, always, never"));
+  }
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   if (options.concurrency < 0) options.concurrency = static_cast<int>(std::thread::hardware_concurrency());
   if (options.concurrency > 1024) Die("--concurrency must be at most 1024");

@@ -19,6 +19,7 @@
 #include "common/status_macros.h"
 #include "grpc/health/v1/health.pb.h"
 #include "server/api/reflection_service.h"
+#include "server/cas/unsynced_writes.h"
 #include "server/process_metrics.h"
 
 namespace kiln {
@@ -121,21 +122,56 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ListenerCredentials(
   return grpc::experimental::TlsServerCredentials(tls);
 }
 
+// Resolves --fsync and readies the state dir for that kind of write
+// (server/cas/unsynced_writes.h); returns whether writes are fsynced.
+absl::StatusOr<bool> PrepareWrites(const WorkerOptions& options, bool cluster_mode) {
+  bool fsync;
+  if (options.fsync == "always") {
+    fsync = true;
+  } else if (options.fsync == "never") {
+    fsync = false;
+  } else if (options.fsync == "auto") {
+    fsync = !cluster_mode;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fsync=", options.fsync, " is not one of auto, always, never"));
+  }
+  ASSIGN_OR_RETURN(std::string boot_id, cas::CurrentBootId());
+  ASSIGN_OR_RETURN(cas::UnsyncedWritesReport report,
+                   cas::PrepareStateDirForWrites(options.state_dir, fsync, boot_id));
+  if (report.verified) {
+    spdlog::warn(
+        "state dir {} was written without fsync before the machine restarted (boot {}): {} blobs "
+        "({} bytes) verified, {} torn ones quarantined, {} action-cache entries dropped",
+        options.state_dir, report.unsynced_boot_id, report.verify.blobs_checked,
+        report.verify.bytes_checked, report.verify.problems.size(), report.verify.entries_dropped);
+    for (const std::string& problem : report.verify.problems) spdlog::warn("{}", problem);
+  }
+  if (!fsync) {
+    spdlog::info("CAS and action cache writes are not fsynced (--fsync={}): a machine crash loses "
+                 "recent ones, and the next start verifies the state dir", options.fsync);
+  }
+  return fsync;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOptions& options) {
   std::unique_ptr<WorkerServer> worker(new WorkerServer());
   ASSIGN_OR_RETURN(worker->state_lock_, LockStateDir(options.state_dir));
   WarnIfWithoutJournal(options.state_dir);
+  const bool cluster_mode = !options.cluster.scheduler.empty();
+  ASSIGN_OR_RETURN(const bool fsync, PrepareWrites(options, cluster_mode));
 
   cas::BlobStoreOptions cas_options;
   cas_options.root = options.state_dir + "/cas";
   cas_options.max_bytes = options.cas_max_bytes;
   cas_options.max_blob_bytes =
       options.cas_max_blob_bytes == 0 ? options.cas_max_bytes : options.cas_max_blob_bytes;
+  cas_options.fsync = fsync;
   ASSIGN_OR_RETURN(worker->cas_, cas::BlobStore::Open(cas_options));
   ASSIGN_OR_RETURN(worker->action_cache_,
-                   cas::ActionCache::Open(options.state_dir + "/ac", worker->cas_.get()));
+                   cas::ActionCache::Open(options.state_dir + "/ac", worker->cas_.get(), fsync));
   const cas::BlobStoreStats stats = worker->cas_->GetStats();
   spdlog::info("CAS at {}: {} blobs, {} bytes (cap {} bytes)", cas_options.root, stats.blobs,
                stats.bytes, cas_options.max_bytes);
@@ -159,7 +195,6 @@ absl::StatusOr<std::unique_ptr<WorkerServer>> WorkerServer::Start(const WorkerOp
   worker->io_ = std::make_unique<ThreadPool>(options.io_threads);
   api::Storage storage{worker->cas_.get(), worker->action_cache_.get(), worker->io_.get(),
                        kMaxBatchTotalBytes, &worker->logs_, worker->authorizer_.get()};
-  const bool cluster_mode = !options.cluster.scheduler.empty();
   if (cluster_mode && options.concurrency < 1) {
     return absl::InvalidArgumentError("--scheduler needs --concurrency of at least 1 (the slots it offers)");
   }

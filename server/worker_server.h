@@ -42,6 +42,12 @@ struct WorkerOptions {
   int64_t cas_max_bytes = int64_t{10} << 30;
   int64_t cas_max_blob_bytes = 0;  // 0: same as cas_max_bytes
   int io_threads = 8;
+  // Whether CAS and action-cache writes are fsynced before they are
+  // acknowledged: "always", "never" (safe across a worker crash; after a
+  // machine crash the next start verifies the state dir, see
+  // server/cas/unsynced_writes.h), or "auto": never in cluster mode, where
+  // the local CAS is only a cache of the cluster's, else always.
+  std::string fsync = "auto";
   // Execution. Zero concurrency serves storage only (exec_enabled: false).
   int concurrency = 0;
   int max_queued_actions = 1000;

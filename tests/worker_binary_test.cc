@@ -64,6 +64,7 @@ TEST_F(WorkerBinaryTest, BadValuesStopTheStartNamingTheProblem) {
       {"--cas_max_bytes=lots", "byte size"},
       {"--state_dir=relative/dir", "absolute"},
       {"--io_threads=0", "io_threads"},
+      {"--fsync=sometimes", "auto, always, never"},
       {"--log_level=chatty", "log_level"},
       {"--platform=container-image", "expected NAME=VALUE"},
       {"--platform=memory=1GiB", "implements itself"},
@@ -178,6 +179,68 @@ TEST_F(WorkerBinaryTest, CommittedDataSurvivesKillDashNine) {
   grpc::ClientContext context;
   ASSERT_TRUE(ac->GetActionResult(&context, get, &result).ok());
   EXPECT_EQ(result.stdout_digest().hash(), Digest::Of(blobs[3]).hash);
+}
+
+// --fsync=never: what a machine crash may leave (a torn blob under its
+// name, with the marker naming the boot it was written in) is found at the
+// next start, in a later boot, before anything is served.
+TEST_F(WorkerBinaryTest, WithoutFsyncTheStartAfterAMachineRestartDropsWhatItMayHaveTorn) {
+  const std::string intact(3000, 'i');
+  const std::string torn(5000, 't');
+  Digest action = Digest::Of("an action");
+  {
+    std::vector<std::string> flags = Flags();
+    flags.push_back("--fsync=never");
+    WorkerProcess worker(flags);
+    ASSERT_TRUE(worker.started());
+    auto channel = grpc::CreateChannel(worker.address(), grpc::InsecureChannelCredentials());
+    auto cas = rev2::ContentAddressableStorage::NewStub(channel);
+    rev2::BatchUpdateBlobsRequest request;
+    for (const std::string* blob : {&intact, &torn}) {
+      auto* entry = request.add_requests();
+      *entry->mutable_digest() = Digest::Of(*blob).ToProto();
+      entry->set_data(*blob);
+    }
+    rev2::BatchUpdateBlobsResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(cas->BatchUpdateBlobs(&context, request, &response).ok());
+    auto ac = rev2::ActionCache::NewStub(channel);
+    rev2::UpdateActionResultRequest update;
+    *update.mutable_action_digest() = action.ToProto();
+    *update.mutable_action_result()->mutable_stdout_digest() = Digest::Of(intact).ToProto();
+    rev2::ActionResult stored;
+    grpc::ClientContext update_context;
+    ASSERT_TRUE(ac->UpdateActionResult(&update_context, update, &stored).ok());
+    EXPECT_EQ(worker.Stop(SIGKILL), 128 + SIGKILL);
+  }
+  // The crash: half of one blob reached the disk; and the boot has changed.
+  const Digest torn_digest = Digest::Of(torn);
+  const std::string torn_path =
+      absl::StrCat(state_dir_, "/cas/blobs/", torn_digest.hash.substr(0, 2), "/", torn_digest.hash);
+  ASSERT_EQ(chmod(torn_path.c_str(), 0644), 0);
+  ASSERT_EQ(truncate(torn_path.c_str(), 2500), 0);
+  ASSERT_EQ(chmod(torn_path.c_str(), 0444), 0);
+  std::ofstream(state_dir_ + "/UNSYNCED", std::ios::trunc) << "00000000-0000-0000-0000-000000000000\n";
+
+  WorkerProcess worker(Flags());  // --fsync=auto: always, standalone
+  ASSERT_TRUE(worker.started());
+  EXPECT_FALSE(std::filesystem::exists(state_dir_ + "/UNSYNCED"));
+  auto channel = grpc::CreateChannel(worker.address(), grpc::InsecureChannelCredentials());
+  auto cas = rev2::ContentAddressableStorage::NewStub(channel);
+  rev2::FindMissingBlobsRequest find;
+  *find.add_blob_digests() = Digest::Of(intact).ToProto();
+  *find.add_blob_digests() = torn_digest.ToProto();
+  rev2::FindMissingBlobsResponse missing;
+  grpc::ClientContext find_context;
+  ASSERT_TRUE(cas->FindMissingBlobs(&find_context, find, &missing).ok());
+  ASSERT_EQ(missing.missing_blob_digests_size(), 1);
+  EXPECT_EQ(missing.missing_blob_digests(0).hash(), torn_digest.hash);
+  auto ac = rev2::ActionCache::NewStub(channel);
+  rev2::GetActionResultRequest get;
+  *get.mutable_action_digest() = action.ToProto();
+  rev2::ActionResult result;
+  grpc::ClientContext get_context;
+  EXPECT_EQ(ac->GetActionResult(&get_context, get, &result).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_F(WorkerBinaryTest, ExecutesActionsWhenRunUnprivileged) {

@@ -20,11 +20,11 @@ absl::Status RequirePresent(BlobStore& cas, const rev2::Digest& proto, absl::str
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ActionCache>> ActionCache::Open(const std::string& root,
-                                                               BlobStore* cas) {
+                                                               BlobStore* cas, bool fsync) {
   RETURN_IF_ERROR(RemoveTree(root + "/tmp"));
   RETURN_IF_ERROR(MakeDirectories(root + "/tmp", 0700));
   RETURN_IF_ERROR(MakeDirectories(root + "/entries", 0755));
-  return std::unique_ptr<ActionCache>(new ActionCache(root, cas));
+  return std::unique_ptr<ActionCache>(new ActionCache(root, cas, fsync));
 }
 
 std::string ActionCache::EntryPath(const std::string& instance, const Digest& action) const {
@@ -91,7 +91,7 @@ absl::Status ActionCache::Put(const std::string& instance, const Digest& action,
     return absl::InvalidArgumentError("the ActionResult could not be serialized");
   }
   return WriteFileAtomically(EntryPath(instance, action), data, root_ + "/tmp", 0644,
-                             /*durable=*/true,
+                             /*durable=*/fsync_,
                              /*sync_directory=*/durability == Durability::kAcknowledged);
 }
 

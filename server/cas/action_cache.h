@@ -20,8 +20,10 @@ namespace kiln::cas {
 class ActionCache {
  public:
   // `cas` must outlive the cache. Removes temp files left by a crash.
+  // With `fsync` false entries are written without any fsync (see
+  // BlobStoreOptions::fsync): atomic for readers, not across a machine crash.
   static absl::StatusOr<std::unique_ptr<ActionCache>> Open(const std::string& root,
-                                                           BlobStore* cas);
+                                                           BlobStore* cas, bool fsync = true);
 
   absl::StatusOr<rev2::ActionResult> Get(const std::string& instance, const Digest& action);
   // How much of a crash an entry must survive once Put returns.
@@ -39,13 +41,15 @@ class ActionCache {
                    Durability durability = Durability::kAcknowledged);
 
  private:
-  ActionCache(std::string root, BlobStore* cas) : root_(std::move(root)), cas_(cas) {}
+  ActionCache(std::string root, BlobStore* cas, bool fsync)
+      : root_(std::move(root)), cas_(cas), fsync_(fsync) {}
   std::string EntryPath(const std::string& instance, const Digest& action) const;
   // OK if every blob the result references is in the CAS.
   absl::Status CheckOutputsPresent(const rev2::ActionResult& result);
 
   const std::string root_;
   BlobStore* const cas_;
+  const bool fsync_;
 };
 
 }  // namespace kiln::cas

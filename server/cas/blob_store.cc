@@ -201,8 +201,10 @@ absl::Status BlobWriter::Commit() {
   }
   // Read-only before it becomes visible: hardlinks of it must not be writable.
   if (fchmod(fd_.get(), 0444) != 0) return fail(PosixError("fchmod " + temp_path_, errno));
-  absl::Status synced = Fsync(fd_.get(), temp_path_);
-  if (!synced.ok()) return fail(synced);
+  if (store_->options_.fsync) {
+    absl::Status synced = Fsync(fd_.get(), temp_path_);
+    if (!synced.ok()) return fail(synced);
+  }
   fd_.Reset();
   absl::Status published = store_->Publish(expected_, temp_path_, deferred_syncs_);
   if (!published.ok()) return fail(published);
@@ -459,6 +461,7 @@ absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_pa
     // client is about to be told it is stored.
     EvictLocked(&key);
   }
+  if (!options_.fsync) return absl::OkStatus();
   // Make the rename durable before the client is told the blob is stored.
   std::string directory = path.substr(0, path.rfind('/'));
   if (syncs != nullptr) {

@@ -55,6 +55,11 @@ struct BlobStoreOptions {
   std::string root;             // directory owned by the store
   int64_t max_bytes = 0;        // cap on the disk space of stored blobs (see DiskBytes)
   int64_t max_blob_bytes = 0;   // largest single blob accepted (<= max_bytes)
+  // false: blobs are published without fsync of their bytes or of their
+  // directory. Still atomic for readers and across a worker crash (the page
+  // cache survives it); a machine crash may leave a blob torn, so the state
+  // dir must then be verified before it is trusted (unsynced_writes.h).
+  bool fsync = true;
 };
 
 struct BlobStoreStats {

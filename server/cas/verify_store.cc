@@ -59,8 +59,9 @@ absl::StatusOr<std::pair<std::string, int64_t>> HashFile(int fd, const std::stri
 
 class Verifier {
  public:
-  explicit Verifier(std::string state_dir)
+  Verifier(std::string state_dir, VerifyOptions options)
       : state_dir_(std::move(state_dir)),
+        options_(options),
         quarantine_(absl::StrCat(state_dir_, "/quarantine/",
                                  absl::FormatTime("%Y%m%dT%H%M%S", absl::Now(), absl::UTCTimeZone()))) {}
 
@@ -68,7 +69,7 @@ class Verifier {
     RETURN_IF_ERROR(RemoveUnfinishedWrites("cas/tmp"));
     RETURN_IF_ERROR(RemoveUnfinishedWrites("ac/tmp"));
     RETURN_IF_ERROR(CheckBlobs());
-    return CheckActionCache();
+    return options_.drop_action_cache ? DropActionCache() : CheckActionCache();
   }
 
   VerifyReport& report() { return report_; }
@@ -146,6 +147,15 @@ class Verifier {
     return absl::StrCat(what, " ", digest->ToString(), " is not in the CAS");
   }
 
+  absl::Status DropActionCache() {
+    ASSIGN_OR_RETURN(std::vector<std::string> names, List(state_dir_ + "/ac/entries"));
+    for (const std::string& name : names) {
+      RETURN_IF_ERROR(RemoveTree(absl::StrCat(state_dir_, "/ac/entries/", name)));
+      ++report_.entries_dropped;
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status CheckActionCache() {
     ASSIGN_OR_RETURN(std::vector<std::string> names, List(state_dir_ + "/ac/entries"));
     for (const std::string& name : names) {
@@ -189,6 +199,7 @@ class Verifier {
   }
 
   const std::string state_dir_;
+  const VerifyOptions options_;
   const std::string quarantine_;
   VerifyReport report_;
   absl::flat_hash_set<Digest> present_;  // blobs that passed
@@ -203,7 +214,12 @@ absl::StatusOr<VerifyReport> VerifyStateDir(const std::string& state_dir) {
         "state dir ", state_dir, " is in use by a kiln-worker (", state_dir,
         "/LOCK is locked); stop it before --verify_cas"));
   }
-  Verifier verifier(state_dir);
+  return VerifyLockedStateDir(state_dir, VerifyOptions());
+}
+
+absl::StatusOr<VerifyReport> VerifyLockedStateDir(const std::string& state_dir,
+                                                  const VerifyOptions& options) {
+  Verifier verifier(state_dir, options);
   RETURN_IF_ERROR(verifier.Run());
   return std::move(verifier.report());
 }

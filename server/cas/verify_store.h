@@ -29,6 +29,7 @@ struct VerifyReport {
   int64_t bytes_checked = 0;
   int64_t entries_checked = 0;  // action-cache entries
   int64_t unfinished_writes_removed = 0;  // temp files of writes a crash interrupted
+  int64_t entries_dropped = 0;            // action-cache entries removed unchecked
   // One line per problem: what, where, and where it was quarantined.
   std::vector<std::string> problems;
   bool clean() const { return problems.empty(); }
@@ -38,6 +39,17 @@ struct VerifyReport {
 // FAILED_PRECONDITION while a worker holds STATE_DIR/LOCK (which this holds
 // while it runs); an error status only when the check itself could not run.
 absl::StatusOr<VerifyReport> VerifyStateDir(const std::string& state_dir);
+
+struct VerifyOptions {
+  // Removes every action-cache entry instead of checking it: after a machine
+  // crash an entry written without fsync may be cut short yet still parse
+  // (as fewer outputs, or exit code 0), which no check can tell.
+  bool drop_action_cache = false;
+};
+
+// The same for a caller that holds STATE_DIR/LOCK itself (a starting worker).
+absl::StatusOr<VerifyReport> VerifyLockedStateDir(const std::string& state_dir,
+                                                  const VerifyOptions& options);
 
 }  // namespace kiln::cas
 
