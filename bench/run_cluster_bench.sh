@@ -12,7 +12,8 @@
 # Kiln against Buildbarn's smallest complete deployment.
 #
 #   bench/run_cluster_bench.sh [ROUNDS] [N_C1] [N_C8] [GENRULES]   (after ./dev.sh build)
-#   GENRULES=0 skips the Bazel part.
+#   GENRULES=0 skips the Bazel part. KILN_CLUSTER_FLAGS: more kiln-worker flags
+#   for the two cluster workers (e.g. --fsync=always).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN_DIR=$ROOT/build/bin
@@ -40,8 +41,8 @@ cleanup() {
 trap cleanup EXIT
 
 start_buildbarn "$WORK/bb"
-start_kiln k1 "$WORK/k1" --concurrency=1 --platform=bench=kiln
-start_kiln k2 "$WORK/k2" --concurrency=1 --platform=bench=kiln
+start_kiln k1 "$WORK/k1" --concurrency=1 --platform=bench=kiln ${KILN_CLUSTER_FLAGS:-}
+start_kiln k2 "$WORK/k2" --concurrency=1 --platform=bench=kiln ${KILN_CLUSTER_FLAGS:-}
 
 # Buildbarn's worker pair, as bb-deployments' "bare" example runs it: a
 # native build directory with a hardlinking file cache, the runner on a
