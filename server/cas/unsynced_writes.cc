@@ -39,7 +39,10 @@ absl::StatusOr<UnsyncedWritesReport> PrepareStateDirForWrites(const std::string&
     // Durable before the first unsynced write: a crash right after must
     // still find it.
     if (!recorded.ok() || report.unsynced_boot_id != boot_id) {
-      RETURN_IF_ERROR(WriteFileAtomically(marker, boot_id + "\n", state_dir, 0600));
+      // Its temp file goes where the CAS's start removes leftovers.
+      const std::string tmp = state_dir + "/cas/tmp";
+      RETURN_IF_ERROR(MakeDirectories(tmp, 0700));
+      RETURN_IF_ERROR(WriteFileAtomically(marker, boot_id + "\n", tmp, 0600));
     }
     return report;
   }
