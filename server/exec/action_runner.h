@@ -161,9 +161,11 @@ class ActionRunner {
   absl::StatusOr<Loaded> Load(const Digest& action_digest, const Preloaded* preloaded);
   // The Action and Command read from the local CAS (parsed, not yet checked).
   absl::StatusOr<Loaded> LoadFromCas(const Digest& action_digest);
+  // The directories of the blobs `response` names are left in `syncs`.
   absl::Status Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                        const Loaded& loaded, const std::string& dir, int slot, CancelToken* cancel,
-                       SandboxObserver* observer, rev2::ExecuteResponse* response, RunReport* report);
+                       SandboxObserver* observer, cas::DirectorySyncs* syncs,
+                       rev2::ExecuteResponse* response, RunReport* report);
 
   cas::BlobStore* const cas_;
   cas::ActionCache* const action_cache_;

@@ -232,7 +232,7 @@ absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path, i
 
 absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, int root_fd,
                             const std::string& working_directory, const OutputLimits& limits,
-                            rev2::ActionResult* result) {
+                            rev2::ActionResult* result, cas::DirectorySyncs* caller_syncs) {
   const bool v21 = command.output_paths_size() > 0;
   ASSIGN_OR_RETURN(UniqueFd working_dir, OpenBeneath(root_fd, working_directory, O_RDONLY | O_DIRECTORY));
   OutputBudget budget(limits);
@@ -274,7 +274,8 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
   // Everything fits: now read and store. The outputs are acknowledged
   // together, by the ActionResult, so their directories are synced once at
   // the end (each blob's bytes are synced before it becomes visible).
-  cas::DirectorySyncs syncs;
+  cas::DirectorySyncs own_syncs;
+  cas::DirectorySyncs& syncs = caller_syncs != nullptr ? *caller_syncs : own_syncs;
   for (Found& entry : found) {
     const std::string& output = entry.output;
     const int parent = entry.location.parent.get();
@@ -319,7 +320,7 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
       file->set_is_executable((st.st_mode & 0111) != 0);
     }
   }
-  return syncs.SyncAll();
+  return caller_syncs != nullptr ? absl::OkStatus() : own_syncs.SyncAll();
 }
 
 }  // namespace kiln::exec

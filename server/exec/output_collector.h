@@ -50,10 +50,12 @@ absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path,
 
 // Collects every declared output that exists into `result`. `root_fd` is
 // the input root; `working_directory` is the Command's, relative to it.
-// RESOURCE_EXHAUSTED when the outputs exceed `limits`.
+// RESOURCE_EXHAUSTED when the outputs exceed `limits`. The directories the
+// outputs were published into are synced before it returns, or, with
+// `syncs`, left there for the caller to sync before it acknowledges them.
 absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, int root_fd,
                             const std::string& working_directory, const OutputLimits& limits,
-                            rev2::ActionResult* result);
+                            rev2::ActionResult* result, cas::DirectorySyncs* syncs = nullptr);
 
 }  // namespace kiln::exec
 
