@@ -150,12 +150,17 @@ BlobWriter::BlobWriter(BlobStore* store, Digest expected, std::string temp_path,
     : store_(store), expected_(std::move(expected)), temp_path_(std::move(temp_path)),
       fd_(std::move(fd)) {}
 
-BlobWriter::~BlobWriter() {
-  if (!finished_) unlink(temp_path_.c_str());
+BlobWriter::~BlobWriter() { DropTemp(); }
+
+void BlobWriter::DropTemp() {
+  if (temp_gone_) return;
+  temp_gone_ = true;
+  fd_.Reset();
+  unlink(temp_path_.c_str());
 }
 
 absl::Status BlobWriter::Append(absl::string_view data) {
-  if (finished_) return absl::FailedPreconditionError("write to a blob that is already finished");
+  if (sealed_) return absl::FailedPreconditionError("write to a blob that is already finished");
   if (written_ + static_cast<int64_t>(data.size()) > expected_.size) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "blob %s: received %d bytes, more than its declared size of %d bytes",
@@ -175,10 +180,15 @@ absl::Status BlobWriter::Append(absl::string_view data) {
 }
 
 absl::Status BlobWriter::Commit() {
-  if (finished_) return absl::FailedPreconditionError("blob is already committed");
-  finished_ = true;
+  RETURN_IF_ERROR(Seal());
+  return SyncAndPublish();
+}
+
+absl::Status BlobWriter::Seal() {
+  if (sealed_) return absl::FailedPreconditionError("blob is already committed");
+  sealed_ = true;
   auto fail = [&](absl::Status status) {
-    unlink(temp_path_.c_str());
+    DropTemp();
     return status;
   };
   if (written_ != expected_.size) {
@@ -190,7 +200,7 @@ absl::Status BlobWriter::Commit() {
   if (expected_.hash.empty()) {
     expected_.hash = actual;  // StartWriteOfUnknownHash
     if (store_->Contains(expected_)) {
-      unlink(temp_path_.c_str());  // stored already: nothing to sync
+      DropTemp();  // stored already: nothing to sync
       return absl::OkStatus();
     }
   }
@@ -201,14 +211,53 @@ absl::Status BlobWriter::Commit() {
   }
   // Read-only before it becomes visible: hardlinks of it must not be writable.
   if (fchmod(fd_.get(), 0444) != 0) return fail(PosixError("fchmod " + temp_path_, errno));
+  return absl::OkStatus();
+}
+
+absl::Status BlobWriter::SyncAndPublish() {
+  if (temp_gone_) return absl::OkStatus();  // stored already
   if (store_->options_.fsync) {
     absl::Status synced = Fsync(fd_.get(), temp_path_);
-    if (!synced.ok()) return fail(synced);
+    if (!synced.ok()) {
+      DropTemp();
+      return synced;
+    }
   }
   fd_.Reset();
   absl::Status published = store_->Publish(expected_, temp_path_, deferred_syncs_);
-  if (!published.ok()) return fail(published);
+  if (!published.ok()) {
+    DropTemp();
+    return published;
+  }
+  temp_gone_ = true;  // renamed into the store, or dropped by Publish
   return absl::OkStatus();
+}
+
+// ---- BlobBatch ----
+
+absl::StatusOr<Digest> BlobBatch::Add(std::unique_ptr<BlobWriter> writer) {
+  if (pending_.size() >= kMaxPending) RETURN_IF_ERROR(CommitAll());
+  RETURN_IF_ERROR(writer->Seal());
+  Digest digest = writer->expected();
+  if (writer->temp_gone_) return digest;  // stored already
+  writer->DeferDirectorySync(syncs_);
+  if (writer->store_->options_.fsync) {
+    // Hands the bytes to the disk now; CommitAll's fsync then mostly waits
+    // for the journal commit, which the batch's fsyncs share.
+    sync_file_range(writer->fd_.get(), writer->writeback_started_, 0, SYNC_FILE_RANGE_WRITE);
+  }
+  pending_.push_back(std::move(writer));
+  return digest;
+}
+
+absl::Status BlobBatch::CommitAll() {
+  absl::Status first_error;
+  for (std::unique_ptr<BlobWriter>& writer : pending_) {
+    absl::Status status = writer->SyncAndPublish();
+    if (first_error.ok()) first_error = status;
+  }
+  pending_.clear();
+  return first_error;
 }
 
 // ---- BlobStore ----

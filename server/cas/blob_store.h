@@ -177,7 +177,15 @@ class BlobWriter {
 
  private:
   friend class BlobStore;
+  friend class BlobBatch;
   BlobWriter(BlobStore* store, Digest expected, std::string temp_path, UniqueFd fd);
+  // Commit's first half: checks the size and hash (fixing the digest of a
+  // writer of unknown hash) and makes the file read-only.
+  absl::Status Seal();
+  // Its second half: fsyncs the file and renames it into the store.
+  absl::Status SyncAndPublish();
+  // Removes the temp file once (after a failure, or if stored already).
+  void DropTemp();
   BlobStore* store_;
   Digest expected_;
   std::string temp_path_;
@@ -185,9 +193,34 @@ class BlobWriter {
   Sha256 hash_;
   int64_t written_ = 0;
   int64_t writeback_started_ = 0;  // bytes already handed to sync_file_range
-  bool finished_ = false;
+  bool sealed_ = false;
+  bool temp_gone_ = false;  // published, or removed
   DirectorySyncs* deferred_syncs_ = nullptr;
   static constexpr int64_t kWritebackBytes = 8 << 20;
+};
+
+// Blobs stored together and acknowledged together (an action's logs and
+// outputs). Each blob's bytes start going to disk as soon as it is sealed,
+// and CommitAll fsyncs and publishes them all at the end: their fsyncs then
+// share journal commits instead of waiting for one each, one after the
+// other. A blob is in the store only after CommitAll; one that is never
+// committed leaves nothing behind. Not thread-safe.
+class BlobBatch {
+ public:
+  // The directories the blobs are published into are left to `syncs`.
+  explicit BlobBatch(DirectorySyncs* syncs) : syncs_(syncs) {}
+  // Seals a writer whose bytes are all appended, with Commit's errors, and
+  // returns its digest. Commits the batch first when it holds many blobs
+  // (each keeps its temp file open).
+  absl::StatusOr<Digest> Add(std::unique_ptr<BlobWriter> writer);
+  // fsyncs and publishes every blob added since the last call.
+  absl::Status CommitAll();
+
+  static constexpr size_t kMaxPending = 64;
+
+ private:
+  DirectorySyncs* const syncs_;
+  std::vector<std::unique_ptr<BlobWriter>> pending_;
 };
 
 class BlobStore {
@@ -241,6 +274,7 @@ class BlobStore {
   BlobStoreStats GetStats();
 
  private:
+  friend class BlobBatch;
   friend class BlobPin;
   friend class BlobReader;
   friend class BlobWriter;

@@ -345,5 +345,97 @@ TEST_F(BlobStoreTest, ABlobUsedAgainOutlivesOlderAndNewerUnusedOnes) {
   EXPECT_EQ(store->GetStats().bytes, 4 * BlobStore::kBlockBytes);
 }
 
+// ---- BlobBatch: an action's logs and outputs, synced and published together ----
+
+std::unique_ptr<BlobWriter> WriterOf(BlobStore& store, absl::string_view data, bool known_hash = true) {
+  auto writer = known_hash ? store.StartWrite(Digest::Of(data))
+                           : store.StartWriteOfUnknownHash(static_cast<int64_t>(data.size()));
+  EXPECT_TRUE(writer.ok()) << writer.status();
+  EXPECT_TRUE((*writer)->Append(data).ok());
+  return *std::move(writer);
+}
+
+TEST_F(BlobStoreTest, ABatchPublishesItsBlobsOnlyWhenCommitted) {
+  auto store = OpenStore();
+  DirectorySyncs syncs;
+  BlobBatch batch(&syncs);
+  auto first = batch.Add(WriterOf(*store, "first output"));
+  auto second = batch.Add(WriterOf(*store, "second output", /*known_hash=*/false));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(*second, Digest::Of("second output"));
+  EXPECT_FALSE(store->Contains(*first));
+  EXPECT_FALSE(store->Contains(*second));
+  EXPECT_FALSE(fs::exists(BlobPath(*first)));
+  ASSERT_TRUE(batch.CommitAll().ok());
+  ASSERT_TRUE(syncs.SyncAll().ok());
+  EXPECT_EQ(*store->ReadBlob(*first), "first output");
+  EXPECT_EQ(*store->ReadBlob(*second), "second output");
+  struct stat st;
+  ASSERT_EQ(stat(BlobPath(*second).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0444);
+  EXPECT_EQ(TempFiles(), 0);
+}
+
+TEST_F(BlobStoreTest, ABatchNeverCommittedLeavesNothingBehind) {
+  auto store = OpenStore();
+  Digest digest = Digest::Of("an output of a failed action");
+  {
+    DirectorySyncs syncs;
+    BlobBatch batch(&syncs);
+    ASSERT_TRUE(batch.Add(WriterOf(*store, "an output of a failed action")).ok());
+    EXPECT_EQ(TempFiles(), 1);
+  }
+  EXPECT_EQ(TempFiles(), 0);
+  EXPECT_FALSE(store->Contains(digest));
+  EXPECT_FALSE(fs::exists(BlobPath(digest)));
+}
+
+TEST_F(BlobStoreTest, ABatchRejectsABlobThatDoesNotMatchItsDigestWhenAdded) {
+  auto store = OpenStore();
+  DirectorySyncs syncs;
+  BlobBatch batch(&syncs);
+  auto writer = store->StartWrite(Digest::Of("what was promised"));
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->Append("what was sent!!!!").ok());
+  auto added = batch.Add(*std::move(writer));
+  EXPECT_EQ(added.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TempFiles(), 0);
+  EXPECT_TRUE(batch.CommitAll().ok());
+  EXPECT_FALSE(store->Contains(Digest::Of("what was promised")));
+}
+
+TEST_F(BlobStoreTest, ABlobStoredAlreadyIsNotWrittenAgainByABatch) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->Put(Digest::Of("same bytes"), "same bytes").ok());
+  DirectorySyncs syncs;
+  BlobBatch batch(&syncs);
+  auto added = batch.Add(WriterOf(*store, "same bytes", /*known_hash=*/false));
+  ASSERT_TRUE(added.ok());
+  EXPECT_EQ(*added, Digest::Of("same bytes"));
+  EXPECT_EQ(TempFiles(), 0);  // dropped at once, nothing left to sync
+  EXPECT_TRUE(batch.CommitAll().ok());
+  EXPECT_TRUE(store->Contains(*added));
+}
+
+// Each pending blob keeps its temp file open: a batch of a large output
+// tree commits as it goes instead of holding a descriptor per file.
+TEST_F(BlobStoreTest, ABatchCommitsAsItGoesBeyondItsPendingLimit) {
+  auto store = OpenStore();
+  DirectorySyncs syncs;
+  BlobBatch batch(&syncs);
+  std::vector<Digest> digests;
+  for (size_t i = 0; i <= BlobBatch::kMaxPending; ++i) {
+    auto added = batch.Add(WriterOf(*store, absl::StrCat("file ", i)));
+    ASSERT_TRUE(added.ok());
+    digests.push_back(*added);
+  }
+  EXPECT_EQ(TempFiles(), 1);
+  for (size_t i = 0; i < BlobBatch::kMaxPending; ++i) EXPECT_TRUE(store->Contains(digests[i])) << i;
+  EXPECT_FALSE(store->Contains(digests.back()));
+  ASSERT_TRUE(batch.CommitAll().ok());
+  EXPECT_TRUE(store->Contains(digests.back()));
+}
+
 }  // namespace
 }  // namespace kiln::cas

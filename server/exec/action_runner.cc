@@ -176,18 +176,23 @@ rev2::ExecuteResponse ActionRunner::Run(const rev2::ExecuteRequest& request, con
   report->outcome = RunReport::Outcome::kError;
   std::string dir;  // set once the action has one
   cas::DirectorySyncs syncs;
+  cas::BlobBatch batch(&syncs);
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Loaded loaded, Load(action_digest, preloaded));
     ASSIGN_OR_RETURN(dir, dirs_->Take());
-    return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &syncs, &response, report);
+    return Execute(request, action_digest, loaded, dir, slot, cancel, observer, &batch, &response, report);
   }();
-  // The logs and outputs the response names are acknowledged by it: the
-  // renames that published them are made durable before it goes out. After
+  // The logs and outputs the response names are acknowledged by it, also
+  // when it is an error (a timeout's partial logs): they are synced and
+  // published (if Execute ended before it did so), and the renames that
+  // published them made durable, before it goes out. The directories after
   // the action-cache entry's own fsync, on purpose: on ext4 and xfs that
   // commits these renames too, so one journal commit fewer is waited for.
   // (The entry may outlive its outputs' renames in a crash; Get checks
   // that every output is present.)
-  if (absl::Status synced = syncs.SyncAll(); !synced.ok()) {
+  absl::Status synced = batch.CommitAll();
+  if (synced.ok()) synced = syncs.SyncAll();
+  if (!synced.ok()) {
     status = absl::Status(synced.code(), absl::StrCat("the action's outputs could not be made durable: ",
                                                       synced.message(), status.ok() ? "" : "; ",
                                                       status.ok() ? "" : status.message()));
@@ -280,7 +285,7 @@ void ActionRunner::Prewarm(int slots) {
 absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                                    const Loaded& loaded, const std::string& dir, int slot,
                                    CancelToken* cancel, SandboxObserver* observer,
-                                   cas::DirectorySyncs* syncs, rev2::ExecuteResponse* response,
+                                   cas::BlobBatch* batch, rev2::ExecuteResponse* response,
                                    RunReport* report) {
   rev2::ActionResult* result = response->mutable_result();
   auto* meta = result->mutable_execution_metadata();
@@ -411,7 +416,7 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
   for (const char* name : {"stdout", "stderr"}) {
     std::string path = absl::StrCat(dir, "/", name);
     ASSIGN_OR_RETURN(UniqueFd log, OpenFile(path, O_RDONLY | O_NOFOLLOW));
-    ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(*cas_, log.get(), options_.max_log_bytes, path, syncs));
+    ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(*cas_, log.get(), options_.max_log_bytes, path, batch));
     struct stat st;
     if (fstat(log.get(), &st) == 0 && st.st_size > digest.size) {
       absl::StrAppend(&truncated_logs, absl::StrFormat(
@@ -464,7 +469,7 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
     return absl::ResourceExhaustedError(absl::StrCat(disk_exceeded, "; the action was stopped"));
   }
   RETURN_IF_ERROR(CollectOutputs(*cas_, loaded.command, root_fd.get(), working_directory,
-                                 options_.output_limits, result, syncs));
+                                 options_.output_limits, result, batch));
   *meta->mutable_output_upload_completed_timestamp() = Now();
 
   // Kiln's remarks go here, and only when there is something to say; the
@@ -511,6 +516,8 @@ absl::Status ActionRunner::Execute(const rev2::ExecuteRequest& request, const Di
     rev2::ActionResult cached = *result;
     cached.clear_stdout_raw();  // inlining is per request, not part of the entry
     cached.clear_stderr_raw();
+    // Its outputs are in the store before the entry that names them.
+    RETURN_IF_ERROR(batch->CommitAll());
     RETURN_IF_ERROR(action_cache_->Put(request.instance_name(), action_digest, cached,
                                        cas::ActionCache::Durability::kCacheOnly));
   }

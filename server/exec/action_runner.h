@@ -161,10 +161,12 @@ class ActionRunner {
   absl::StatusOr<Loaded> Load(const Digest& action_digest, const Preloaded* preloaded);
   // The Action and Command read from the local CAS (parsed, not yet checked).
   absl::StatusOr<Loaded> LoadFromCas(const Digest& action_digest);
-  // The directories of the blobs `response` names are left in `syncs`.
+  // The logs and outputs `response` names go into `batch`, which the
+  // caller commits (again: Execute commits it before writing the action
+  // cache) before the response goes out.
   absl::Status Execute(const rev2::ExecuteRequest& request, const Digest& action_digest,
                        const Loaded& loaded, const std::string& dir, int slot, CancelToken* cancel,
-                       SandboxObserver* observer, cas::DirectorySyncs* syncs,
+                       SandboxObserver* observer, cas::BlobBatch* batch,
                        rev2::ExecuteResponse* response, RunReport* report);
 
   cas::BlobStore* const cas_;

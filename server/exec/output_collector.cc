@@ -94,7 +94,7 @@ absl::StatusOr<UniqueFd> OpenRegularFile(int dirfd, const std::string& name, str
 // subdirectory's serialized Directory to `children`, and stores files.
 absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, int dirfd, const std::string& output,
                                                std::vector<std::string>* children,
-                                               cas::DirectorySyncs* syncs) {
+                                               cas::BlobBatch* batch) {
   std::vector<std::string> names;
   RETURN_IF_ERROR(ForEachEntry(dirfd, [&](const std::string& name) {
     names.push_back(name);
@@ -110,7 +110,7 @@ absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, int dirfd, c
       ASSIGN_OR_RETURN(*link->mutable_target(), ReadLinkAt(dirfd, name));
     } else if (S_ISDIR(st.st_mode)) {
       ASSIGN_OR_RETURN(UniqueFd child, OpenBeneath(dirfd, name, O_RDONLY | O_DIRECTORY));
-      ASSIGN_OR_RETURN(rev2::Directory sub, BuildDirectory(cas, child.get(), output, children, syncs));
+      ASSIGN_OR_RETURN(rev2::Directory sub, BuildDirectory(cas, child.get(), output, children, batch));
       std::string bytes = sub.SerializeAsString();
       auto* node = directory.add_directories();
       node->set_name(name);
@@ -119,7 +119,7 @@ absl::StatusOr<rev2::Directory> BuildDirectory(cas::BlobStore& cas, int dirfd, c
     } else if (S_ISREG(st.st_mode)) {
       ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(dirfd, name, &st));
       ASSIGN_OR_RETURN(Digest digest,
-                       StoreOpenFile(cas, fd.get(), INT64_MAX, output + "/.../" + name, syncs));
+                       StoreOpenFile(cas, fd.get(), INT64_MAX, output + "/.../" + name, batch));
       auto* file = directory.add_files();
       file->set_name(name);
       *file->mutable_digest() = digest.ToProto();
@@ -140,15 +140,25 @@ struct StoredTree {
   std::optional<Digest> root_directory;
 };
 
+// Stores bytes Kiln serialized itself (their digest computed from them) in
+// the batch, unless the store has them.
+absl::Status PutInBatch(cas::BlobStore& cas, const Digest& digest, absl::string_view data,
+                        cas::BlobBatch* batch) {
+  if (cas.Contains(digest)) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWrite(digest));
+  RETURN_IF_ERROR(writer->Append(data));
+  return batch->Add(std::move(writer)).status();
+}
+
 absl::StatusOr<StoredTree> StoreTree(cas::BlobStore& cas, int dirfd, const std::string& output,
-                                     bool directories, cas::DirectorySyncs* syncs) {
+                                     bool directories, cas::BlobBatch* batch) {
   std::vector<std::string> children;
-  ASSIGN_OR_RETURN(rev2::Directory root, BuildDirectory(cas, dirfd, output, &children, syncs));
+  ASSIGN_OR_RETURN(rev2::Directory root, BuildDirectory(cas, dirfd, output, &children, batch));
   StoredTree stored;
   if (directories) {
     std::string root_bytes = root.SerializeAsString();
     stored.root_directory = Digest::Of(root_bytes);
-    RETURN_IF_ERROR(cas.Put(*stored.root_directory, root_bytes, syncs));
+    RETURN_IF_ERROR(PutInBatch(cas, *stored.root_directory, root_bytes, batch));
   }
   rev2::Tree tree;
   *tree.mutable_root() = std::move(root);
@@ -160,11 +170,11 @@ absl::StatusOr<StoredTree> StoreTree(cas::BlobStore& cas, int dirfd, const std::
       return absl::InternalError("a Directory Kiln serialized does not parse");
     }
     // The very bytes whose digest the parent's DirectoryNode holds.
-    if (directories) RETURN_IF_ERROR(cas.Put(Digest::Of(bytes), bytes, syncs));
+    if (directories) RETURN_IF_ERROR(PutInBatch(cas, Digest::Of(bytes), bytes, batch));
   }
   std::string tree_bytes = tree.SerializeAsString();
   stored.tree = Digest::Of(tree_bytes);
-  RETURN_IF_ERROR(cas.Put(stored.tree, tree_bytes, syncs));
+  RETURN_IF_ERROR(PutInBatch(cas, stored.tree, tree_bytes, batch));
   return stored;
 }
 
@@ -198,7 +208,7 @@ absl::Status CreateOutputParents(const rev2::Command& command, int working_dir_f
 }
 
 absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_bytes,
-                                     const std::string& what, cas::DirectorySyncs* syncs) {
+                                     const std::string& what, cas::BlobBatch* batch) {
   struct stat st;
   if (fstat(fd, &st) != 0) return PosixError("fstat " + what, errno);
   const int64_t size = std::min<int64_t>(st.st_size, max_bytes);
@@ -207,7 +217,6 @@ absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_by
   // One pass: each chunk is hashed as it is copied into the store, which
   // then publishes it under that hash (or drops it, if stored already).
   ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWriteOfUnknownHash(size));
-  writer->DeferDirectorySync(syncs);
   constexpr int64_t kChunk = 1 << 20;
   std::string buffer(static_cast<size_t>(std::min(kChunk, size)), '\0');
   for (int64_t offset = 0; offset < size;) {
@@ -221,6 +230,7 @@ absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_by
     RETURN_IF_ERROR(writer->Append(absl::string_view(buffer.data(), n)));
     offset += n;
   }
+  if (batch != nullptr) return batch->Add(std::move(writer));
   RETURN_IF_ERROR(writer->Commit());
   return writer->expected();
 }
@@ -232,7 +242,7 @@ absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path, i
 
 absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, int root_fd,
                             const std::string& working_directory, const OutputLimits& limits,
-                            rev2::ActionResult* result, cas::DirectorySyncs* caller_syncs) {
+                            rev2::ActionResult* result, cas::BlobBatch* caller_batch) {
   const bool v21 = command.output_paths_size() > 0;
   ASSIGN_OR_RETURN(UniqueFd working_dir, OpenBeneath(root_fd, working_directory, O_RDONLY | O_DIRECTORY));
   OutputBudget budget(limits);
@@ -272,10 +282,11 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
   }
 
   // Everything fits: now read and store. The outputs are acknowledged
-  // together, by the ActionResult, so their directories are synced once at
-  // the end (each blob's bytes are synced before it becomes visible).
+  // together, by the ActionResult: they are stored as one batch, synced and
+  // published together at the end, and their directories synced once.
   cas::DirectorySyncs own_syncs;
-  cas::DirectorySyncs& syncs = caller_syncs != nullptr ? *caller_syncs : own_syncs;
+  cas::BlobBatch own_batch(&own_syncs);
+  cas::BlobBatch& batch = caller_batch != nullptr ? *caller_batch : own_batch;
   for (Found& entry : found) {
     const std::string& output = entry.output;
     const int parent = entry.location.parent.get();
@@ -299,7 +310,7 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
       ASSIGN_OR_RETURN(StoredTree stored,
                        StoreTree(cas, dir.get(), output,
                                  command.output_directory_format() != rev2::Command::TREE_ONLY,
-                                 &syncs));
+                                 &batch));
       auto* out = result->add_output_directories();
       out->set_path(output);
       *out->mutable_tree_digest() = stored.tree.ToProto();
@@ -313,14 +324,16 @@ absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, i
       }
       struct stat st;
       ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularFile(parent, name, &st));
-      ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(cas, fd.get(), INT64_MAX, output, &syncs));
+      ASSIGN_OR_RETURN(Digest digest, StoreOpenFile(cas, fd.get(), INT64_MAX, output, &batch));
       auto* file = result->add_output_files();
       file->set_path(output);
       *file->mutable_digest() = digest.ToProto();
       file->set_is_executable((st.st_mode & 0111) != 0);
     }
   }
-  return caller_syncs != nullptr ? absl::OkStatus() : own_syncs.SyncAll();
+  if (caller_batch != nullptr) return absl::OkStatus();
+  RETURN_IF_ERROR(own_batch.CommitAll());
+  return own_syncs.SyncAll();
 }
 
 }  // namespace kiln::exec

@@ -39,10 +39,9 @@ absl::Status CreateOutputParents(const rev2::Command& command, int working_dir_f
 
 // Stores at most `max_bytes` of the open file `fd` in the CAS and returns the
 // digest of what was stored. The file is read once: hashed while copied.
-// With `syncs`, the fsync of the blob's directory is left to the caller.
+// With `batch`, the blob is in the store only once the batch is committed.
 absl::StatusOr<Digest> StoreOpenFile(cas::BlobStore& cas, int fd, int64_t max_bytes,
-                                     const std::string& what,
-                                     cas::DirectorySyncs* syncs = nullptr);
+                                     const std::string& what, cas::BlobBatch* batch = nullptr);
 
 // Stores a file Kiln itself controls (e.g. an action's stdout capture).
 absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path,
@@ -50,12 +49,13 @@ absl::StatusOr<Digest> StoreFile(cas::BlobStore& cas, const std::string& path,
 
 // Collects every declared output that exists into `result`. `root_fd` is
 // the input root; `working_directory` is the Command's, relative to it.
-// RESOURCE_EXHAUSTED when the outputs exceed `limits`. The directories the
-// outputs were published into are synced before it returns, or, with
-// `syncs`, left there for the caller to sync before it acknowledges them.
+// RESOURCE_EXHAUSTED when the outputs exceed `limits`. The outputs are
+// synced, published and their directories synced before it returns, or,
+// with `batch`, left in it for the caller to commit before it acknowledges
+// them.
 absl::Status CollectOutputs(cas::BlobStore& cas, const rev2::Command& command, int root_fd,
                             const std::string& working_directory, const OutputLimits& limits,
-                            rev2::ActionResult* result, cas::DirectorySyncs* syncs = nullptr);
+                            rev2::ActionResult* result, cas::BlobBatch* batch = nullptr);
 
 }  // namespace kiln::exec
 
