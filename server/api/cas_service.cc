@@ -30,15 +30,16 @@ absl::StatusOr<Digest> ParseIndexed(const rev2::Digest& proto, const char* field
   return digest;
 }
 
-absl::Status StoreOne(cas::BlobStore& cas, const rev2::BatchUpdateBlobsRequest::Request& entry) {
+absl::Status StoreOne(cas::BlobStore& cas, const rev2::BatchUpdateBlobsRequest::Request& entry,
+                      cas::BlobBatch* batch) {
   ASSIGN_OR_RETURN(Digest digest, ParseDigest(entry.digest()));
   switch (entry.compressor()) {
     case rev2::Compressor::IDENTITY:
-      return cas.Put(digest, entry.data());
+      return cas.PutInBatch(digest, entry.data(), batch);
     case rev2::Compressor::ZSTD: {
       if (digest.size > cas.max_blob_bytes()) return cas.StartWrite(digest).status();
       ASSIGN_OR_RETURN(std::string data, ZstdDecompressAll(entry.data(), digest.size));
-      return cas.Put(digest, data);
+      return cas.PutInBatch(digest, data, batch);
     }
     default:
       return absl::InvalidArgumentError(absl::StrCat(
@@ -104,10 +105,27 @@ grpc::ServerUnaryReactor* CasService::BatchUpdateBlobs(
           "of %d; upload large blobs with ByteStream.Write",
           total, storage_.max_batch_total_bytes));
     }
-    for (const auto& entry : request->requests()) {
+    // One batch: the blobs' fsyncs share journal commits, and each one is
+    // acknowledged only once it is synced and published.
+    cas::DirectorySyncs syncs;
+    cas::BlobBatch batch(&syncs);
+    std::vector<absl::Status> stored;
+    stored.reserve(request->requests_size());
+    for (const auto& entry : request->requests()) stored.push_back(StoreOne(*storage_.cas, entry, &batch));
+    absl::flat_hash_map<Digest, absl::Status> failed;
+    (void)batch.CommitAll(&failed);
+    const absl::Status synced = syncs.SyncAll();
+    for (int i = 0; i < request->requests_size(); ++i) {
+      const auto& entry = request->requests(i);
+      absl::Status status = stored[i];
+      if (status.ok()) {
+        auto it = failed.find(*ParseDigest(entry.digest()));  // parsed by StoreOne
+        if (it != failed.end()) status = it->second;
+        else if (!synced.ok()) status = synced;
+      }
       auto* result = response->add_responses();
       *result->mutable_digest() = entry.digest();
-      *result->mutable_status() = ToRpcStatus(StoreOne(*storage_.cas, entry));
+      *result->mutable_status() = ToRpcStatus(status);
     }
     return absl::OkStatus();
   });

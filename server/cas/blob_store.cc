@@ -250,10 +250,11 @@ absl::StatusOr<Digest> BlobBatch::Add(std::unique_ptr<BlobWriter> writer) {
   return digest;
 }
 
-absl::Status BlobBatch::CommitAll() {
+absl::Status BlobBatch::CommitAll(absl::flat_hash_map<Digest, absl::Status>* failed) {
   absl::Status first_error;
   for (std::unique_ptr<BlobWriter>& writer : pending_) {
     absl::Status status = writer->SyncAndPublish();
+    if (!status.ok() && failed != nullptr) failed->emplace(writer->expected(), status);
     if (first_error.ok()) first_error = status;
   }
   pending_.clear();
@@ -465,18 +466,32 @@ absl::StatusOr<std::unique_ptr<BlobWriter>> BlobStore::StartWriteOfUnknownHash(i
   return StartWrite(Digest{std::string(), size});
 }
 
+namespace {
+
+// A blob stored already costs no temp file and no fsync, once its bytes
+// are known to match the digest.
+bool StoredAlready(BlobStore& store, const Digest& digest, absl::string_view data) {
+  if (static_cast<int64_t>(data.size()) != digest.size || !store.Contains(digest)) return false;
+  Sha256 hash;
+  hash.Update(data);
+  return hash.FinishHex() == digest.hash;
+}
+
+}  // namespace
+
 absl::Status BlobStore::Put(const Digest& digest, absl::string_view data, DirectorySyncs* syncs) {
-  // A blob stored already costs no temp file and no fsync, once its bytes
-  // are known to match the digest.
-  if (static_cast<int64_t>(data.size()) == digest.size && Contains(digest)) {
-    Sha256 hash;
-    hash.Update(data);
-    if (hash.FinishHex() == digest.hash) return absl::OkStatus();
-  }
+  if (StoredAlready(*this, digest, data)) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, StartWrite(digest));
   writer->DeferDirectorySync(syncs);
   RETURN_IF_ERROR(writer->Append(data));
   return writer->Commit();
+}
+
+absl::Status BlobStore::PutInBatch(const Digest& digest, absl::string_view data, BlobBatch* batch) {
+  if (StoredAlready(*this, digest, data)) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, StartWrite(digest));
+  RETURN_IF_ERROR(writer->Append(data));
+  return batch->Add(std::move(writer)).status();
 }
 
 absl::Status BlobStore::Publish(const Digest& digest, const std::string& temp_path,

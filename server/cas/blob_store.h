@@ -213,8 +213,9 @@ class BlobBatch {
   // returns its digest. Commits the batch first when it holds many blobs
   // (each keeps its temp file open).
   absl::StatusOr<Digest> Add(std::unique_ptr<BlobWriter> writer);
-  // fsyncs and publishes every blob added since the last call.
-  absl::Status CommitAll();
+  // fsyncs and publishes every blob added since the last call. Returns the
+  // first error; with `failed`, also the error of each blob that failed.
+  absl::Status CommitAll(absl::flat_hash_map<Digest, absl::Status>* failed = nullptr);
 
   static constexpr size_t kMaxPending = 64;
 
@@ -258,6 +259,8 @@ class BlobStore {
   // Verifies and stores a blob held in memory; with `syncs`, its
   // directory's fsync is left to the caller (see DirectorySyncs).
   absl::Status Put(const Digest& digest, absl::string_view data, DirectorySyncs* syncs = nullptr);
+  // The same, the blob going into `batch`: stored once the batch commits.
+  absl::Status PutInBatch(const Digest& digest, absl::string_view data, BlobBatch* batch);
 
   int64_t max_blob_bytes() const { return options_.max_blob_bytes; }
 

@@ -140,16 +140,6 @@ struct StoredTree {
   std::optional<Digest> root_directory;
 };
 
-// Stores bytes Kiln serialized itself (their digest computed from them) in
-// the batch, unless the store has them.
-absl::Status PutInBatch(cas::BlobStore& cas, const Digest& digest, absl::string_view data,
-                        cas::BlobBatch* batch) {
-  if (cas.Contains(digest)) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::unique_ptr<cas::BlobWriter> writer, cas.StartWrite(digest));
-  RETURN_IF_ERROR(writer->Append(data));
-  return batch->Add(std::move(writer)).status();
-}
-
 absl::StatusOr<StoredTree> StoreTree(cas::BlobStore& cas, int dirfd, const std::string& output,
                                      bool directories, cas::BlobBatch* batch) {
   std::vector<std::string> children;
@@ -158,7 +148,7 @@ absl::StatusOr<StoredTree> StoreTree(cas::BlobStore& cas, int dirfd, const std::
   if (directories) {
     std::string root_bytes = root.SerializeAsString();
     stored.root_directory = Digest::Of(root_bytes);
-    RETURN_IF_ERROR(PutInBatch(cas, *stored.root_directory, root_bytes, batch));
+    RETURN_IF_ERROR(cas.PutInBatch(*stored.root_directory, root_bytes, batch));
   }
   rev2::Tree tree;
   *tree.mutable_root() = std::move(root);
@@ -170,11 +160,11 @@ absl::StatusOr<StoredTree> StoreTree(cas::BlobStore& cas, int dirfd, const std::
       return absl::InternalError("a Directory Kiln serialized does not parse");
     }
     // The very bytes whose digest the parent's DirectoryNode holds.
-    if (directories) RETURN_IF_ERROR(PutInBatch(cas, Digest::Of(bytes), bytes, batch));
+    if (directories) RETURN_IF_ERROR(cas.PutInBatch(Digest::Of(bytes), bytes, batch));
   }
   std::string tree_bytes = tree.SerializeAsString();
   stored.tree = Digest::Of(tree_bytes);
-  RETURN_IF_ERROR(PutInBatch(cas, stored.tree, tree_bytes, batch));
+  RETURN_IF_ERROR(cas.PutInBatch(stored.tree, tree_bytes, batch));
   return stored;
 }
 
