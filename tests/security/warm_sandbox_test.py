@@ -113,6 +113,13 @@ KINDS = ["tmp_file", "shm_file", "sysv_shm", "sysv_sem", "sysv_msg", "posix_mq",
          "tcp_listener", "abstract_socket"]
 
 
+# Build uids no other test leases (the default pool starts at 61000, the
+# harness's at 62000-63964, other tests' at 64000-65343): the checks below
+# count every process of these uids on the host, and a test running at the
+# same time must not show up in them.
+WARM_TEST_UIDS = (60000, 60900, 64)
+
+
 def build_uid_processes(base, size=64):
     """Host pids whose real or effective uid is a build uid of [base, base+size)."""
     found = []
@@ -140,7 +147,7 @@ class WarmSandboxTest(h.SecurityTest):
 
     def test_nothing_runs_or_writes_when_outputs_are_read(self):
         """A writer loops on out/busy and a daemon on out/daemon when the action exits."""
-        base = random.randrange(64000, 64900, 64)
+        base = random.randrange(*WARM_TEST_UIDS)
         w = self.warm_worker(base)
         for attempt in range(3):  # the first may run cold, the next ones warm
             r = w.execute(["sh", "-c", BUSY], output_paths=["out"])
@@ -169,7 +176,7 @@ class WarmSandboxTest(h.SecurityTest):
         self.check_nothing_carries_over(unprivileged=True)
 
     def check_nothing_carries_over(self, unprivileged):
-        base = random.randrange(64000, 64900, 64)
+        base = random.randrange(*WARM_TEST_UIDS)
         w = self.warm_worker(base, unprivileged=unprivileged)
         token = "kiln-warm-" + os.urandom(6).hex()
         root = w.directory(files={"state.py": STATE.encode()})
@@ -207,7 +214,7 @@ class WarmSandboxTest(h.SecurityTest):
 
     def test_an_action_the_warm_sandbox_was_not_prepared_for_gets_its_own_with_a_full_uid_pool(self):
         """Host network needs a sandbox prepared for it; with one build uid, the warm one gives its uid."""
-        base = random.randrange(64000, 64900, 64)
+        base = random.randrange(*WARM_TEST_UIDS)
         w = self.warm_worker(base, flags=["--allow_network", "--build_uid_pool_size=1"])
         time.sleep(0.5)  # the slot's warm sandbox holds the only uid
         command = h.rex.Command(arguments=["sh", "-c", "id -u; tail -n +3 /proc/net/dev | wc -l"])
