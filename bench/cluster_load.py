@@ -1,11 +1,16 @@
 #!/usr/bin/python3
 """Per-action overhead through a REAPI frontend: N distinct `/bin/true`
 actions (a salt in the environment makes each one new; nothing is cached)
-for the platform `bench=VALUE`, C at a time. Blobs are uploaded before the
-clock starts. Prints one JSON line: p50/p99 of the Execute call, actions/s,
-and the medians of where the time went according to ExecutedActionMetadata.
+for the platform `bench=VALUE` (`-`: no platform), C at a time. Blobs are
+uploaded before the clock starts. Prints one JSON line: p50/p99 of the
+Execute call, actions/s, and the medians of where the time went according
+to ExecutedActionMetadata.
 
-    bench/cluster_load.py 127.0.0.1:PORT kiln 200 8
+    bench/cluster_load.py 127.0.0.1:PORT kiln 200 8 [KIND]
+
+KIND `outputs` runs, instead, an action that writes a line to stdout, one
+to stderr and one to an output file, each with its salt (three new blobs to
+store), cached on success.
 """
 import concurrent.futures
 import hashlib
@@ -47,17 +52,26 @@ def median(values):
     return values[len(values) // 2] if values else 0.0
 
 
-def main(server, platform_value, n, concurrency):
+COMMANDS = {
+    "true": dict(arguments=["/bin/true"]),
+    "outputs": dict(arguments=["/bin/sh", "-c", "echo out $SALT; echo err $SALT >&2; echo x $SALT > o"],
+                    output_paths=["o"]),
+}
+
+
+def main(server, platform_value, n, concurrency, kind="true"):
     channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", 64 << 20)])
-    platform = re.Platform(properties=[re.Platform.Property(name="bench", value=platform_value)])
+    platform = re.Platform() if platform_value == "-" else re.Platform(
+        properties=[re.Platform.Property(name="bench", value=platform_value)])
     salt = "%x" % random.getrandbits(64)
     root = re.Directory().SerializeToString()
     blobs, actions = [root], []
     for i in range(n):
-        command = re.Command(arguments=["/bin/true"], platform=platform, environment_variables=[
-            re.Command.EnvironmentVariable(name="SALT", value="%s-%d" % (salt, i))]).SerializeToString()
+        command = re.Command(platform=platform, environment_variables=[
+            re.Command.EnvironmentVariable(name="SALT", value="%s-%d" % (salt, i))],
+            **COMMANDS[kind]).SerializeToString()
         action = re.Action(command_digest=digest(command), input_root_digest=digest(root), platform=platform,
-                           do_not_cache=True).SerializeToString()
+                           do_not_cache=(kind == "true")).SerializeToString()
         blobs += [command, action]
         actions.append(digest(action))
     cas = re_grpc.ContentAddressableStorageStub(channel)
@@ -99,4 +113,4 @@ def main(server, platform_value, n, concurrency):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:6])
