@@ -273,10 +273,7 @@ int main(int argc, char** argv) {
                      "--insecure_allow_unauthenticated on a trusted network"));
   }
   options.io_threads = absl::GetFlag(FLAGS_io_threads);
-  options.fsync = absl::GetFlag(FLAGS_fsync);
-  if (options.fsync != "auto" && options.fsync != "always" && options.fsync != "never") {
-    Die(absl::StrCat("--fsync=", options.fsync, " must be one of auto, always, never"));
-  }
+  options.fsync = absl::GetFlag(FLAGS_fsync);  // checked by WorkerServer::Start
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   if (options.concurrency < 0) options.concurrency = static_cast<int>(std::thread::hardware_concurrency());
   if (options.concurrency > 1024) Die("--concurrency must be at most 1024");

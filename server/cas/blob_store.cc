@@ -214,6 +214,11 @@ absl::Status BlobWriter::Seal() {
   return absl::OkStatus();
 }
 
+void BlobWriter::StartWriteback() {
+  if (!store_->options_.fsync || temp_gone_) return;
+  sync_file_range(fd_.get(), writeback_started_, 0, SYNC_FILE_RANGE_WRITE);
+}
+
 absl::Status BlobWriter::SyncAndPublish() {
   if (temp_gone_) return absl::OkStatus();  // stored already
   if (store_->options_.fsync) {
@@ -240,12 +245,9 @@ absl::StatusOr<Digest> BlobBatch::Add(std::unique_ptr<BlobWriter> writer) {
   RETURN_IF_ERROR(writer->Seal());
   Digest digest = writer->expected();
   if (writer->temp_gone_) return digest;  // stored already
-  writer->DeferDirectorySync(syncs_);
-  if (writer->store_->options_.fsync) {
-    // Hands the bytes to the disk now; CommitAll's fsync then mostly waits
-    // for the journal commit, which the batch's fsyncs share.
-    sync_file_range(writer->fd_.get(), writer->writeback_started_, 0, SYNC_FILE_RANGE_WRITE);
-  }
+  writer->deferred_syncs_ = syncs_;
+  // The journal commit is then what the batch's fsyncs share.
+  writer->StartWriteback();
   pending_.push_back(std::move(writer));
   return digest;
 }
@@ -479,10 +481,9 @@ bool StoredAlready(BlobStore& store, const Digest& digest, absl::string_view dat
 
 }  // namespace
 
-absl::Status BlobStore::Put(const Digest& digest, absl::string_view data, DirectorySyncs* syncs) {
+absl::Status BlobStore::Put(const Digest& digest, absl::string_view data) {
   if (StoredAlready(*this, digest, data)) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, StartWrite(digest));
-  writer->DeferDirectorySync(syncs);
   RETURN_IF_ERROR(writer->Append(data));
   return writer->Commit();
 }

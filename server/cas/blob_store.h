@@ -171,9 +171,6 @@ class BlobWriter {
   // A writer of unknown hash takes the hash of what it received, and
   // drops its temp file without syncing it if that blob is stored already.
   absl::Status Commit();
-  // Commit then leaves the fsync of the blob's directory to `syncs` (the
-  // blob's bytes are still synced before it becomes visible).
-  void DeferDirectorySync(DirectorySyncs* syncs) { deferred_syncs_ = syncs; }
 
  private:
   friend class BlobStore;
@@ -182,7 +179,11 @@ class BlobWriter {
   // Commit's first half: checks the size and hash (fixing the digest of a
   // writer of unknown hash) and makes the file read-only.
   absl::Status Seal();
-  // Its second half: fsyncs the file and renames it into the store.
+  // Starts writing the sealed file's bytes back (when the store fsyncs), so
+  // that SyncAndPublish's fsync mostly waits for the journal commit.
+  void StartWriteback();
+  // Its second half: fsyncs the file and renames it into the store, leaving
+  // the fsync of its directory to `deferred_syncs_` if set.
   absl::Status SyncAndPublish();
   // Removes the temp file once (after a failure, or if stored already).
   void DropTemp();
@@ -256,9 +257,8 @@ class BlobStore {
   // For bytes Kiln produced itself (an action's outputs): `size` bytes whose
   // hash is computed while they are written, so they are read only once.
   absl::StatusOr<std::unique_ptr<BlobWriter>> StartWriteOfUnknownHash(int64_t size);
-  // Verifies and stores a blob held in memory; with `syncs`, its
-  // directory's fsync is left to the caller (see DirectorySyncs).
-  absl::Status Put(const Digest& digest, absl::string_view data, DirectorySyncs* syncs = nullptr);
+  // Verifies and stores a blob held in memory.
+  absl::Status Put(const Digest& digest, absl::string_view data);
   // The same, the blob going into `batch`: stored once the batch commits.
   absl::Status PutInBatch(const Digest& digest, absl::string_view data, BlobBatch* batch);
 

@@ -244,20 +244,6 @@ TEST_F(BlobStoreTest, AWriteOfUnknownHashIsStoredUnderTheHashOfItsBytes) {
   EXPECT_EQ(TempFiles(), 0);
 }
 
-TEST_F(BlobStoreTest, DeferredDirectorySyncsStillPublishAtOnce) {
-  auto store = OpenStore();
-  DirectorySyncs syncs;
-  std::vector<Digest> digests;
-  for (int i = 0; i < 20; ++i) {
-    std::string data = absl::StrCat("output ", i);
-    digests.push_back(Digest::Of(data));
-    ASSERT_TRUE(store->Put(digests.back(), data, &syncs).ok());
-    EXPECT_TRUE(fs::exists(BlobPath(digests.back())));
-  }
-  EXPECT_TRUE(syncs.SyncAll().ok());
-  for (int i = 0; i < 20; ++i) EXPECT_EQ(*store->ReadBlob(digests[i]), absl::StrCat("output ", i));
-}
-
 TEST_F(BlobStoreTest, ContainsEachMatchesContainsForEveryDigest) {
   auto store = OpenStore();
   ASSERT_TRUE(store->Put(Digest::Of("a"), "a").ok());

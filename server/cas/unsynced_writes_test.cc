@@ -124,6 +124,17 @@ TEST_F(UnsyncedWritesTest, ARestartInTheSameBootTrustsTheStateDir) {
   EXPECT_TRUE((*cache)->Get("", action_).ok());
 }
 
+// A marker the worker cannot read stops the start: it cannot tell whether
+// the state dir needs verifying, so it serves nothing from it.
+TEST_F(UnsyncedWritesTest, AnUnreadableMarkerIsAnErrorNotAGuess) {
+  ASSERT_TRUE(MakeDirectories(Marker(), 0700).ok());
+  for (bool fsync : {false, true}) {
+    auto report = PrepareStateDirForWrites(dir_.path(), fsync, "boot-a");
+    EXPECT_FALSE(report.ok()) << fsync;
+    EXPECT_NE(report.status().message().find("UNSYNCED"), absl::string_view::npos) << report.status();
+  }
+}
+
 TEST_F(UnsyncedWritesTest, TheBootIdIsTheKernels) {
   auto id = CurrentBootId();
   ASSERT_TRUE(id.ok()) << id.status();
