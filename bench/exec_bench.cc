@@ -27,6 +27,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "common/digest.h"
@@ -37,6 +38,9 @@ ABSL_FLAG(int, actions, 200, "overhead: actions per client... in total");
 ABSL_FLAG(int, clients, 1, "overhead: concurrent clients");
 ABSL_FLAG(int, files, 20000, "staging: files in the input root");
 ABSL_FLAG(std::string, scratch, "/tmp", "staging: where to build the tree for cp -al");
+ABSL_FLAG(std::string, platform, "",
+          "overhead: a platform property NAME=VALUE for the actions, e.g. to pick a pool behind a "
+          "Buildbarn scheduler");
 
 extern char** environ;
 
@@ -128,6 +132,14 @@ void Overhead(const std::string& server) {
   Client setup(server);
   rev2::Command command;
   command.add_arguments("/bin/true");
+  rev2::Platform platform;
+  if (const std::string property = absl::GetFlag(FLAGS_platform); !property.empty()) {
+    std::pair<std::string, std::string> name_value = absl::StrSplit(property, absl::MaxSplits('=', 1));
+    auto* entry = platform.add_properties();
+    entry->set_name(name_value.first);
+    entry->set_value(name_value.second);
+  }
+  *command.mutable_platform() = platform;
   kiln::Digest command_digest = setup.Put(command);
   kiln::Digest root_digest = setup.Put(rev2::Directory());
   std::vector<kiln::Digest> actions;
@@ -137,6 +149,7 @@ void Overhead(const std::string& server) {
     *action.mutable_input_root_digest() = root_digest.ToProto();
     action.set_salt(absl::StrCat("bench-", i, "-", std::chrono::system_clock::now().time_since_epoch().count()));
     action.set_do_not_cache(true);
+    *action.mutable_platform() = platform;
     actions.push_back(setup.Put(action));
   }
   const double bare = BareTrueMs();

@@ -135,6 +135,43 @@ for c in (1, 8):
         med("kiln-standalone", c, "actions_per_s") / med("buildbarn", c, "actions_per_s")))
 PY
 
+# The same /bin/true load from exec_bench, a C++ client: its own share of
+# each call is smaller than the Python client's, which both sides pay and
+# which thus pulls their ratio towards 1. It reports each run's overhead,
+# Execute p50 less a bare /bin/true spawned by the client in the same run.
+OVERHEAD=$WORK/overhead.txt
+exec_load() {  # exec_load PLATFORM N CONCURRENCY: "PLATFORM C p50 overhead_p50 actions/s"
+  local server=127.0.0.1:$FRONTEND_PORT out
+  [[ "$1" == kiln-standalone ]] && server=127.0.0.1:$STANDALONE_PORT
+  out=$("$BIN_DIR/exec_bench" --server="$server" --platform="bench=$1" --mode=overhead --actions="$2" --clients="$3")
+  echo "$1 $3 $(sed -n 's/^Execute-to-result  p50 \([0-9.]*\).*/\1/p' <<< "$out")" \
+    "$(sed -n 's/^overhead (minus bare \/bin\/true)  p50 \([0-9.]*\).*/\1/p' <<< "$out")" \
+    "$(sed -n 's/^throughput \([0-9.]*\).*/\1/p' <<< "$out")"
+}
+for round in $(seq "$ROUNDS"); do
+  for platform in kiln buildbarn kiln-standalone; do
+    exec_load "$platform" "$N1" 1 | tee -a "$OVERHEAD"
+    exec_load "$platform" "$N8" 8 | tee -a "$OVERHEAD"
+  done
+done
+/usr/bin/python3 - "$OVERHEAD" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+def med(platform, c, column):
+    return statistics.median(float(r[column]) for r in rows if r[0] == platform and r[1] == str(c))
+print()
+print("exec_bench (C++ client), medians over the rounds:")
+print("| | c | Execute p50 ms | overhead p50 ms (less bare /bin/true) | actions/s |")
+print("|---|---|---|---|---|")
+for c in (1, 8):
+    for p in ("kiln", "buildbarn", "kiln-standalone"):
+        print("| %s | %d | %.2f | %.2f | %.0f |" % (p, c, med(p, c, 2), med(p, c, 3), med(p, c, 4)))
+for c in (1, 8):
+    for p in ("kiln", "kiln-standalone"):
+        print("c=%d: %s/Buildbarn overhead p50 %.2f, throughput %.2f" % (
+            c, p, med(p, c, 3) / med("buildbarn", c, 3), med(p, c, 4) / med("buildbarn", c, 4)))
+PY
+
 [[ "$GENRULES" -gt 0 ]] || exit 0
 
 # The Bazel build: GENRULES independent genrules, each a distinct action

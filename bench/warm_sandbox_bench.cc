@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -31,6 +33,9 @@ ABSL_FLAG(int, warmup, 10, "untimed runs first");
 ABSL_FLAG(std::string, sandbox, "build/bin/kiln-sandbox", "kiln-sandbox");
 ABSL_FLAG(absl::Duration, ready_wait, absl::Milliseconds(30),
           "time a warm sandbox gets to prepare before its request (a slot's idle time)");
+ABSL_FLAG(bool, next_during_action, false,
+          "start the next sandbox's preparation as the request goes out, as kiln-worker's pool "
+          "does for the slot's next action, so that it competes with the timed part");
 
 namespace {
 
@@ -66,12 +71,18 @@ int main(int argc, char** argv) {
   std::vector<double> total, setup, completion;
   kiln::exec::SandboxSpawner spawner(absl::GetFlag(FLAGS_sandbox));  // as kiln-worker's pool has one
   const int warmup = absl::GetFlag(FLAGS_warmup);
-  for (int i = 0; i < warmup + absl::GetFlag(FLAGS_runs); ++i) {
+  auto start_sandbox = [&]() -> std::unique_ptr<kiln::exec::SandboxProcess> {
     auto process = kiln::exec::SandboxProcess::Start(spawner);
     if (!process.ok() || !(*process)->Send(prepare).ok()) {
       std::fprintf(stderr, "cannot start kiln-sandbox\n");
-      return 1;
+      std::exit(1);
     }
+    return *std::move(process);
+  };
+  const bool next_during_action = absl::GetFlag(FLAGS_next_during_action);
+  std::unique_ptr<kiln::exec::SandboxProcess> next;
+  for (int i = 0; i < warmup + absl::GetFlag(FLAGS_runs); ++i) {
+    std::unique_ptr<kiln::exec::SandboxProcess> process = next != nullptr ? std::move(next) : start_sandbox();
     const std::string dir = parent + "/" + std::to_string(i);
     mkdir(dir.c_str(), 0700);
     mkdir((dir + "/root").c_str(), 0755);
@@ -84,15 +95,16 @@ int main(int argc, char** argv) {
     action.set_stderr_path(dir + "/stderr");
     absl::SleepFor(absl::GetFlag(FLAGS_ready_wait));
     const int64_t start = MonotonicNanos();
-    if (!(*process)->Send(action).ok()) return 1;
-    auto result = (*process)->AwaitResult();
+    if (!process->Send(action).ok()) return 1;
+    if (next_during_action) next = start_sandbox();
+    auto result = process->AwaitResult();
     const int64_t end = MonotonicNanos();
     if (!result.ok() || result->error_code() != 0 || result->exit_code() != 0) {
       std::fprintf(stderr, "the action failed: %s %s\n", result.status().ToString().c_str(),
                    result.ok() ? result->error_message().c_str() : "");
       return 1;
     }
-    (*process)->Wait();  // teardown, outside the timed part
+    process->Wait();  // teardown, outside the timed part
     for (const char* name : {"/root", "/stdout", "/stderr", ""}) {
       std::string path = dir + name;
       if (*name == '\0' || std::string(name) == "/root") rmdir(path.c_str()); else unlink(path.c_str());

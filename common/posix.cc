@@ -138,20 +138,24 @@ absl::Status RemoveTree(const std::string& path) {
   return absl::OkStatus();
 }
 
-ssize_t SendWithDescriptor(int socket, const void* data, size_t size, int fd) {
+ssize_t SendWithDescriptors(int socket, const void* data, size_t size, absl::Span<const int> fds) {
+  if (fds.size() > kMaxPassedDescriptors) {
+    errno = EINVAL;
+    return -1;
+  }
   struct iovec io = {const_cast<void*>(data), size};
-  alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  alignas(struct cmsghdr) char control[CMSG_SPACE(kMaxPassedDescriptors * sizeof(int))] = {};
   struct msghdr message = {};
   message.msg_iov = &io;
   message.msg_iovlen = 1;
-  if (fd >= 0) {
+  if (!fds.empty()) {
     message.msg_control = control;
-    message.msg_controllen = sizeof control;
+    message.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
     struct cmsghdr* header = CMSG_FIRSTHDR(&message);
     header->cmsg_level = SOL_SOCKET;
     header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
+    header->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(header), fds.data(), fds.size() * sizeof(int));
   }
   ssize_t n;
   do {
@@ -160,11 +164,11 @@ ssize_t SendWithDescriptor(int socket, const void* data, size_t size, int fd) {
   return n;
 }
 
-ssize_t ReceiveWithDescriptor(int socket, void* data, size_t size, int* fd) {
-  *fd = -1;
+ssize_t ReceiveWithDescriptors(int socket, void* data, size_t size, std::vector<UniqueFd>* fds) {
   struct iovec io = {data, size};
-  // Room for a few: whatever else a peer sends is closed, not leaked.
-  alignas(struct cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+  // Room for more than we keep: whatever else a peer sends is closed, not
+  // leaked.
+  alignas(struct cmsghdr) char control[CMSG_SPACE(2 * kMaxPassedDescriptors * sizeof(int))];
   struct msghdr message = {};
   message.msg_iov = &io;
   message.msg_iovlen = 1;
@@ -182,14 +186,23 @@ ssize_t ReceiveWithDescriptor(int socket, void* data, size_t size, int* fd) {
     for (size_t i = 0; i < count; ++i) {
       int received;
       std::memcpy(&received, CMSG_DATA(header) + i * sizeof(int), sizeof received);
-      if (*fd < 0) {
-        *fd = received;
-      } else {
-        close(received);
-      }
+      UniqueFd owned(received);
+      if (fds->size() < kMaxPassedDescriptors) fds->push_back(std::move(owned));
     }
   }
   return n;
+}
+
+ssize_t SendWithDescriptor(int socket, const void* data, size_t size, int fd) {
+  if (fd < 0) return SendWithDescriptors(socket, data, size, {});
+  return SendWithDescriptors(socket, data, size, {fd});
+}
+
+ssize_t ReceiveWithDescriptor(int socket, void* data, size_t size, int* fd) {
+  std::vector<UniqueFd> fds;
+  const ssize_t n = ReceiveWithDescriptors(socket, data, size, &fds);
+  *fd = fds.empty() ? -1 : fds.front().Release();
+  return n;  // any descriptors after the first are closed with `fds`
 }
 
 }  // namespace kiln

@@ -7,10 +7,12 @@
 #include <sys/types.h>
 
 #include <string>
-#include "absl/strings/string_view.h"
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace kiln {
 
@@ -60,13 +62,19 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view data
 // Removes a tree (like rm -rf); a missing path is not an error.
 absl::Status RemoveTree(const std::string& path);
 
-// One message on a Unix socket, with one descriptor passed alongside
-// (SCM_RIGHTS) when `fd` >= 0. Returns the bytes sent, or -1 with errno;
-// EINTR is retried and a closed peer is EPIPE, not SIGPIPE.
+// One message on a Unix socket, with descriptors passed alongside
+// (SCM_RIGHTS), at most kMaxPassedDescriptors. Returns the bytes sent, or -1
+// with errno; EINTR is retried and a closed peer is EPIPE, not SIGPIPE.
+inline constexpr size_t kMaxPassedDescriptors = 4;
+ssize_t SendWithDescriptors(int socket, const void* data, size_t size, absl::Span<const int> fds);
+// Receives into `data`; the descriptors that came with it (close-on-exec)
+// are appended to `fds`, up to kMaxPassedDescriptors in all (any others are
+// closed). Returns the bytes received (0 when the peer closed), or -1 with
+// errno.
+ssize_t ReceiveWithDescriptors(int socket, void* data, size_t size, std::vector<UniqueFd>* fds);
+// The same with one descriptor: `fd` < 0 sends none; `*fd` is -1 when none
+// came (any beyond the first are closed).
 ssize_t SendWithDescriptor(int socket, const void* data, size_t size, int fd);
-// Receives one message into `data`; `*fd` is the one descriptor that came
-// with it (close-on-exec), else -1 (any other descriptors are closed).
-// Returns the bytes received (0 when the peer closed), or -1 with errno.
 ssize_t ReceiveWithDescriptor(int socket, void* data, size_t size, int* fd);
 
 }  // namespace kiln

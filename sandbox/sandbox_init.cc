@@ -37,9 +37,6 @@ namespace kiln::sandbox {
 namespace {
 
 int g_report_fd = -1;
-// Set by ProbeCloningFromDetachedMounts: this kernel clones from a detached
-// mount tree, and PID 1 need not probe.
-bool g_clones_detached_mounts = false;
 constexpr size_t kActionStackBytes = 1 << 20;  // PID 2's until its exec
 volatile sig_atomic_t g_action_pid = 0;
 
@@ -344,29 +341,17 @@ void MountWorkBeforePivot(const ChildConfig& config, const SandboxSpec& spec) {
   }
 }
 
-// `path` relative to `parent` (the spec's work_dir_parent); the launcher
-// checked that it is beneath it (CheckPreparedFor).
-std::string BeneathParent(const std::string& path, const std::string& parent) {
-  return path.substr(parent.size() + 1);
-}
-
-// /work for a sandbox that pivoted while preparing: a clone of the work dir
-// taken from the detached copy of its parent, with the writable binds'
-// flags, moved onto /work. Mounts only: no unmount on the action's path.
-void MountWorkAfterPivot(int parent_fd, const ChildConfig& config, const SandboxSpec& spec) {
+// /work for a sandbox that pivoted while preparing: the clone of the work
+// dir the launcher made (already nosuid, nodev and private), moved onto
+// /work. Mounts only: no unmount, and thus no RCU grace period, on the
+// action's path.
+void MountWorkAfterPivot(UniqueFd work, const ChildConfig& config, const SandboxSpec& spec) {
   if (spec.work_dir.empty()) {
     MountTmpfsWork(kWorkMountPoint, config, spec);
     return;
   }
-  const std::string relative = BeneathParent(spec.work_dir, spec.work_dir_parent);
-  int work = open_tree(parent_fd, relative.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-  CHECK_SYS(work, "clone the work dir " + spec.work_dir);
-  struct mount_attr attr = {};
-  attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
-  CHECK_SYS(mount_setattr(work, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr),
-            "mount_setattr the work dir");
-  CHECK_SYS(move_mount(work, "", AT_FDCWD, kWorkMountPoint, MOVE_MOUNT_F_EMPTY_PATH), "move the work dir to /work");
-  close(work);
+  CHECK_SYS(move_mount(work.get(), "", AT_FDCWD, kWorkMountPoint, MOVE_MOUNT_F_EMPTY_PATH),
+            "move the work dir to /work");
 }
 
 // Makes the built root the root with pivot_root, and detaches the old one.
@@ -560,16 +545,6 @@ void CloseLauncherDescriptors(const ChildConfig& config) {
 
 }  // namespace
 
-void ProbeCloningFromDetachedMounts() {
-  int tree = open_tree(AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-  int probe = tree < 0 ? -1 : open_tree(tree, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-  if (probe >= 0) {
-    g_clones_detached_mounts = true;
-    close(probe);
-  }
-  if (tree >= 0) close(tree);
-}
-
 bool EmptyBoundingSet() {
   // Up to the kernel's last capability, which may be newer than the headers'
   // CAP_LAST_CAP: the read says EINVAL past it.
@@ -611,26 +586,8 @@ int RunSandboxInit(void* arg) {
   // Nothing mounted here may propagate back to the host.
   CHECK_SYS(mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr), "make / private");
   Report(absl::StrCat("stage namespaces ", MonotonicNanos()));
-  // With a work dir parent, a detached copy of it lets the sandbox pivot
-  // now. Kernels before 6.15 cannot clone from a detached copy: then the
-  // pivot waits for the action, as without a parent.
-  int parent_fd = -1;
-  if (!prepared.work_dir_parent.empty()) {
-    // (No open_tree at all before 5.2: the same fallback.)
-    parent_fd = open_tree(AT_FDCWD, prepared.work_dir_parent.c_str(),
-                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-    if (parent_fd >= 0 && !g_clones_detached_mounts) {
-      int probe = open_tree(parent_fd, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-      if (probe < 0) {
-        close(parent_fd);
-        parent_fd = -1;
-      } else {
-        close(probe);
-      }
-    }
-  }
   PrepareRoot(config);
-  if (parent_fd >= 0) {
+  if (config.work_from_launcher) {
     CHECK_SYS(sethostname(prepared.hostname.data(), prepared.hostname.size()), "sethostname");
     CHECK_SYS(setdomainname(prepared.domainname.data(), prepared.domainname.size()), "setdomainname");
     WriteEtcHosts(config.root_mount_point, prepared);
@@ -649,7 +606,10 @@ int RunSandboxInit(void* arg) {
   // Ready: wait for the action. The launcher checked that it fits what was
   // prepared (CheckPreparedFor).
   v1::SandboxRequest request;
-  if (!ReadMessage(config.request_fd, &request).ok()) _exit(kSetupFailedExit);  // no action came
+  std::vector<UniqueFd> handed;  // work_from_launcher's descriptors
+  if (!ReadMessage(config.request_fd, &request, config.work_from_launcher ? &handed : nullptr).ok()) {
+    _exit(kSetupFailedExit);  // no action came
+  }
   close(config.request_fd);
   SandboxSpec spec = prepared;
   SandboxPolicy unused_policy;
@@ -657,25 +617,36 @@ int RunSandboxInit(void* arg) {
     errno = EINVAL;
     DieAt(__FILE__, __LINE__, "parse the action's request");
   }
-  // The action's log files are opened here, before the pivot hides the host
-  // (or through the detached copy of their parent): a warm sandbox was
-  // cloned before they existed.
-  auto open_log = [&](const std::string& path) {
-    int fd = parent_fd >= 0 ? openat(parent_fd, BeneathParent(path, spec.work_dir_parent).c_str(),
-                                     O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC)
-                            : open(path.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-    CHECK_SYS(fd, "open the action's log file " + path);
-    return fd;
-  };
-  if (!spec.stdout_path.empty()) spec.stdout_fd = open_log(spec.stdout_path);
-  if (!spec.stderr_path.empty()) spec.stderr_fd = open_log(spec.stderr_path);
+  UniqueFd work;
+  if (config.work_from_launcher) {
+    // In the order the launcher sends them (ChildConfig::request_fd).
+    const size_t expected = size_t{!spec.work_dir.empty()} + size_t{!spec.stdout_path.empty()} +
+                            size_t{!spec.stderr_path.empty()};
+    if (handed.size() != expected) {
+      errno = EINVAL;
+      DieAt(__FILE__, __LINE__, absl::StrCat("the launcher handed ", handed.size(), " descriptors for ",
+                                             expected, " (work dir, stdout, stderr)"));
+    }
+    auto next = handed.begin();
+    if (!spec.work_dir.empty()) work = std::move(*next++);
+    if (!spec.stdout_path.empty()) spec.stdout_fd = (next++)->Release();
+    if (!spec.stderr_path.empty()) spec.stderr_fd = (next++)->Release();
+  } else {
+    // Pivots below, once /work is mounted: the host's paths are still here.
+    auto open_log = [&](const std::string& path) {
+      int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+      CHECK_SYS(fd, "open the action's log file " + path);
+      return fd;
+    };
+    if (!spec.stdout_path.empty()) spec.stdout_fd = open_log(spec.stdout_path);
+    if (!spec.stderr_path.empty()) spec.stderr_fd = open_log(spec.stderr_path);
+  }
   if (spec.allow_nested_sandbox != prepared.allow_nested_sandbox) {
     seccomp_options.allow_nested_sandbox = spec.allow_nested_sandbox;
     if (!CompileSeccompFilter(seccomp_options, &seccomp, &seccomp_error)) DieAt(__FILE__, __LINE__, seccomp_error);
   }
-  if (parent_fd >= 0) {
-    MountWorkAfterPivot(parent_fd, config, spec);
-    close(parent_fd);
+  if (config.work_from_launcher) {
+    MountWorkAfterPivot(std::move(work), config, spec);
   } else {
     CHECK_SYS(sethostname(spec.hostname.data(), spec.hostname.size()), "sethostname");
     CHECK_SYS(setdomainname(spec.domainname.data(), spec.domainname.size()), "setdomainname");

@@ -29,8 +29,17 @@ struct ChildConfig {
   uid_t outer_uid = 0;
   gid_t outer_gid = 0;
   std::string root_mount_point;  // an empty host dir; PID 1 mounts the new root on it
+  // The launcher hands PID 1 the action's work dir, as a detached clone of
+  // its mount (open_tree), and its log files, as descriptors that come with
+  // the request. PID 1 then pivots while it prepares, before the action's
+  // paths exist. Set when the spec has a work_dir_parent and the launcher is
+  // root in the host's mount namespace (it cannot clone a mount otherwise);
+  // else PID 1 opens the paths and pivots when the action comes.
+  bool work_from_launcher = false;
   // A socket from the launcher: one byte when PID 1 may start preparing,
-  // then the action's SandboxRequest (sandbox_proto.h framing).
+  // then the action's SandboxRequest (sandbox_proto.h framing), with the
+  // descriptors of work_from_launcher: the work dir's clone (if the request
+  // has a work_dir), then stdout and stderr (if it has their paths).
   int request_fd = -1;
   int report_fd = -1;  // write end of the report pipe
 };
@@ -44,15 +53,6 @@ int RunSandboxInit(void* arg);
 // spawner empties its own set once, so PID 1 of a launcher it forked has
 // nothing left to drop (unless a new user namespace filled the set again).
 bool EmptyBoundingSet();
-
-// Finds out whether this kernel clones from a detached mount tree (Linux
-// 6.15), which lets a warm sandbox pivot before its action comes. PID 1
-// otherwise probes for itself while it prepares, and closing its probe
-// unmounts a tree: an expedited RCU grace period (IPIs to every CPU, and
-// concurrent sandboxes queue for it) in every sandbox. The spawner asks once
-// at start; the launchers it forks remember the answer. Only a yes is kept:
-// without the privilege to mount, a no says nothing about the kernel.
-void ProbeCloningFromDetachedMounts();
 
 }  // namespace kiln::sandbox
 

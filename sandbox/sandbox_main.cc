@@ -238,7 +238,6 @@ int RunSpawner(int control, int argc, char** argv) {
   // unprivileged worker) this fails and changes nothing; PID 1 then empties
   // the set in its user namespace, where the kernel filled it again.
   (void)kiln::sandbox::EmptyBoundingSet();
-  kiln::sandbox::ProbeCloningFromDetachedMounts();
   const pid_t self = getpid();
   while (true) {
     struct pollfd fds[2] = {{control, POLLIN, 0}, {child_fd, POLLIN, 0}};

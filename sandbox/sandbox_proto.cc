@@ -187,7 +187,7 @@ pb::SandboxResult ErrorResultMessage(const absl::Status& status) {
   return out;
 }
 
-absl::Status WriteMessage(int fd, const google::protobuf::MessageLite& message) {
+absl::Status WriteMessage(int fd, const google::protobuf::MessageLite& message, absl::Span<const int> fds) {
   std::string bytes;
   if (!message.SerializeToString(&bytes) || bytes.size() > kMaxMessageBytes) {
     return absl::InvalidArgumentError("a sandbox message too large to send");
@@ -196,15 +196,33 @@ absl::Status WriteMessage(int fd, const google::protobuf::MessageLite& message) 
   char header[4] = {static_cast<char>(size & 0xff), static_cast<char>((size >> 8) & 0xff),
                     static_cast<char>((size >> 16) & 0xff), static_cast<char>((size >> 24) & 0xff)};
   bytes.insert(0, header, sizeof header);  // one write: the reader wakes up once
-  return SendAll(fd, bytes.data(), bytes.size());
+  if (fds.empty()) return SendAll(fd, bytes.data(), bytes.size());
+  const ssize_t sent = SendWithDescriptors(fd, bytes.data(), bytes.size(), fds);
+  if (sent <= 0) return PosixError("send a sandbox message with descriptors", sent < 0 ? errno : EPIPE);
+  return SendAll(fd, bytes.data() + sent, bytes.size() - static_cast<size_t>(sent));
 }
 
-absl::Status ReadMessage(int fd, google::protobuf::MessageLite* message) {
+absl::Status ReadMessage(int fd, google::protobuf::MessageLite* message, std::vector<UniqueFd>* fds) {
   unsigned char header[4];
-  bool eof = false;
-  absl::Status read = ReadAll(fd, reinterpret_cast<char*>(header), sizeof header, &eof);
-  if (eof) return absl::NotFoundError("the sandbox's peer closed the connection");
-  if (!read.ok()) return read;
+  size_t got = 0;
+  std::vector<UniqueFd> received;  // closed on return unless the caller takes them
+  // The header with recvmsg: descriptors come with the message's first bytes.
+  while (got < sizeof header) {
+    const ssize_t n = ReceiveWithDescriptors(fd, header + got, sizeof header - got, &received);
+    if (n < 0 && errno == ENOTSOCK) {
+      bool eof = false;
+      absl::Status read = ReadAll(fd, reinterpret_cast<char*>(header + got), sizeof header - got, &eof);
+      if (eof && got == 0) return absl::NotFoundError("the sandbox's peer closed the connection");
+      if (!read.ok()) return read;
+      break;
+    }
+    if (n < 0) return PosixError("read a sandbox message", errno);
+    if (n == 0) {
+      if (got == 0) return absl::NotFoundError("the sandbox's peer closed the connection");
+      return absl::DataLossError("the sandbox's peer closed the connection in the middle of a message");
+    }
+    got += static_cast<size_t>(n);
+  }
   const uint32_t size = uint32_t{header[0]} | uint32_t{header[1]} << 8 | uint32_t{header[2]} << 16 |
                         uint32_t{header[3]} << 24;
   if (size > kMaxMessageBytes) {
@@ -214,6 +232,7 @@ absl::Status ReadMessage(int fd, google::protobuf::MessageLite* message) {
   absl::Status body = ReadAll(fd, bytes.data(), size, nullptr);
   if (!body.ok()) return body;
   if (!message->ParseFromString(bytes)) return absl::DataLossError("a sandbox message does not parse");
+  if (fds != nullptr) *fds = std::move(received);
   return absl::OkStatus();
 }
 

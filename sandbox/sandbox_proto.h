@@ -6,9 +6,12 @@
 #define KILN_SANDBOX_SANDBOX_PROTO_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/posix.h"
 #include "kiln/sandbox/v1/sandbox.pb.h"
 #include "sandbox/sandbox_spec.h"
 
@@ -30,12 +33,16 @@ pb::SandboxResult ToResultMessage(const SandboxResult& result);
 pb::SandboxResult ErrorResultMessage(const absl::Status& status);
 
 // Writes one message: 4-byte little-endian length, then the bytes. Retries
-// short writes and EINTR; never raises SIGPIPE (sockets only).
-absl::Status WriteMessage(int fd, const google::protobuf::MessageLite& message);
+// short writes and EINTR; never raises SIGPIPE (sockets only). `fds` go
+// with the message's first bytes (SCM_RIGHTS; a Unix socket only).
+absl::Status WriteMessage(int fd, const google::protobuf::MessageLite& message,
+                          absl::Span<const int> fds = {});
 // Reads one message written by WriteMessage. NOT_FOUND on a clean end of
 // stream before the first byte (the peer closed), DATA_LOSS on a torn or
-// oversized message or one that does not parse.
-absl::Status ReadMessage(int fd, google::protobuf::MessageLite* message);
+// oversized message or one that does not parse. The descriptors that came
+// with it go to `fds`; without `fds` any that came are closed.
+absl::Status ReadMessage(int fd, google::protobuf::MessageLite* message,
+                         std::vector<UniqueFd>* fds = nullptr);
 
 }  // namespace kiln::sandbox
 

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -95,6 +96,42 @@ Report ParseReport(const std::string& text) {
     }
   }
   return report;
+}
+
+bool HasMountSetattr() {
+  struct mount_attr attr = {};
+  return mount_setattr(-1, "", AT_EMPTY_PATH, &attr, sizeof attr) == 0 || errno != ENOSYS;
+}
+
+// What the launcher hands PID 1 with the action's request when PID 1
+// pivoted while preparing (ChildConfig::work_from_launcher): a detached
+// clone of the work dir's mount, nosuid, nodev and private, then the log
+// files opened for appending. The paths are the worker's, beneath the work
+// dir parent (CheckPreparedFor); their last components are not followed.
+// Cloning here, in the host's mount namespace, rather than in PID 1 from a
+// detached copy of the parent made while preparing: closing that copy
+// unmounted it, an RCU grace period on the action's path, and PID 1 held a
+// handle on every action's directory until then.
+absl::StatusOr<std::vector<UniqueFd>> OpenForInit(const SandboxSpec& spec) {
+  std::vector<UniqueFd> handed;
+  if (!spec.work_dir.empty()) {
+    UniqueFd tree(open_tree(AT_FDCWD, spec.work_dir.c_str(),
+                            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW));
+    if (!tree.valid()) return PosixError("clone the work dir " + spec.work_dir, errno);
+    struct mount_attr attr = {};
+    attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    attr.propagation = MS_PRIVATE;
+    if (mount_setattr(tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) != 0) {
+      return PosixError("mount_setattr the work dir " + spec.work_dir, errno);
+    }
+    handed.push_back(std::move(tree));
+  }
+  for (const std::string* path : {&spec.stdout_path, &spec.stderr_path}) {
+    if (path->empty()) continue;
+    ASSIGN_OR_RETURN(UniqueFd log, OpenFile(*path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC));
+    handed.push_back(std::move(log));
+  }
+  return handed;
 }
 
 std::string CgroupName() {
@@ -213,6 +250,11 @@ absl::StatusOr<std::unique_ptr<PreparedSandbox>> PreparedSandbox::Prepare(const 
   ChildConfig& config = s.config_;
   config.spec = &s.prepared_;
   config.user_namespace = s.user_namespace_;
+  // As root in the host's mount namespace the launcher can clone the work
+  // dir's mount for PID 1, which then pivots while it prepares. (Kernels
+  // before 5.12 lack mount_setattr, which makes the clone nosuid: there PID 1
+  // binds the work dir itself, as in a user namespace.)
+  config.work_from_launcher = !prepared.work_dir_parent.empty() && !s.user_namespace_ && HasMountSetattr();
   config.outer_uid = geteuid();
   config.outer_gid = getegid();
   std::string runtime_dir = s.user_namespace_ ? absl::StrCat("/tmp/kiln-sandbox-", geteuid()) : policy.lock_dir;
@@ -323,8 +365,18 @@ absl::StatusOr<SandboxResult> PreparedSandbox::Run(const SandboxSpec& spec, cons
   ran_ = true;
   RETURN_IF_ERROR(ValidateSpec(spec, policy));
   RETURN_IF_ERROR(CheckPreparedFor(prepared_, spec));
-  absl::Status sent = WriteMessage(request_write_.get(), ToRequest(spec, policy));
+  std::vector<UniqueFd> handed;
+  if (config_.work_from_launcher) {
+    absl::StatusOr<std::vector<UniqueFd>> opened = OpenForInit(spec);
+    // PID 1 sees the request socket close and exits; the destructor reaps it.
+    if (!opened.ok()) return absl::InternalError(absl::StrCat("sandbox setup failed: ", opened.status().message()));
+    handed = *std::move(opened);
+  }
+  std::vector<int> handed_fds;
+  for (const UniqueFd& fd : handed) handed_fds.push_back(fd.get());
+  absl::Status sent = WriteMessage(request_write_.get(), ToRequest(spec, policy), handed_fds);
   request_write_.Reset();
+  handed.clear();  // PID 1 has its own copies now
 
   std::string report_text;
   result.timed_out = SuperviseUntilDone(init_, report_read_.get(), signal_fd_.get(), spec,

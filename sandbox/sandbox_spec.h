@@ -39,9 +39,9 @@ struct SandboxSpec {
   std::string path_when_unset;                  // PATH added when env has none; empty: none
   std::string work_dir;                         // host dir mounted rw at /work; empty: a tmpfs
   // When set, the work dir, stdout and stderr will be beneath this host
-  // directory: a sandbox prepared with it keeps a detached copy of it
-  // (open_tree) and pivots before its action comes, so that the action's
-  // part of the setup does no unmount (each costs an RCU grace period).
+  // directory: a sandbox prepared with it pivots before its action comes,
+  // and the launcher hands PID 1 the action's work dir (a clone of its
+  // mount) and log files as descriptors (ChildConfig::work_from_launcher).
   std::string work_dir_parent;
   std::string cwd;                              // relative to /work
   std::vector<BindMount> binds;                 // read-only host paths (default /bin /usr /lib /lib64)

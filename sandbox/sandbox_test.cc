@@ -545,6 +545,49 @@ TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
   EXPECT_EQ(ReadMessage(served.fd(), &result).code(), absl::StatusCode::kNotFound);
 }
 
+// The same "No way out" #1 for a warm sandbox, whose /work is the launcher's
+// clone of the work dir's mount: nosuid and nodev, and private, so that
+// nothing mounted on the host beneath the work dir later shows up inside.
+TEST_P(SandboxTest, ServeModeWorkDirIsNosuidNodevAndPrivate) {
+  ASSERT_EQ(mknod((work_ + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0) << strerror(errno);
+  chmod((work_ + "/null").c_str(), 0666);
+  std::filesystem::copy_file("/usr/bin/id", work_ + "/id");
+  ASSERT_EQ(chown((work_ + "/id").c_str(), 0, 0), 0);
+  ASSERT_EQ(chmod((work_ + "/id").c_str(), 04755), 0);
+  // The work dir on a shared mount of its own on the host, as on a host
+  // whose mounts systemd made shared.
+  ASSERT_EQ(mount(work_.c_str(), work_.c_str(), nullptr, MS_BIND, nullptr), 0) << strerror(errno);
+  host_mounts_.push_back(work_);
+  ASSERT_EQ(mount(nullptr, work_.c_str(), nullptr, MS_SHARED, nullptr), 0) << strerror(errno);
+  v1::SandboxRequest prepare = PrepareBeneathDir();
+  ServedSandbox served(Unprivileged());
+  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+  ASSERT_TRUE(OpenFile(dir_ + "/out", O_WRONLY | O_CREAT, 0666).ok());
+  chmod((dir_ + "/out").c_str(), 0666);
+  v1::SandboxRequest action = prepare;
+  for (const char* arg : {"/bin/sh", "-c",
+                          "echo x > /work/null 2>/dev/null && echo DEVICE-OPENED; /work/id -u;"
+                          "grep -E '^([^ ]+ ){4}/work ' /proc/self/mountinfo"}) {
+    action.add_argv(arg);
+  }
+  action.set_work_dir(work_);
+  action.set_stdout_path(dir_ + "/out");
+  ASSERT_TRUE(WriteMessage(served.fd(), action).ok());
+  v1::SandboxResult result;
+  ASSERT_TRUE(ReadMessage(served.fd(), &result).ok());
+  ASSERT_EQ(result.error_code(), 0) << result.error_message();
+  ASSERT_EQ(result.exit_code(), 0);
+  auto lines = Lines(*ReadFileToString(dir_ + "/out"));
+  ASSERT_EQ(lines.size(), 2u) << *ReadFileToString(dir_ + "/out");
+  EXPECT_NE(std::stoi(lines[0]), 0) << "a setuid-root binary in /work gave euid 0";
+  // mountinfo: ID PARENT DEV ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - ...
+  std::vector<std::string> fields = absl::StrSplit(lines[1], ' ');
+  ASSERT_GT(fields.size(), 7u) << lines[1];
+  EXPECT_NE(fields[5].find("nosuid"), std::string::npos) << lines[1];
+  EXPECT_NE(fields[5].find("nodev"), std::string::npos) << lines[1];
+  EXPECT_EQ(fields[6], "-") << "/work propagates mounts (" << fields[6] << "): " << lines[1];
+}
+
 // What /proc/PID/fd/N links to, for each of the process's descriptors.
 std::map<int, std::string> DescriptorLinks(pid_t pid) {
   std::map<int, std::string> links;

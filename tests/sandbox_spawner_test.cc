@@ -5,15 +5,18 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <chrono>
+#include <filesystem>
 #include <future>
 #include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
@@ -94,6 +97,63 @@ TEST_F(SandboxSpawnerTest, TheActionHasNoCapabilitiesNotEvenInItsBoundingSet) {
   absl::StatusOr<std::string> spawner_status = ReadFileToString(absl::StrCat("/proc/", spawner.pid(), "/status"));
   ASSERT_TRUE(spawner_status.ok()) << spawner_status.status();
   EXPECT_NE(spawner_status->find("CapBnd:\t0000000000000000\n"), std::string::npos) << *spawner_status;
+}
+
+// A warm sandbox waits for its action with everything but /work prepared.
+// Its PID 1 must not hold, meanwhile, anything that reaches the directory
+// where every action's work dir lives (it once held a detached copy of that
+// parent's mount, to clone the work dir from once the action came): the
+// launcher hands it the action's own work dir instead. Then the action
+// still gets that work dir as /work, writable, and nothing of its parent.
+TEST_F(SandboxSpawnerTest, AWaitingSandboxHoldsNothingThatReachesOtherActionsDirectories) {
+  SandboxSpawner spawner(SandboxBinary());
+  auto process = SandboxProcess::Start(spawner);
+  ASSERT_TRUE(process.ok()) << process.status();
+  ASSERT_TRUE((*process)->Send(prepare_).ok());
+  // PID 1 is the launcher's one child; ready once it has pivoted.
+  const std::string launcher = absl::StrCat("/proc/", (*process)->pid());
+  std::string init;
+  bool ready = false;
+  for (int i = 0; i < 1000 && !ready; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    absl::StatusOr<std::string> children =
+        ReadFileToString(absl::StrCat(launcher, "/task/", (*process)->pid(), "/children"));
+    if (!children.ok() || children->empty()) continue;
+    init = absl::StrCat("/proc/", std::string(absl::StripAsciiWhitespace(*children)));
+    struct stat st;
+    ready = stat((init + "/root/work").c_str(), &st) == 0 && stat((init + "/root/.old-root").c_str(), &st) != 0;
+  }
+  ASSERT_TRUE(ready) << "the sandbox did not get ready";
+  ASSERT_EQ(mkdir((dir_ + "/other").c_str(), 0700), 0);
+  struct stat parent, other;
+  ASSERT_EQ(stat(dir_.c_str(), &parent), 0);
+  ASSERT_EQ(stat((dir_ + "/other").c_str(), &other), 0);
+  int descriptors = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(init + "/fd")) {
+    ++descriptors;
+    struct stat held;
+    if (stat(entry.path().c_str(), &held) != 0) continue;
+    EXPECT_FALSE(held.st_dev == parent.st_dev && held.st_ino == parent.st_ino)
+        << "PID 1 holds the work dir parent as " << entry.path() << " while it waits";
+    EXPECT_FALSE(S_ISDIR(held.st_mode)) << "PID 1 holds a directory while it waits: " << entry.path();
+  }
+  EXPECT_GE(descriptors, 2);  // its request socket and report pipe: the listing worked
+
+  ASSERT_EQ(mkdir((dir_ + "/a").c_str(), 0777), 0);
+  ASSERT_EQ(chmod((dir_ + "/a").c_str(), 0777), 0);
+  kiln::sandbox::v1::SandboxRequest action = prepare_;
+  action.set_work_dir(dir_ + "/a");
+  for (const char* arg : {"/bin/sh", "-c", "echo hi > /work/out && l=$(ls -a /work) && echo \"$l\" > /work/listing"}) {
+    action.add_argv(arg);
+  }
+  ASSERT_TRUE((*process)->Send(action).ok());
+  auto result = (*process)->AwaitResult();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->error_code(), 0) << result->error_message();
+  EXPECT_EQ(result->exit_code(), 0);
+  EXPECT_EQ(ReadFileToString(dir_ + "/a/out").value_or(""), "hi\n");
+  EXPECT_EQ(ReadFileToString(dir_ + "/a/listing").value_or(""), ".\n..\nout\n");
+  EXPECT_TRUE(EndsWithin(**process, 10));
 }
 
 // A pool shutting down stops a sandbox it has just started: the SIGTERM may

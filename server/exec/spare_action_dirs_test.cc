@@ -84,9 +84,19 @@ TEST(SpareActionDirsTest, ASpareRemovedBehindItsBackIsReplacedOnTheActionsPath) 
   cas::ScratchDir scratch;
   const std::string spare = scratch.path() + "/.spare";
   SpareActionDirs dirs(scratch.path(), 1);
+  // Until the spare is whole: its stderr is the last thing made in it (the
+  // removal below raced with its filling and failed "Directory not empty").
+  auto whole = [&] {
+    std::error_code error;
+    for (const auto& entry : fs::directory_iterator(spare, error)) {
+      if (fs::exists(entry.path() / "stderr")) return true;
+    }
+    return false;
+  };
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (CountEntries(spare) < 1 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  while (!whole() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
   ASSERT_EQ(CountEntries(spare), 1);
+  ASSERT_TRUE(whole());
   for (const auto& entry : fs::directory_iterator(spare)) fs::remove_all(entry.path());
   absl::StatusOr<std::string> path = dirs.Take();
   ASSERT_TRUE(path.ok()) << path.status();
