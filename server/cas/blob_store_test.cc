@@ -1,7 +1,13 @@
 #include "server/cas/blob_store.h"
 
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -402,6 +408,53 @@ TEST_F(BlobStoreTest, ABlobStoredAlreadyIsNotWrittenAgainByABatch) {
   EXPECT_EQ(TempFiles(), 0);  // dropped at once, nothing left to sync
   EXPECT_TRUE(batch.CommitAll().ok());
   EXPECT_TRUE(store->Contains(*added));
+}
+
+// Sets or clears the immutable flag of `path` (as root, on ext4 or xfs): a
+// rename into an immutable directory fails with EPERM even for root.
+void SetImmutable(const std::string& path, bool immutable) {
+  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY);
+  ASSERT_GE(fd, 0) << path;
+  int flags = 0;
+  ASSERT_EQ(ioctl(fd, FS_IOC_GETFLAGS, &flags), 0) << strerror(errno);
+  flags = immutable ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+  ASSERT_EQ(ioctl(fd, FS_IOC_SETFLAGS, &flags), 0) << "chattr " << path << ": " << strerror(errno);
+  close(fd);
+}
+
+// A blob the batch cannot publish (here its rename fails) is reported with
+// its own error, leaves no temp file and is not served; the others of the
+// batch are published; and the blob can be stored once the cause is gone.
+TEST_F(BlobStoreTest, ABlobABatchCannotPublishIsReportedAndTheOthersAreKept) {
+  auto store = OpenStore();
+  const std::string blocked_data = "an output whose shard refuses the rename";
+  const Digest blocked = Digest::Of(blocked_data);
+  std::string other_data;
+  for (int i = 0; other_data.empty() || Digest::Of(other_data).hash.substr(0, 2) == blocked.hash.substr(0, 2); ++i) {
+    other_data = absl::StrCat("another output ", i);
+  }
+  const Digest other = Digest::Of(other_data);
+  const std::string shard = fs::path(BlobPath(blocked)).parent_path();
+  SetImmutable(shard, true);
+  DirectorySyncs syncs;
+  BlobBatch batch(&syncs);
+  ASSERT_TRUE(batch.Add(WriterOf(*store, blocked_data)).ok());
+  ASSERT_TRUE(batch.Add(WriterOf(*store, other_data)).ok());
+  absl::flat_hash_map<Digest, absl::Status> failed;
+  absl::Status committed = batch.CommitAll(&failed);
+  SetImmutable(shard, false);
+  EXPECT_FALSE(committed.ok());
+  EXPECT_NE(committed.message().find(blocked.hash.substr(0, 2)), std::string::npos) << committed;
+  ASSERT_EQ(failed.size(), 1u);
+  ASSERT_TRUE(failed.contains(blocked));
+  EXPECT_EQ(failed[blocked].code(), absl::StatusCode::kPermissionDenied) << failed[blocked];
+  EXPECT_FALSE(store->Contains(blocked));
+  EXPECT_FALSE(fs::exists(BlobPath(blocked)));
+  EXPECT_EQ(store->ReadBlob(other).value_or("(not stored)"), other_data);
+  EXPECT_EQ(TempFiles(), 0);
+  ASSERT_TRUE(syncs.SyncAll().ok());
+  ASSERT_TRUE(store->Put(blocked, blocked_data).ok());
+  EXPECT_EQ(*store->ReadBlob(blocked), blocked_data);
 }
 
 // Each pending blob keeps its temp file open: a batch of a large output
