@@ -95,20 +95,25 @@ kill -0 "$BBWORKER_PID" || { cat "$BBW/worker.log"; exit 1; }
 start_worker "$WORK/standalone" --concurrency=2 --platform=bench=kiln-standalone --log_level=warn
 STANDALONE_PORT=$GRPC_PORT
 
+server_for() {  # server_for PLATFORM: the standalone worker, or the cluster's frontend
+  if [[ "$1" == kiln-standalone ]]; then echo "127.0.0.1:$STANDALONE_PORT"; else echo "127.0.0.1:$FRONTEND_PORT"; fi
+}
 load() {  # load PLATFORM N CONCURRENCY
-  local server=127.0.0.1:$FRONTEND_PORT
-  [[ "$1" == kiln-standalone ]] && server=127.0.0.1:$STANDALONE_PORT
-  /usr/bin/python3 "$ROOT/bench/cluster_load.py" "$server" "$@"
+  /usr/bin/python3 "$ROOT/bench/cluster_load.py" "$(server_for "$1")" "$@"
+}
+rounds() {  # rounds LOAD_FUNCTION FILE: every pool at c=1 and c=8, ROUNDS times, interleaved
+  local round platform
+  for round in $(seq "$ROUNDS"); do
+    for platform in kiln buildbarn kiln-standalone; do
+      "$1" "$platform" "$N1" 1 | tee -a "$2"
+      "$1" "$platform" "$N8" 8 | tee -a "$2"
+    done
+  done
 }
 # Warm-up: first connections, first actions, page cache.
 for platform in kiln buildbarn kiln-standalone; do load "$platform" 20 2 > /dev/null; done
 RESULTS=$WORK/results.jsonl
-for round in $(seq "$ROUNDS"); do
-  for platform in kiln buildbarn kiln-standalone; do
-    load "$platform" "$N1" 1 | tee -a "$RESULTS"
-    load "$platform" "$N8" 8 | tee -a "$RESULTS"
-  done
-done
+rounds load "$RESULTS"
 
 /usr/bin/python3 - "$RESULTS" <<'PY'
 import json, statistics, sys
@@ -141,19 +146,14 @@ PY
 # Execute p50 less a bare /bin/true spawned by the client in the same run.
 OVERHEAD=$WORK/overhead.txt
 exec_load() {  # exec_load PLATFORM N CONCURRENCY: "PLATFORM C p50 overhead_p50 actions/s"
-  local server=127.0.0.1:$FRONTEND_PORT out
-  [[ "$1" == kiln-standalone ]] && server=127.0.0.1:$STANDALONE_PORT
-  out=$("$BIN_DIR/exec_bench" --server="$server" --platform="bench=$1" --mode=overhead --actions="$2" --clients="$3")
+  local out
+  out=$("$BIN_DIR/exec_bench" --server="$(server_for "$1")" --platform="bench=$1" --mode=overhead \
+    --actions="$2" --clients="$3")
   echo "$1 $3 $(sed -n 's/^Execute-to-result  p50 \([0-9.]*\).*/\1/p' <<< "$out")" \
     "$(sed -n 's/^overhead (minus bare \/bin\/true)  p50 \([0-9.]*\).*/\1/p' <<< "$out")" \
     "$(sed -n 's/^throughput \([0-9.]*\).*/\1/p' <<< "$out")"
 }
-for round in $(seq "$ROUNDS"); do
-  for platform in kiln buildbarn kiln-standalone; do
-    exec_load "$platform" "$N1" 1 | tee -a "$OVERHEAD"
-    exec_load "$platform" "$N8" 8 | tee -a "$OVERHEAD"
-  done
-done
+rounds exec_load "$OVERHEAD"
 /usr/bin/python3 - "$OVERHEAD" <<'PY'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]

@@ -23,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/path_beneath.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
 #include "sandbox/cgroup.h"
@@ -106,17 +107,22 @@ bool HasMountSetattr() {
 // What the launcher hands PID 1 with the action's request when PID 1
 // pivoted while preparing (ChildConfig::work_from_launcher): a detached
 // clone of the work dir's mount, nosuid, nodev and private, then the log
-// files opened for appending. The paths are the worker's, beneath the work
-// dir parent (CheckPreparedFor); their last components are not followed.
+// files opened for appending. Each is opened beneath the work dir parent
+// (Kiln's own directory, opened by name), never through a symlink.
 // Cloning here, in the host's mount namespace, rather than in PID 1 from a
 // detached copy of the parent made while preparing: closing that copy
 // unmounted it, an RCU grace period on the action's path, and PID 1 held a
 // handle on every action's directory until then.
 absl::StatusOr<std::vector<UniqueFd>> OpenForInit(const SandboxSpec& spec) {
+  ASSIGN_OR_RETURN(UniqueFd parent, OpenFile(spec.work_dir_parent, O_PATH | O_DIRECTORY | O_CLOEXEC));
+  // CheckPreparedFor made sure each path is beneath the parent.
+  auto beneath = [&](const std::string& path) {
+    return absl::string_view(path).substr(spec.work_dir_parent.size() + 1);
+  };
   std::vector<UniqueFd> handed;
   if (!spec.work_dir.empty()) {
-    UniqueFd tree(open_tree(AT_FDCWD, spec.work_dir.c_str(),
-                            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW));
+    ASSIGN_OR_RETURN(UniqueFd work, OpenBeneath(parent.get(), beneath(spec.work_dir), O_PATH | O_DIRECTORY));
+    UniqueFd tree(open_tree(work.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH));
     if (!tree.valid()) return PosixError("clone the work dir " + spec.work_dir, errno);
     struct mount_attr attr = {};
     attr.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
@@ -128,7 +134,7 @@ absl::StatusOr<std::vector<UniqueFd>> OpenForInit(const SandboxSpec& spec) {
   }
   for (const std::string* path : {&spec.stdout_path, &spec.stderr_path}) {
     if (path->empty()) continue;
-    ASSIGN_OR_RETURN(UniqueFd log, OpenFile(*path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC));
+    ASSIGN_OR_RETURN(UniqueFd log, OpenBeneath(parent.get(), beneath(*path), O_WRONLY | O_APPEND));
     handed.push_back(std::move(log));
   }
   return handed;

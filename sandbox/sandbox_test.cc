@@ -77,6 +77,17 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
     return options;
   }
 
+  // What a client's inputs could plant in the work dir: /work/null, a
+  // character device anyone may write, and /work/id, a setuid-root copy of
+  // id(1).
+  void PlantDeviceAndSetuidRootBinary() {
+    ASSERT_EQ(mknod((work_ + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0) << strerror(errno);
+    chmod((work_ + "/null").c_str(), 0666);
+    std::filesystem::copy_file("/usr/bin/id", work_ + "/id");
+    ASSERT_EQ(chown((work_ + "/id").c_str(), 0, 0), 0);
+    ASSERT_EQ(chmod((work_ + "/id").c_str(), 04755), 0);
+  }
+
   bool Unprivileged() const { return GetParam() == Mode::kUnprivileged; }
   // What a worker prepares a warm sandbox with: the default binds, and the
   // action's files to come beneath dir_.
@@ -549,11 +560,7 @@ TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
 // clone of the work dir's mount: nosuid and nodev, and private, so that
 // nothing mounted on the host beneath the work dir later shows up inside.
 TEST_P(SandboxTest, ServeModeWorkDirIsNosuidNodevAndPrivate) {
-  ASSERT_EQ(mknod((work_ + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0) << strerror(errno);
-  chmod((work_ + "/null").c_str(), 0666);
-  std::filesystem::copy_file("/usr/bin/id", work_ + "/id");
-  ASSERT_EQ(chown((work_ + "/id").c_str(), 0, 0), 0);
-  ASSERT_EQ(chmod((work_ + "/id").c_str(), 04755), 0);
+  ASSERT_NO_FATAL_FAILURE(PlantDeviceAndSetuidRootBinary());
   // The work dir on a shared mount of its own on the host, as on a host
   // whose mounts systemd made shared.
   ASSERT_EQ(mount(work_.c_str(), work_.c_str(), nullptr, MS_BIND, nullptr), 0) << strerror(errno);
@@ -736,11 +743,7 @@ TEST_P(SandboxTest, MountsBelowAReadOnlyBindAreReadOnlyToo) {
 // included. A device node or a setuid-root binary planted in the work dir
 // (inputs come from clients) must give the action nothing.
 TEST_P(SandboxTest, WorkDirIsNosuidAndNodev) {
-  ASSERT_EQ(mknod((work_ + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0) << strerror(errno);
-  chmod((work_ + "/null").c_str(), 0666);
-  std::filesystem::copy_file("/usr/bin/id", work_ + "/id");
-  ASSERT_EQ(chown((work_ + "/id").c_str(), 0, 0), 0);
-  ASSERT_EQ(chmod((work_ + "/id").c_str(), 04755), 0);
+  ASSERT_NO_FATAL_FAILURE(PlantDeviceAndSetuidRootBinary());
   MountHostTmpfs(work_ + "/sub");
   auto r = Shell("echo x > /work/null && echo DEVICE-OPENED; /work/id -u;"
                  "grep -E '^([^ ]+ ){4}/work(/sub)? ' /proc/self/mountinfo | cut -d' ' -f5,6");

@@ -156,6 +156,48 @@ TEST_F(SandboxSpawnerTest, AWaitingSandboxHoldsNothingThatReachesOtherActionsDir
   EXPECT_TRUE(EndsWithin(**process, 10));
 }
 
+// The launcher opens the action's work dir and log files as paths beneath
+// the work dir parent. A symlink on the way (here a directory beneath the
+// parent that links to another tenant's directory) must be refused, not
+// followed: the action must neither run in that directory nor write its
+// logs there.
+TEST_F(SandboxSpawnerTest, AWorkDirOrLogReachedThroughASymlinkIsRefused) {
+  std::string pattern = ::testing::TempDir() + "/kiln-victim-XXXXXX";
+  const std::string victim = mkdtemp(pattern.data());
+  ASSERT_EQ(mkdir((victim + "/a").c_str(), 0777), 0);
+  ASSERT_EQ(chmod((victim + "/a").c_str(), 0777), 0);
+  ASSERT_TRUE(WriteFileAtomically(victim + "/log", "the victim's\n", victim, 0666).ok());
+  ASSERT_EQ(symlink(victim.c_str(), (dir_ + "/through").c_str()), 0);
+  ASSERT_EQ(mkdir((dir_ + "/a").c_str(), 0777), 0);
+  ASSERT_EQ(chmod((dir_ + "/a").c_str(), 0777), 0);
+  struct Case {
+    const char* what;
+    std::string work_dir, stdout_path;
+  };
+  for (const Case& attack : {Case{"work dir", dir_ + "/through/a", ""},
+                             Case{"stdout", dir_ + "/a", dir_ + "/through/log"}}) {
+    SCOPED_TRACE(attack.what);
+    SandboxSpawner spawner(SandboxBinary());
+    auto process = SandboxProcess::Start(spawner);
+    ASSERT_TRUE(process.ok()) << process.status();
+    ASSERT_TRUE((*process)->Send(prepare_).ok());
+    kiln::sandbox::v1::SandboxRequest action = prepare_;
+    action.set_work_dir(attack.work_dir);
+    action.set_stdout_path(attack.stdout_path);
+    for (const char* arg : {"/bin/sh", "-c", "echo pwned; echo pwned > /work/pwned"}) action.add_argv(arg);
+    ASSERT_TRUE((*process)->Send(action).ok());
+    auto result = (*process)->AwaitResult();
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_NE(result->error_code(), 0) << "the action ran, exit " << result->exit_code();
+    EXPECT_NE(result->error_message().find("symlink"), std::string::npos) << result->error_message();
+    EXPECT_TRUE(EndsWithin(**process, 10));
+  }
+  EXPECT_FALSE(std::filesystem::exists(victim + "/a/pwned"));
+  EXPECT_EQ(ReadFileToString(victim + "/log").value_or(""), "the victim's\n");
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/a/pwned"));
+  (void)RemoveTree(victim);
+}
+
 // A pool shutting down stops a sandbox it has just started: the SIGTERM may
 // reach the launcher before it has done anything. It must still end (it
 // once inherited the spawner's ignored SIGTERM and waited forever).

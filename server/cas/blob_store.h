@@ -277,7 +277,6 @@ class BlobStore {
   BlobStoreStats GetStats();
 
  private:
-  friend class BlobBatch;
   friend class BlobPin;
   friend class BlobReader;
   friend class BlobWriter;
