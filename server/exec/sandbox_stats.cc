@@ -1,6 +1,5 @@
 #include "server/exec/sandbox_stats.h"
 
-#include <algorithm>
 #include <cstdint>
 
 #include <google/protobuf/util/time_util.h>
@@ -21,9 +20,12 @@ google::protobuf::Duration ToProtoDuration(int64_t nanos) {
   return google::protobuf::util::TimeUtil::NanosecondsToDuration(nanos);
 }
 
-// Seconds from `from` to `to`, both CLOCK_MONOTONIC instants; 0 unless both
-// were reached in that order.
-double Between(int64_t from, int64_t to) { return from > 0 && to >= from ? (to - from) / 1e9 : 0; }
+// Nanoseconds from `from` to `to`, both CLOCK_MONOTONIC instants; 0 unless
+// both were reached in that order. Kept in integers: a span near INT64_MAX
+// rounds up as a double, and converting that back would overflow.
+int64_t NanosBetween(int64_t from, int64_t to) { return from > 0 && to >= from ? to - from : 0; }
+
+double Seconds(int64_t nanos) { return nanos / 1e9; }
 
 }  // namespace
 
@@ -60,9 +62,10 @@ absl::StatusOr<SandboxStats> ReadSandboxResult(const kiln::sandbox::v1::SandboxR
   out.killed_at_teardown = r.killed_at_teardown();
   out.exec_error = r.exec_error();
   const auto& stages = r.stages();
-  out.setup_seconds = Between(stages.request(), stages.exec());
-  out.completion_seconds = Between(stages.action_exited(), stages.tree_gone());
-  out.ready_wait_seconds = std::max(0.0, Between(stages.request(), stages.network()));
+  const int64_t setup_nanos = NanosBetween(stages.request(), stages.exec());
+  out.setup_seconds = Seconds(setup_nanos);
+  out.completion_seconds = Seconds(NanosBetween(stages.action_exited(), stages.tree_gone()));
+  out.ready_wait_seconds = Seconds(NanosBetween(stages.request(), stages.network()));
 
   kiln::v1::SandboxResourceUsage& usage = out.usage;
   *usage.mutable_user_time() = ToProtoDuration(u.user_cpu_nanos());
@@ -79,7 +82,7 @@ absl::StatusOr<SandboxStats> ReadSandboxResult(const kiln::sandbox::v1::SandboxR
   usage.set_killed_at_teardown(out.killed_at_teardown);
   usage.set_oom_killed(out.oom_killed);
   usage.set_timed_out(out.timed_out);
-  *usage.mutable_sandbox_setup() = ToProtoDuration(static_cast<int64_t>(out.setup_seconds * 1e9));
+  *usage.mutable_sandbox_setup() = ToProtoDuration(setup_nanos);
   return out;
 }
 

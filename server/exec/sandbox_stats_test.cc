@@ -61,6 +61,21 @@ TEST(SandboxStatsTest, OutOfRangeValuesAreErrorsNotCrashes) {
   }
 }
 
+// Stage instants are the sandbox's CLOCK_MONOTONIC readings: a span of
+// nearly INT64_MAX nanoseconds is reported exactly, not rounded up through a
+// double into an overflow (found by sandbox_stats_fuzzer).
+TEST(SandboxStatsTest, AStageSpanNearTheLargestInstantIsReportedExactly) {
+  kiln::sandbox::v1::SandboxResult result;
+  result.mutable_stages()->set_request(56);
+  result.mutable_stages()->set_exec(INT64_MAX);
+  absl::StatusOr<SandboxStats> stats = ReadSandboxResult(result);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const google::protobuf::Duration& setup = stats->usage.sandbox_setup();
+  EXPECT_EQ(setup.seconds(), (INT64_MAX - 56) / 1000000000);
+  EXPECT_EQ(setup.nanos(), (INT64_MAX - 56) % 1000000000);
+  EXPECT_GT(stats->setup_seconds, 9.2e9);
+}
+
 // The framing both sides use: a message survives the trip, a torn one is an
 // error and a closed stream is NOT_FOUND.
 TEST(SandboxStatsTest, FramingRoundTripsAndRejectsTornMessages) {
