@@ -85,10 +85,11 @@ absl::Status ValidateSpec(const SandboxSpec& spec, const SandboxPolicy& policy) 
     return absl::InvalidArgumentError(
         absl::StrCat("pids limit ", spec.pids, " is impossible: the init and the action need 2"));
   }
-  // NaN compares false with everything, so it must be refused explicitly.
-  if (!std::isfinite(spec.cpus) || spec.cpus < 0 || (spec.cpus > 0 && spec.cpus < 0.01)) {
+  // NaN compares false with everything, so it must be refused explicitly. The
+  // upper bound keeps the CFS quota (cpus x 100 ms) well inside an int64.
+  if (!std::isfinite(spec.cpus) || spec.cpus < 0 || (spec.cpus > 0 && spec.cpus < 0.01) || spec.cpus > 4096) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cpu limit ", spec.cpus, " is impossible; use at least 0.01"));
+        absl::StrCat("cpu limit ", spec.cpus, " is impossible; use between 0.01 and 4096"));
   }
   if (spec.tmp_size_bytes < 0 || spec.shm_size_bytes < 0 || spec.max_processes < 0 ||
       spec.max_file_size_bytes < 0) {

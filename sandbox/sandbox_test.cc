@@ -719,6 +719,9 @@ TEST_P(SandboxTest, BadOptionsGetDistinctExitCodesAndNothingRuns) {
   auto impossible = Shell(marker, {"--memory=1KiB"});
   EXPECT_EQ(impossible.exit_code, 64);
   EXPECT_NE(impossible.stderr_text.find("impossible"), std::string::npos);
+  auto too_many_cpus = Shell(marker, {"--cpus=1e300"});
+  EXPECT_EQ(too_many_cpus.exit_code, 64);
+  EXPECT_NE(too_many_cpus.stderr_text.find("impossible"), std::string::npos) << too_many_cpus.stderr_text;
   auto network = Shell(marker, {"--share_network"});
   EXPECT_EQ(network.exit_code, 64);
   EXPECT_NE(network.stderr_text.find("allow_host_network"), std::string::npos);
