@@ -7,6 +7,11 @@
 #include "server/api/grpc_status.h"
 #include "server/api/reactor_lifetime.h"
 
+// REAPI v2.0's output_files, output_directories and the typed output
+// symlinks are deprecated upstream, yet Bazel 4 and other v2.0 clients still
+// send and read them: Kiln honours them on purpose.
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
 namespace kiln::api {
 namespace {
 
