@@ -77,7 +77,7 @@ Options:
   --max_file_size=SIZE  RLIMIT_FSIZE (SIGXFSZ, then EFBIG); default 0, unlimited
   --memory=SIZE         memory limit, e.g. 512MiB (needs a writable memory cgroup)
   --pids=N              process limit
-  --cpus=X              CPU limit in cores, e.g. 1.5
+  --cpus=X              CPU limit in cores (0.01 to 4096), e.g. 1.5
   --cgroup_parent=DIR   cgroup v2 directory to create the limits' cgroup in (default:
                         kiln-sandbox's own cgroup, which must then have no other
                         processes on v2); kiln-worker passes its delegated cgroup
