@@ -98,6 +98,11 @@ class SandboxTest : public ::testing::TestWithParam<Mode> {
     return prepare;
   }
 
+  // Runs `/bin/sh -c script` in a warm sandbox (kiln-sandbox --serve_fd,
+  // prepared beneath dir_) with work_ as /work and stdout to dir_/out.
+  // Defined after ServedSandbox.
+  void RunInServedSandbox(const char* script, v1::SandboxResult* result);
+
   // Runs kiln-sandbox with `options` and the stats file, then `command`.
   ProcessResult Sandbox(std::vector<std::string> options, std::vector<std::string> command) {
     return RunToCompletion(SandboxArgv(std::move(options), std::move(command)));
@@ -556,6 +561,20 @@ TEST_P(SandboxTest, ServeModeRunsOneActionOverTheSocket) {
   EXPECT_EQ(ReadMessage(served.fd(), &result).code(), absl::StatusCode::kNotFound);
 }
 
+void SandboxTest::RunInServedSandbox(const char* script, v1::SandboxResult* result) {
+  v1::SandboxRequest prepare = PrepareBeneathDir();
+  ServedSandbox served(Unprivileged());
+  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
+  ASSERT_TRUE(OpenFile(dir_ + "/out", O_WRONLY | O_CREAT, 0666).ok());
+  chmod((dir_ + "/out").c_str(), 0666);
+  v1::SandboxRequest action = prepare;
+  for (const char* arg : {"/bin/sh", "-c", script}) action.add_argv(arg);
+  action.set_work_dir(work_);
+  action.set_stdout_path(dir_ + "/out");
+  ASSERT_TRUE(WriteMessage(served.fd(), action).ok());
+  ASSERT_TRUE(ReadMessage(served.fd(), result).ok());
+}
+
 // The same "No way out" #1 for a warm sandbox, whose /work is the launcher's
 // clone of the work dir's mount: nosuid and nodev, and private, so that
 // nothing mounted on the host beneath the work dir later shows up inside.
@@ -566,22 +585,10 @@ TEST_P(SandboxTest, ServeModeWorkDirIsNosuidNodevAndPrivate) {
   ASSERT_EQ(mount(work_.c_str(), work_.c_str(), nullptr, MS_BIND, nullptr), 0) << strerror(errno);
   host_mounts_.push_back(work_);
   ASSERT_EQ(mount(nullptr, work_.c_str(), nullptr, MS_SHARED, nullptr), 0) << strerror(errno);
-  v1::SandboxRequest prepare = PrepareBeneathDir();
-  ServedSandbox served(Unprivileged());
-  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
-  ASSERT_TRUE(OpenFile(dir_ + "/out", O_WRONLY | O_CREAT, 0666).ok());
-  chmod((dir_ + "/out").c_str(), 0666);
-  v1::SandboxRequest action = prepare;
-  for (const char* arg : {"/bin/sh", "-c",
-                          "echo x > /work/null 2>/dev/null && echo DEVICE-OPENED; /work/id -u;"
-                          "grep -E '^([^ ]+ ){4}/work ' /proc/self/mountinfo"}) {
-    action.add_argv(arg);
-  }
-  action.set_work_dir(work_);
-  action.set_stdout_path(dir_ + "/out");
-  ASSERT_TRUE(WriteMessage(served.fd(), action).ok());
   v1::SandboxResult result;
-  ASSERT_TRUE(ReadMessage(served.fd(), &result).ok());
+  ASSERT_NO_FATAL_FAILURE(RunInServedSandbox("echo x > /work/null 2>/dev/null && echo DEVICE-OPENED; /work/id -u;"
+                                             "grep -E '^([^ ]+ ){4}/work ' /proc/self/mountinfo",
+                                             &result));
   ASSERT_EQ(result.error_code(), 0) << result.error_message();
   ASSERT_EQ(result.exit_code(), 0);
   auto lines = Lines(*ReadFileToString(dir_ + "/out"));
@@ -655,18 +662,8 @@ TEST_P(SandboxTest, AWaitingSandboxInitHoldsNoneOfItsLaunchersDescriptors) {
 // A warm sandbox's PID 1 blanks its arguments too: they name the host path
 // of kiln-sandbox.
 TEST_P(SandboxTest, ServeModeProcOneCmdlineShowsOnlyAName) {
-  v1::SandboxRequest prepare = PrepareBeneathDir();
-  ServedSandbox served(Unprivileged());
-  ASSERT_TRUE(WriteMessage(served.fd(), prepare).ok());
-  ASSERT_TRUE(OpenFile(dir_ + "/out", O_WRONLY | O_CREAT, 0666).ok());
-  chmod((dir_ + "/out").c_str(), 0666);
-  v1::SandboxRequest action = prepare;
-  for (const char* arg : {"/bin/sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"}) action.add_argv(arg);
-  action.set_work_dir(work_);
-  action.set_stdout_path(dir_ + "/out");
-  ASSERT_TRUE(WriteMessage(served.fd(), action).ok());
   v1::SandboxResult result;
-  ASSERT_TRUE(ReadMessage(served.fd(), &result).ok());
+  ASSERT_NO_FATAL_FAILURE(RunInServedSandbox("tr '\\0' ' ' < /proc/1/cmdline", &result));
   ASSERT_EQ(result.exit_code(), 0) << result.error_message();
   const std::string cmdline = *ReadFileToString(dir_ + "/out");
   EXPECT_EQ(cmdline.find("serve_fd"), std::string::npos) << cmdline;

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/posix.h"
 #include "common/status_macros.h"
+#include "server/cas/test_util.h"
 #include "server/exec/sandbox_process.h"
 
 namespace kiln::exec {
@@ -162,8 +163,8 @@ TEST_F(SandboxSpawnerTest, AWaitingSandboxHoldsNothingThatReachesOtherActionsDir
 // followed: the action must neither run in that directory nor write its
 // logs there.
 TEST_F(SandboxSpawnerTest, AWorkDirOrLogReachedThroughASymlinkIsRefused) {
-  std::string pattern = ::testing::TempDir() + "/kiln-victim-XXXXXX";
-  const std::string victim = mkdtemp(pattern.data());
+  cas::ScratchDir victim_dir;  // removed even when an assertion fails
+  const std::string& victim = victim_dir.path();
   ASSERT_EQ(mkdir((victim + "/a").c_str(), 0777), 0);
   ASSERT_EQ(chmod((victim + "/a").c_str(), 0777), 0);
   ASSERT_TRUE(WriteFileAtomically(victim + "/log", "the victim's\n", victim, 0666).ok());
@@ -195,7 +196,6 @@ TEST_F(SandboxSpawnerTest, AWorkDirOrLogReachedThroughASymlinkIsRefused) {
   EXPECT_FALSE(std::filesystem::exists(victim + "/a/pwned"));
   EXPECT_EQ(ReadFileToString(victim + "/log").value_or(""), "the victim's\n");
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/a/pwned"));
-  (void)RemoveTree(victim);
 }
 
 // A pool shutting down stops a sandbox it has just started: the SIGTERM may
